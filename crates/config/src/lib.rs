@@ -1,0 +1,18 @@
+//! Kubernetes objects in, Sluice's validated routing model out.
+//!
+//! This crate is pure: it never touches the network, the clock or the file system. Sources (files,
+//! the API server) hand it [`Manifest`]s; [`translate`] turns them into a [`Model`] plus a list of
+//! [`ConfigError`]s. An error names the file, the object and the field it is about, and only the
+//! broken part is dropped: every other Ingress, rule and path keeps working.
+
+mod error;
+mod manifest;
+mod model;
+mod translate;
+
+pub mod annotations;
+
+pub use error::{ConfigError, ObjectRef};
+pub use manifest::{Manifest, Object, Parsed, parse_manifests};
+pub use model::{BackendKey, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target};
+pub use translate::{TranslateOptions, translate};

@@ -1,0 +1,193 @@
+//! Multi-document YAML (or JSON) manifests to typed Kubernetes objects.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ConfigError, ObjectRef};
+
+/// The kinds of object Sluice routes with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+}
+
+impl Object {
+    /// The object's identity (namespace is `default` when unset; IngressClass is cluster-wide).
+    pub fn id(&self) -> ObjectRef {
+        let (kind, meta) = match self {
+            Object::Ingress(o) => ("Ingress", &o.metadata),
+            Object::IngressClass(o) => ("IngressClass", &o.metadata),
+            Object::Service(o) => ("Service", &o.metadata),
+            Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+        };
+        ObjectRef::new(
+            kind,
+            meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+            meta.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+/// One object and where it came from (a file path, or `kube` for the API server).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub origin: Arc<str>,
+    pub object: Object,
+}
+
+/// The result of reading one file.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub manifests: Vec<Manifest>,
+    pub errors: Vec<ConfigError>,
+    /// False when the text was not YAML at all, so nothing in it could be read: a source should
+    /// keep serving what the file held before rather than drop it.
+    pub readable: bool,
+}
+
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
+
+/// Parses every document of a multi-document YAML text, unwrapping `kind: List`. Objects of
+/// kinds Sluice does not use are skipped silently (manifest directories hold Deployments too);
+/// objects it uses but cannot read are reported, naming the field.
+pub fn parse_manifests(origin: &Arc<str>, text: &str) -> Parsed {
+    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+        Ok(documents) => documents,
+        Err(e) => {
+            let message = format!("not valid YAML: {e}");
+            return Parsed { errors: vec![ConfigError::file(origin, message)], ..Parsed::default() };
+        }
+    };
+    let mut parsed = Parsed { readable: true, ..Parsed::default() };
+    for (index, document) in documents.into_iter().enumerate() {
+        parse_document(origin, document, &format!("document {}", index + 1), &mut parsed);
+    }
+    parsed
+}
+
+fn parse_document(origin: &Arc<str>, document: Value, place: &str, out: &mut Parsed) {
+    if document.is_null() {
+        return;
+    }
+    let api_version = document.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let Some(kind) = document.get("kind").and_then(Value::as_str) else {
+        out.errors.push(ConfigError::file(origin, format!("{place}: has no `kind`")));
+        return;
+    };
+    if kind == "List" {
+        let Some(Value::Array(items)) = document.get("items") else {
+            out.errors.push(ConfigError::file(origin, format!("{place}: List has no `items`")));
+            return;
+        };
+        for (index, item) in items.iter().enumerate() {
+            parse_document(origin, item.clone(), &format!("{place} item {index}"), out);
+        }
+        return;
+    }
+    let object = match (api_version, kind) {
+        ("networking.k8s.io/v1", "Ingress") => typed(origin, "Ingress", document).map(Object::Ingress),
+        ("networking.k8s.io/v1", "IngressClass") => typed(origin, "IngressClass", document).map(Object::IngressClass),
+        ("v1", "Service") => typed(origin, "Service", document).map(Object::Service),
+        ("discovery.k8s.io/v1", "EndpointSlice") => typed(origin, "EndpointSlice", document).map(Object::EndpointSlice),
+        (_, "Ingress" | "IngressClass" | "Service" | "EndpointSlice") => Err(Box::new(ConfigError::field(
+            origin,
+            &identity(kind_name(kind), &document),
+            "apiVersion",
+            format!("unsupported apiVersion {api_version:?} for {kind}"),
+        ))),
+        _ => return,
+    };
+    match object {
+        Ok(object) => out.manifests.push(Manifest { origin: origin.clone(), object }),
+        Err(e) => out.errors.push(*e),
+    }
+}
+
+fn kind_name(kind: &str) -> &'static str {
+    match kind {
+        "Ingress" => "Ingress",
+        "IngressClass" => "IngressClass",
+        "Service" => "Service",
+        _ => "EndpointSlice",
+    }
+}
+
+/// Best-effort identity of an object that may not deserialize, for error messages.
+fn identity(kind: &'static str, document: &Value) -> ObjectRef {
+    let meta = document.get("metadata");
+    let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
+    ObjectRef::new(kind, text("namespace").unwrap_or(DEFAULT_NAMESPACE), text("name").unwrap_or("<unnamed>"))
+}
+
+fn typed<T: DeserializeOwned>(
+    origin: &Arc<str>,
+    kind: &'static str,
+    document: Value,
+) -> Result<Box<T>, Box<ConfigError>> {
+    let id = identity(kind, &document);
+    if id.name == "<unnamed>" {
+        return Err(Box::new(ConfigError::field(origin, &id, "metadata.name", "is required")));
+    }
+    serde_path_to_error::deserialize(document).map(Box::new).map_err(|e| {
+        let field = e.path().to_string();
+        Box::new(ConfigError::field(origin, &id, field, e.into_inner().to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Parsed {
+        parse_manifests(&Arc::from("test.yaml"), text)
+    }
+
+    #[test]
+    fn reads_multiple_documents_and_lists_and_skips_other_kinds() {
+        let parsed = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\n\
+             apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: b, namespace: x}\n",
+        );
+        assert!(parsed.readable);
+        assert_eq!(parsed.errors, vec![]);
+        let ids: Vec<String> = parsed.manifests.iter().map(|m| m.object.id().to_string()).collect();
+        assert_eq!(ids, ["Service default/a", "Service x/b"]);
+    }
+
+    #[test]
+    fn names_the_field_of_a_bad_object_and_keeps_the_others() {
+        let parsed = parse(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad, namespace: shop}\n\
+             spec:\n  rules:\n  - http:\n      paths:\n      - path: /\n        pathType: 7\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: ok}\n",
+        );
+        assert_eq!(parsed.manifests.len(), 1);
+        let error = parsed.errors[0].to_string();
+        assert!(error.starts_with("test.yaml: Ingress shop/bad: spec.rules[0].http.paths[0].pathType: "), "{error}");
+    }
+
+    #[test]
+    fn reports_syntax_errors_as_unreadable() {
+        let parsed = parse("kind: [unclosed\n");
+        assert!(!parsed.readable);
+        assert!(parsed.errors[0].to_string().starts_with("test.yaml: not valid YAML"));
+    }
+
+    #[test]
+    fn rejects_removed_api_versions() {
+        let parsed = parse("apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n");
+        assert_eq!(
+            parsed.errors[0].to_string(),
+            "test.yaml: Ingress default/old: apiVersion: unsupported apiVersion \"extensions/v1beta1\" for Ingress"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The validated routing model: what the Ingresses mean, with every reference resolved.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::{ConfigError, ObjectRef};
+
+/// Everything the Ingresses of our class ask for.
+#[derive(Debug, Default)]
+pub struct Model {
+    pub routes: Vec<RouteSpec>,
+    pub default_backends: Vec<DefaultBackend>,
+    /// Every backend a route or default backend refers to, resolved to where traffic goes.
+    pub backends: BTreeMap<BackendKey, Target>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// The Ingress a route came from; its age decides conflicts (oldest wins).
+#[derive(Debug, PartialEq, Eq)]
+pub struct IngressInfo {
+    pub id: ObjectRef,
+    pub origin: Arc<str>,
+    pub created: Option<Timestamp>,
+}
+
+impl IngressInfo {
+    /// Oldest first: by creationTimestamp (objects that have one before those that do not),
+    /// then namespace/name.
+    pub fn age_order(&self, other: &Self) -> Ordering {
+        let key = |i: &Self| (i.created.is_none(), i.created);
+        key(self).cmp(&key(other)).then_with(|| self.id.cmp(&other.id))
+    }
+}
+
+/// One host + path -> backend rule of one Ingress.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub ingress: Arc<IngressInfo>,
+    /// Where in the Ingress it was declared, e.g. `spec.rules[0].http.paths[1]`.
+    pub field: String,
+    pub host: HostMatch,
+    pub path: PathMatch,
+    pub backend: BackendKey,
+}
+
+/// An Ingress's `spec.defaultBackend`: it serves requests for the Ingress's own hosts that no
+/// path matches, and, for the oldest such Ingress, every request that no host matches.
+#[derive(Debug, Clone)]
+pub struct DefaultBackend {
+    pub ingress: Arc<IngressInfo>,
+    pub hosts: Vec<HostMatch>,
+    pub backend: BackendKey,
+}
+
+/// Which requests a rule's `host` covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum HostMatch {
+    /// No host: every request whose host no other rule names.
+    Any,
+    Exact(String),
+    /// `*.example.com`, holding `example.com`: exactly one more label.
+    Wildcard(String),
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Any => f.write_str("*"),
+            HostMatch::Exact(host) => f.write_str(host),
+            HostMatch::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// How a rule's path matches, after `pathType` and the Ingress's regex mode are applied.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "type", content = "path")]
+pub enum PathMatch {
+    Exact(String),
+    /// Element-wise prefix; the path is stored without its trailing slash (`/` stays `/`).
+    Prefix(String),
+    /// Anchored at the start, case-insensitive (ingress-nginx's `~*`).
+    Regex(String),
+}
+
+impl PathMatch {
+    /// The path as written, whose length decides precedence.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) => p,
+        }
+    }
+}
+
+/// A Service port as an Ingress names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+/// A backend as routes refer to it: `namespace/service:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub namespace: String,
+    pub service: String,
+    pub port: PortRef,
+}
+
+impl fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:", self.namespace, self.service)?;
+        match &self.port {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Serialize for BackendKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Where a backend's traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Pod endpoints from EndpointSlices. `endpoints` are the ones to use: the ready ones, or,
+    /// when none is ready, those still serving while terminating (as kube-proxy does), so a
+    /// rollout's last pod keeps answering. `unready` are listed for operators only.
+    Pods { endpoints: Vec<SocketAddr>, unready: Vec<SocketAddr> },
+    /// An ExternalName Service: resolved by DNS when connecting.
+    External { host: String, port: u16 },
+}

@@ -1,0 +1,415 @@
+//! Ingress objects to the routing model.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+
+use crate::annotations;
+use crate::error::{ConfigError, ObjectRef};
+use crate::manifest::{Manifest, Object};
+use crate::model::{BackendKey, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target};
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What the translation needs to know besides the objects.
+#[derive(Debug, Clone)]
+pub struct TranslateOptions<'a> {
+    /// The IngressClass whose Ingresses are ours.
+    pub ingress_class: &'a str,
+}
+
+/// Translates manifests into the routing model. Pure and total: every problem becomes a
+/// [`ConfigError`] and only the part it is about is left out.
+pub fn translate<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, options: &TranslateOptions<'_>) -> Model {
+    let mut model = Model::default();
+    let index = Index::build(manifests, &mut model.errors);
+    let default_class = index.classes.get(options.ingress_class).is_some_and(|class| {
+        let value = class.metadata.annotations.as_ref().and_then(|a| a.get(annotations::DEFAULT_CLASS));
+        value.is_some_and(|v| annotations::parse_bool(v) == Ok(true))
+    });
+    let mut resolver = Resolver { index: &index, resolved: HashMap::new() };
+    for (origin, ingress) in &index.ingresses {
+        if is_ours(ingress, options.ingress_class, default_class) {
+            translate_ingress(origin, ingress, &mut resolver, &mut model);
+        }
+    }
+    model
+}
+
+fn is_ours(ingress: &Ingress, class: &str, default_class: bool) -> bool {
+    let named = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()).or_else(|| {
+        let annotations = ingress.metadata.annotations.as_ref()?;
+        annotations.get(annotations::INGRESS_CLASS).map(String::as_str)
+    });
+    named.map_or(default_class, |named| named == class)
+}
+
+/// The objects, indexed for lookups, each kind/namespace/name once.
+struct Index<'a> {
+    ingresses: Vec<(&'a Arc<str>, &'a Ingress)>,
+    classes: HashMap<&'a str, &'a IngressClass>,
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    /// EndpointSlices by (namespace, service name).
+    slices: HashMap<(&'a str, &'a str), Vec<Slice<'a>>>,
+}
+
+/// An EndpointSlice with its addresses already checked.
+struct Slice<'a> {
+    ports: Vec<(&'a str, u16)>,
+    endpoints: Vec<SliceEndpoint>,
+}
+
+struct SliceEndpoint {
+    ip: IpAddr,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+impl<'a> Index<'a> {
+    fn build(manifests: impl IntoIterator<Item = &'a Manifest>, errors: &mut Vec<ConfigError>) -> Self {
+        let mut index =
+            Index { ingresses: Vec::new(), classes: HashMap::new(), services: HashMap::new(), slices: HashMap::new() };
+        let mut seen: BTreeMap<ObjectRef, &Arc<str>> = BTreeMap::new();
+        for manifest in manifests {
+            let id = manifest.object.id();
+            match seen.entry(id) {
+                Entry::Occupied(first) => {
+                    let message = format!("defined again; the definition in {} is used", first.get());
+                    errors.push(ConfigError::field(&manifest.origin, first.key(), "metadata.name", message));
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(&manifest.origin);
+                }
+            }
+            match &manifest.object {
+                Object::Ingress(o) => index.ingresses.push((&manifest.origin, o)),
+                Object::IngressClass(o) => {
+                    index.classes.insert(o.metadata.name.as_deref().unwrap_or_default(), o);
+                }
+                Object::Service(o) => {
+                    index.services.insert((namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default()), o);
+                }
+                Object::EndpointSlice(o) => index.add_slice(&manifest.origin, o, errors),
+            }
+        }
+        index
+    }
+
+    fn add_slice(&mut self, origin: &Arc<str>, slice: &'a EndpointSlice, errors: &mut Vec<ConfigError>) {
+        let id = ObjectRef::new(
+            "EndpointSlice",
+            namespace(&slice.metadata),
+            slice.metadata.name.clone().unwrap_or_default(),
+        );
+        let labels = slice.metadata.labels.as_ref();
+        let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
+            let message = format!("has no {SERVICE_NAME_LABEL} label, so it belongs to no Service");
+            errors.push(ConfigError::field(origin, &id, "metadata.labels", message));
+            return;
+        };
+        if slice.address_type == "FQDN" {
+            return;
+        }
+        let ports = slice.ports.iter().flatten().filter_map(|p| {
+            let port = u16::try_from(p.port?).ok()?;
+            Some((p.name.as_deref().unwrap_or_default(), port))
+        });
+        let mut endpoints = Vec::new();
+        for (i, endpoint) in slice.endpoints.iter().enumerate() {
+            let Some(address) = endpoint.addresses.first() else { continue };
+            let Ok(ip) = address.parse::<IpAddr>() else {
+                let field = format!("endpoints[{i}].addresses[0]");
+                errors.push(ConfigError::field(origin, &id, field, format!("{address:?} is not an IP address")));
+                continue;
+            };
+            let conditions = endpoint.conditions.as_ref();
+            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+            endpoints.push(SliceEndpoint {
+                ip,
+                ready,
+                serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
+                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
+            });
+        }
+        let key = (namespace(&slice.metadata), service.as_str());
+        self.slices.entry(key).or_default().push(Slice { ports: ports.collect(), endpoints });
+    }
+}
+
+fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or(crate::manifest::DEFAULT_NAMESPACE)
+}
+
+/// Resolves backends to targets, once per backend.
+struct Resolver<'i, 'a> {
+    index: &'i Index<'a>,
+    resolved: HashMap<BackendKey, Result<Target, String>>,
+}
+
+impl Resolver<'_, '_> {
+    fn resolve(&mut self, key: &BackendKey) -> &Result<Target, String> {
+        if !self.resolved.contains_key(key) {
+            let target = self.resolve_uncached(key);
+            self.resolved.insert(key.clone(), target);
+        }
+        &self.resolved[key]
+    }
+
+    fn resolve_uncached(&self, key: &BackendKey) -> Result<Target, String> {
+        let Some(service) = self.index.services.get(&(key.namespace.as_str(), key.service.as_str())) else {
+            return Err(format!("Service {}/{} not found", key.namespace, key.service));
+        };
+        let spec = service.spec.as_ref();
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let port = ports.iter().find(|p| match &key.port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(name) => p.name.as_deref() == Some(name),
+        });
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            let host = spec.and_then(|s| s.external_name.clone()).filter(|h| !h.is_empty());
+            let Some(host) = host else {
+                return Err(format!("ExternalName Service {}/{} has no spec.externalName", key.namespace, key.service));
+            };
+            let number = match (&key.port, port) {
+                (_, Some(p)) => p.port,
+                (PortRef::Number(n), None) => *n,
+                (PortRef::Name(_), None) => return Err(missing_port(key)),
+            };
+            let port = u16::try_from(number).map_err(|_| format!("port {number} is out of range"))?;
+            return Ok(Target::External { host, port });
+        }
+        let Some(port) = port else { return Err(missing_port(key)) };
+        let port_name = port.name.as_deref().unwrap_or_default();
+        let (mut ready, mut terminating, mut unready) = (Vec::new(), Vec::new(), Vec::new());
+        let slices = self.index.slices.get(&(key.namespace.as_str(), key.service.as_str()));
+        for slice in slices.into_iter().flatten() {
+            let Some(&(_, number)) = slice.ports.iter().find(|(name, _)| *name == port_name) else { continue };
+            for endpoint in &slice.endpoints {
+                let addr = SocketAddr::new(endpoint.ip, number);
+                match endpoint {
+                    SliceEndpoint { ready: true, .. } => ready.push(addr),
+                    SliceEndpoint { serving: true, terminating: true, .. } => terminating.push(addr),
+                    _ => unready.push(addr),
+                }
+            }
+        }
+        let endpoints = if ready.is_empty() {
+            terminating
+        } else {
+            unready.extend(terminating);
+            ready
+        };
+        Ok(Target::Pods { endpoints: sorted(endpoints), unready: sorted(unready) })
+    }
+}
+
+fn missing_port(key: &BackendKey) -> String {
+    let port = match &key.port {
+        PortRef::Number(n) => format!("port {n}"),
+        PortRef::Name(name) => format!("port named {name:?}"),
+    };
+    format!("Service {}/{} has no {port}", key.namespace, key.service)
+}
+
+fn sorted(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
+}
+
+/// Collects one Ingress's routes, reporting what is wrong with each part.
+struct IngressTranslation<'m> {
+    origin: &'m Arc<str>,
+    info: Arc<IngressInfo>,
+    model: &'m mut Model,
+}
+
+impl IngressTranslation<'_> {
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.model.errors.push(ConfigError::field(self.origin, &self.info.id, field, message));
+    }
+
+    /// The backend of `field`, recorded in the model; `None` (reported) when it is unusable.
+    fn backend(&mut self, backend: &IngressBackend, field: &str, resolver: &mut Resolver) -> Option<BackendKey> {
+        if backend.resource.is_some() {
+            self.error(format!("{field}.resource"), "resource backends are not supported; use a Service");
+            return None;
+        }
+        let Some(service) = &backend.service else {
+            self.error(format!("{field}.service"), "is required");
+            return None;
+        };
+        let port = service.port.as_ref();
+        let port = match (port.and_then(|p| p.number), port.and_then(|p| p.name.clone())) {
+            (Some(number), None) => PortRef::Number(number),
+            (None, Some(name)) => PortRef::Name(name),
+            _ => {
+                self.error(format!("{field}.service.port"), "needs exactly one of number and name");
+                return None;
+            }
+        };
+        let key = BackendKey { namespace: self.info.id.namespace.clone(), service: service.name.clone(), port };
+        let target = match resolver.resolve(&key) {
+            Ok(target) => target.clone(),
+            Err(message) => {
+                // Kept with no endpoints (503) so the route comes alive when the Service appears.
+                let message = format!("{message}; requests to this backend get 503");
+                self.error(format!("{field}.service"), message);
+                Target::Pods { endpoints: Vec::new(), unready: Vec::new() }
+            }
+        };
+        self.model.backends.insert(key.clone(), target);
+        Some(key)
+    }
+}
+
+fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, resolver: &mut Resolver, model: &mut Model) {
+    let id = ObjectRef::new("Ingress", namespace(&ingress.metadata), ingress.metadata.name.clone().unwrap_or_default());
+    let created = ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let mut tr =
+        IngressTranslation { origin, info: Arc::new(IngressInfo { id, origin: origin.clone(), created }), model };
+    let Some(spec) = &ingress.spec else { return };
+
+    let annotations = ingress.metadata.annotations.as_ref();
+    let annotation = |name: &str| annotations.and_then(|a| a.get(name));
+    let use_regex = annotation(annotations::NGINX_USE_REGEX).is_some_and(|value| {
+        annotations::parse_bool(value).unwrap_or_else(|message| {
+            tr.error(format!("metadata.annotations[{}]", annotations::NGINX_USE_REGEX), message);
+            false
+        })
+    });
+    let regex_mode = use_regex || annotation(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
+
+    let mut hosts = Vec::new();
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let host = match rule.host.as_deref() {
+            None | Some("") => HostMatch::Any,
+            Some(host) => match parse_host(host) {
+                Ok(host) => host,
+                Err(message) => {
+                    tr.error(format!("spec.rules[{i}].host"), message);
+                    continue;
+                }
+            },
+        };
+        hosts.push(host.clone());
+        let paths = rule.http.as_ref().map(|http| http.paths.as_slice()).unwrap_or_default();
+        for (j, path) in paths.iter().enumerate() {
+            let field = format!("spec.rules[{i}].http.paths[{j}]");
+            let matcher = match parse_path(path.path.as_deref(), &path.path_type, regex_mode) {
+                Ok(matcher) => matcher,
+                Err((subfield, message)) => {
+                    tr.error(format!("{field}.{subfield}"), message);
+                    continue;
+                }
+            };
+            let Some(backend) = tr.backend(&path.backend, &format!("{field}.backend"), resolver) else { continue };
+            let route = RouteSpec { ingress: tr.info.clone(), field, host: host.clone(), path: matcher, backend };
+            tr.model.routes.push(route);
+        }
+    }
+    if let Some(backend) = &spec.default_backend
+        && let Some(backend) = tr.backend(backend, "spec.defaultBackend", resolver)
+    {
+        let default = DefaultBackend { ingress: tr.info.clone(), hosts, backend };
+        tr.model.default_backends.push(default);
+    }
+}
+
+/// Validates a rule host: a lowercase DNS name, or `*.` and one; never an IP address.
+fn parse_host(host: &str) -> Result<HostMatch, String> {
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.contains('*') {
+        return Err(format!("{host:?}: a wildcard may only be the whole first label (`*.example.com`)"));
+    }
+    if host.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{host:?} is not a valid lowercase DNS name"));
+    }
+    if name.parse::<IpAddr>().is_ok()
+        || name.split('.').next_back().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("{host:?}: IP addresses are not allowed as hosts"));
+    }
+    Ok(if wildcard { HostMatch::Wildcard(name.to_owned()) } else { HostMatch::Exact(name.to_owned()) })
+}
+
+/// Applies `pathType` (and the Ingress's regex mode) to a path. Errors name the sub-field.
+fn parse_path(path: Option<&str>, path_type: &str, regex_mode: bool) -> Result<PathMatch, (&'static str, String)> {
+    let absolute = |path: Option<&str>| match path {
+        Some(p) if p.starts_with('/') => Ok(p.to_owned()),
+        Some(p) => Err(("path", format!("{p:?} must begin with '/'"))),
+        None => Err(("path", "is required for this pathType".to_owned())),
+    };
+    match path_type {
+        "Exact" => absolute(path).map(PathMatch::Exact),
+        "Prefix" => absolute(path).map(|p| PathMatch::Prefix(trim_prefix(p))),
+        "ImplementationSpecific" if regex_mode => {
+            let pattern = path.unwrap_or("/");
+            regex_syntax::Parser::new().parse(pattern).map_err(|e| {
+                let (kind, at) = match &e {
+                    regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span().start.offset),
+                    regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span().start.offset),
+                    other => (other.to_string(), 0),
+                };
+                ("path", format!("{pattern:?} is not a valid regular expression: {kind} at offset {at}"))
+            })?;
+            Ok(PathMatch::Regex(pattern.to_owned()))
+        }
+        "ImplementationSpecific" => absolute(path.or(Some("/"))).map(|p| PathMatch::Prefix(trim_prefix(p))),
+        other => Err(("pathType", format!("{other:?} is not one of Exact, Prefix, ImplementationSpecific"))),
+    }
+}
+
+/// `/foo/` and `/foo` are the same prefix; `/` stays `/`.
+fn trim_prefix(path: String) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(parse_host("foo.bar.com"), Ok(HostMatch::Exact("foo.bar.com".into())));
+        assert_eq!(parse_host("*.bar.com"), Ok(HostMatch::Wildcard("bar.com".into())));
+        for bad in ["Foo.com", "*.*.com", "a.*.com", "foo..com", "-a.com", "10.0.0.1", "foo_bar.com", "*"] {
+            assert!(parse_host(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(parse_path(Some("/foo/"), "Prefix", false), Ok(PathMatch::Prefix("/foo".into())));
+        assert_eq!(parse_path(Some("/"), "Prefix", false), Ok(PathMatch::Prefix("/".into())));
+        assert_eq!(parse_path(Some("/foo/"), "Exact", false), Ok(PathMatch::Exact("/foo/".into())));
+        assert_eq!(parse_path(None, "ImplementationSpecific", false), Ok(PathMatch::Prefix("/".into())));
+        assert_eq!(
+            parse_path(Some("/api(/|$)(.*)"), "ImplementationSpecific", true),
+            Ok(PathMatch::Regex("/api(/|$)(.*)".into()))
+        );
+        // Regex mode applies to ImplementationSpecific only.
+        assert_eq!(parse_path(Some("/a"), "Prefix", true), Ok(PathMatch::Prefix("/a".into())));
+        assert_eq!(parse_path(Some("/a("), "ImplementationSpecific", true).unwrap_err().0, "path");
+        assert_eq!(parse_path(Some("foo"), "Exact", false).unwrap_err().0, "path");
+        assert_eq!(parse_path(Some("/"), "Glob", false).unwrap_err().0, "pathType");
+    }
+}

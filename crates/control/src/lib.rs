@@ -1,0 +1,12 @@
+//! Sluice's control plane: where objects come from, and how they become the published
+//! [`Snapshot`](sluice_route::Snapshot).
+//!
+//! A source gathers manifests; [`Publisher::publish`] translates them, compiles a snapshot that
+//! shares what did not change with the previous one, and swaps it in with one atomic store.
+//! Compiling happens on a blocking thread, never on the threads serving requests.
+
+mod files;
+mod publish;
+
+pub use files::{FileSource, watch_files};
+pub use publish::Publisher;

@@ -1,0 +1,56 @@
+//! Every way a request can fail, turned into a response in this one place.
+
+use std::fmt;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{ResponseBody, full};
+
+/// Why the gateway answers a request itself.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The request is malformed; it never reaches a backend.
+    BadRequest(String),
+    /// No route matches and no default backend applies.
+    NoRoute,
+    /// The route's backend has no ready endpoint.
+    NoEndpoint,
+    /// The upstream could not be reached or failed mid-response.
+    Upstream(hyper_util::client::legacy::Error),
+    /// The upstream did not answer within the response timeout.
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response for this error: its status and a one-line plain-text reason.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let mut response = Response::new(full(format!("{self}\n")));
+        *response.status_mut() = status;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
+            ProxyError::NoRoute => f.write_str("no route for this host and path"),
+            ProxyError::NoEndpoint => f.write_str("no ready endpoint for this backend"),
+            ProxyError::Upstream(e) if e.is_connect() => f.write_str("upstream connection failed"),
+            ProxyError::Upstream(_) => f.write_str("upstream request failed"),
+            ProxyError::UpstreamTimeout => f.write_str("upstream timed out"),
+        }
+    }
+}

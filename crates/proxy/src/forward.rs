@@ -1,0 +1,239 @@
+//! The reverse proxy: route, balance, forward, stream back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use sluice_config::Target;
+use sluice_route::{Route, Snapshot, normalize_path};
+
+use crate::balance;
+use crate::body::{ResponseBody, Upstream};
+use crate::error::ProxyError;
+use crate::server::{Conn, Handler};
+
+/// Timeouts and limits of the data path.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// How long to wait for a TCP connection to an endpoint (502 after).
+    pub connect_timeout: Duration,
+    /// How long to wait for an upstream's response headers (504 after).
+    pub response_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// Forwards requests according to the published snapshot.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    client: Client<HttpConnector, UpstreamBody>,
+    config: ProxyConfig,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1); never
+/// forwarded, in either direction.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl Proxy {
+    /// A proxy serving whatever `snapshot` holds at the time of each request.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, config: ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .build(connector);
+        Self { snapshot, client, config }
+    }
+
+    async fn forward(&self, request: Request<Incoming>, conn: Conn) -> Result<Response<ResponseBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let host = request_host(&parts.uri, &parts.headers, parts.version)?;
+        let path = normalize_path(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        // One load per request: a reload published meanwhile applies to the next request.
+        let route: Arc<Route> = self.snapshot.load().table.route(&host, &path).ok_or(ProxyError::NoRoute)?.clone();
+
+        strip_hop_by_hop(&mut parts.headers);
+        if !parts.headers.contains_key(header::HOST) {
+            let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
+            parts.headers.insert(header::HOST, host);
+        }
+        set_forwarding_headers(&mut parts.headers, &conn);
+        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+
+        let backend = &route.backend;
+        if let Target::External { host, port } = &backend.target {
+            let authority = Authority::try_from(format!("{host}:{port}"))
+                .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
+            let headers = std::mem::take(&mut parts.headers);
+            let request = upstream_request(&parts, authority, path_and_query, headers, Either::Left(body));
+            return self.send(request, None).await;
+        }
+
+        // A request without a body can be sent again: if connecting to one endpoint fails
+        // (a pod gone before its EndpointSlice says so), try one other.
+        let retryable = body.is_end_stream() && backend.endpoints.len() > 1;
+        let mut body = Some(body);
+        let mut failed = None;
+        loop {
+            let (index, active) = balance::pick(backend, failed).ok_or(ProxyError::NoEndpoint)?;
+            let last = !retryable || failed.is_some();
+            let (headers, body) = if last {
+                (std::mem::take(&mut parts.headers), body.take().map_or(Either::Right(Empty::new()), Either::Left))
+            } else {
+                (parts.headers.clone(), Either::Right(Empty::new()))
+            };
+            let authority = Authority::try_from(backend.endpoints[index].addr.to_string())
+                .expect("a socket address is a valid authority");
+            let request = upstream_request(&parts, authority, path_and_query.clone(), headers, body);
+            match self.send(request, Some(active)).await {
+                Err(ProxyError::Upstream(e)) if !last && e.is_connect() => {
+                    tracing::debug!(endpoint = %backend.endpoints[index].addr, "connect failed, trying another endpoint");
+                    failed = Some(index);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+        active: Option<balance::ActiveGuard>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let response = tokio::time::timeout(self.config.response_timeout, self.client.request(request))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout)?
+            .map_err(ProxyError::Upstream)?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Either::Left(Upstream::new(body, active))))
+    }
+}
+
+impl Handler for Proxy {
+    async fn handle(&self, request: Request<Incoming>, conn: Conn) -> Response<ResponseBody> {
+        match self.forward(request, conn).await {
+            Ok(response) => response,
+            Err(error) => {
+                match &error {
+                    ProxyError::Upstream(e) => tracing::warn!(error = %e, "{error}"),
+                    ProxyError::UpstreamTimeout => tracing::warn!("{error}"),
+                    _ => tracing::debug!("{error}"),
+                }
+                error.into_response()
+            }
+        }
+    }
+}
+
+/// The host a request is for: the URI's authority (HTTP/2, absolute-form) or the Host header.
+fn request_host(uri: &Uri, headers: &HeaderMap, version: Version) -> Result<String, ProxyError> {
+    if let Some(authority) = uri.authority() {
+        return Ok(authority.as_str().to_owned());
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => {
+            host.to_str().map(str::to_owned).map_err(|_| ProxyError::BadRequest("Host header is not valid".into()))
+        }
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header".into())),
+        (None, _) if version == Version::HTTP_11 => Err(ProxyError::BadRequest("HTTP/1.1 request without Host".into())),
+        (None, _) => Ok(String::new()),
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let listed: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// X-Forwarded-*, X-Real-IP and X-Request-ID. The client address replaces any
+/// X-Forwarded-For the client sent: without trusted proxies configured, it cannot be believed.
+fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
+    let client_ip: HeaderValue = conn.remote.ip().to_string().parse().expect("an IP is a valid header value");
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(X_FORWARDED_FOR, client_ip.clone());
+    headers.insert(X_REAL_IP, client_ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local.port()));
+    let has_id = headers.get(&X_REQUEST_ID).is_some_and(|id| !id.is_empty() && id.len() <= 200);
+    if !has_id {
+        let id = format!("{:032x}", fastrand::u128(..));
+        headers.insert(X_REQUEST_ID, HeaderValue::from_str(&id).expect("hex is a valid header value"));
+    }
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    authority: Authority,
+    path_and_query: PathAndQuery,
+    headers: HeaderMap,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path_and_query);
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
+}

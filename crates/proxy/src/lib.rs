@@ -1,0 +1,20 @@
+//! Sluice's data path.
+//!
+//! A request is handled against one [`Snapshot`], loaded once when it arrives: match host and
+//! path, pick a ready endpoint (power of two choices, least requests), forward over a pooled
+//! upstream connection with the bodies streamed both ways, and stream the answer back. Every
+//! failure becomes a response in one place ([`error`]); a reload never touches a request that
+//! has started.
+//!
+//! [`Snapshot`]: sluice_route::Snapshot
+
+mod admin;
+mod balance;
+mod body;
+mod error;
+mod forward;
+mod server;
+
+pub use admin::{Admin, AdminState};
+pub use forward::{Proxy, ProxyConfig};
+pub use server::{Shutdown, serve};

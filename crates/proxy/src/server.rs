@@ -1,0 +1,89 @@
+//! Accept loops shared by the proxy and admin listeners, with graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::ResponseBody;
+
+/// The two ends of an accepted connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Something that answers requests on a listener.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: Request<Incoming>, conn: Conn) -> impl Future<Output = Response<ResponseBody>> + Send;
+}
+
+/// Tells listeners to stop accepting and drain; cloned into each one.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown signal and the function that fires it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    async fn fired(&mut self) {
+        // An error means the sender is gone: treat it as shutting down too.
+        let _ = self.0.wait_for(|fired| *fired).await;
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` fires, then
+/// stops accepting, lets connections finish their requests for up to `drain`, and returns.
+pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, mut shutdown: Shutdown, drain: Duration) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Slow clients may not hold a connection open by trickling headers.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.fired() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else { continue };
+        let conn = Conn { remote, local };
+        let handler = handler.clone();
+        let service = service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}

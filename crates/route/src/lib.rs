@@ -1,0 +1,16 @@
+//! The compiled form of the routing model, and request matching against it.
+//!
+//! [`RouteTable`] answers "which route serves this host and path" with the precedence of
+//! DESIGN section 5: exact hosts before `*.` wildcards before host-less rules; within a host the
+//! longest path string wins, Exact before Prefix before regex on equal length, and the oldest
+//! Ingress wins what is left (conflicts are resolved when the table is built, not per request).
+//! [`Snapshot`] is one immutable, published configuration: the table, the backends and the
+//! errors found while building it.
+
+mod path;
+mod snapshot;
+mod table;
+
+pub use path::{PathError, normalize_path};
+pub use snapshot::{Backend, Endpoint, Route, Snapshot};
+pub use table::{HostRoutes, InsertError, RegexCache, RouteTable};

@@ -1,0 +1,163 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use serde_json::{Value, json};
+use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, ObjectRef, PathMatch, Target};
+
+use crate::table::{InsertError, RegexCache, RouteTable};
+
+/// One published configuration. Requests load it once and use it to the end.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot.
+    pub generation: u64,
+    pub table: RouteTable<Arc<Route>>,
+    pub backends: BTreeMap<BackendKey, Arc<Backend>>,
+    /// Everything wrong with the configuration this snapshot was built from.
+    pub errors: Vec<ConfigError>,
+    regexes: RegexCache,
+}
+
+/// Where a matched request goes, and why (for logs and `/config`).
+#[derive(Debug)]
+pub struct Route {
+    pub ingress: ObjectRef,
+    pub host: HostMatch,
+    /// `None` for an Ingress default backend.
+    pub path: Option<PathMatch>,
+    pub backend: Arc<Backend>,
+}
+
+/// A Service port and the endpoints behind it.
+#[derive(Debug)]
+pub struct Backend {
+    pub key: BackendKey,
+    pub target: Target,
+    /// The endpoints to balance across (empty for ExternalName Services).
+    pub endpoints: Box<[Endpoint]>,
+}
+
+/// One pod endpoint, with the count of requests it is serving now for least-request balancing.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub active: AtomicUsize,
+}
+
+impl Backend {
+    /// A backend with all endpoints idle.
+    pub fn new(key: BackendKey, target: Target) -> Self {
+        let endpoints = match &target {
+            Target::Pods { endpoints, .. } => {
+                endpoints.iter().map(|&addr| Endpoint { addr, active: AtomicUsize::new(0) }).collect()
+            }
+            Target::External { .. } => Box::default(),
+        };
+        Self { key, target, endpoints }
+    }
+}
+
+impl Snapshot {
+    /// Builds the snapshot that follows `previous`. What did not change is shared with it:
+    /// backends whose endpoints are the same keep their load counters, and regexes are not
+    /// compiled again.
+    pub fn compile(model: Model, previous: &Snapshot) -> Snapshot {
+        let Model { mut routes, mut default_backends, backends, mut errors } = model;
+        let backends: BTreeMap<BackendKey, Arc<Backend>> = backends
+            .into_iter()
+            .map(|(key, target)| {
+                let backend = match previous.backends.get(&key) {
+                    Some(old) if old.target == target => old.clone(),
+                    _ => Arc::new(Backend::new(key.clone(), target)),
+                };
+                (key, backend)
+            })
+            .collect();
+
+        let mut table = RouteTable::default();
+        routes.sort_by(|a, b| a.ingress.age_order(&b.ingress));
+        for spec in routes {
+            let route = Arc::new(Route {
+                ingress: spec.ingress.id.clone(),
+                host: spec.host.clone(),
+                path: Some(spec.path.clone()),
+                backend: backends[&spec.backend].clone(),
+            });
+            let message = match table.insert(&spec.host, &spec.path, route, &previous.regexes) {
+                Ok(()) => continue,
+                Err(InsertError::Taken(older)) => format!(
+                    "host {} path {:?} is already routed by {}; this path is ignored",
+                    spec.host,
+                    spec.path.as_str(),
+                    older.ingress
+                ),
+                Err(InsertError::InvalidRegex(e)) => e,
+            };
+            errors.push(error_at(&spec.ingress, format!("{}.path", spec.field), message));
+        }
+
+        default_backends.sort_by(|a, b| a.ingress.age_order(&b.ingress));
+        for default in default_backends {
+            let route = Arc::new(Route {
+                ingress: default.ingress.id.clone(),
+                host: HostMatch::Any,
+                path: None,
+                backend: backends[&default.backend].clone(),
+            });
+            for host in &default.hosts {
+                table.set_fallback(host, route.clone());
+            }
+            table.set_default(route);
+        }
+
+        let regexes = table.regex_cache();
+        errors.sort();
+        Snapshot { generation: previous.generation + 1, table, backends, errors, regexes }
+    }
+
+    /// The snapshot as JSON for `/config` and golden tests: hosts with their routes in
+    /// precedence order, backends with their endpoints, and errors.
+    pub fn describe(&self) -> Value {
+        let mut hosts: Vec<_> = self.table.hosts().collect();
+        hosts.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let hosts: Vec<Value> = hosts
+            .into_iter()
+            .map(|(host, routes)| {
+                let paths: Vec<Value> = routes
+                    .paths()
+                    .into_iter()
+                    .map(|(path, route)| {
+                        json!({
+                            "path": path,
+                            "ingress": route.ingress.to_string(),
+                            "backend": route.backend.key,
+                        })
+                    })
+                    .collect();
+                let mut entry = json!({ "host": host.to_string(), "paths": paths });
+                if let Some(fallback) = routes.fallback() {
+                    entry["fallback"] = json!(fallback.backend.key);
+                }
+                entry
+            })
+            .collect();
+        let backends: serde_json::Map<String, Value> =
+            self.backends.iter().map(|(key, backend)| (key.to_string(), json!(backend.target))).collect();
+        json!({
+            "generation": self.generation,
+            "hosts": hosts,
+            "default_backend": self.table.default_route().map(|r| json!({
+                "ingress": r.ingress.to_string(),
+                "backend": r.backend.key,
+            })),
+            "backends": backends,
+            "errors": self.errors,
+        })
+    }
+}
+
+fn error_at(ingress: &IngressInfo, field: String, message: String) -> ConfigError {
+    ConfigError::field(&ingress.origin, &ingress.id, field, message)
+}

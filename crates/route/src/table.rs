@@ -1,0 +1,236 @@
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use regex::Regex;
+use sluice_config::{HostMatch, PathMatch};
+
+/// Compiled regexes by pattern, handed from one table to the next so that a reload does not
+/// compile every regex path again.
+pub type RegexCache = HashMap<String, Regex>;
+
+/// Hosts to their routes. `T` is what a match yields (the proxy uses `Arc<Route>`).
+#[derive(Debug, Clone)]
+pub struct RouteTable<T> {
+    exact: HashMap<Box<str>, HostRoutes<T>>,
+    /// `*.example.com` keyed by `example.com`.
+    wildcard: HashMap<Box<str>, HostRoutes<T>>,
+    any: Option<HostRoutes<T>>,
+    default: Option<T>,
+}
+
+/// The routes of one host, arranged so that a lookup costs a few hash probes.
+#[derive(Debug, Clone)]
+pub struct HostRoutes<T> {
+    exact: HashMap<Box<str>, T>,
+    /// Keyed by the path without trailing slash.
+    prefix: HashMap<Box<str>, T>,
+    /// Longest pattern first; on equal length, in insertion (age) order.
+    regex: Vec<RegexRoute<T>>,
+    /// The Ingress default backend for requests to this host that no path matches.
+    fallback: Option<T>,
+}
+
+#[derive(Debug, Clone)]
+struct RegexRoute<T> {
+    regex: Regex,
+    pattern_len: usize,
+    value: T,
+}
+
+/// Why [`RouteTable::insert`] did not take a route.
+#[derive(Debug)]
+pub enum InsertError<'a, T> {
+    /// The same host and path is routed already; the older route is returned.
+    Taken(&'a T),
+    InvalidRegex(String),
+}
+
+impl<T> Default for RouteTable<T> {
+    fn default() -> Self {
+        Self { exact: HashMap::new(), wildcard: HashMap::new(), any: None, default: None }
+    }
+}
+
+impl<T> Default for HostRoutes<T> {
+    fn default() -> Self {
+        Self { exact: HashMap::new(), prefix: HashMap::new(), regex: Vec::new(), fallback: None }
+    }
+}
+
+impl<T> RouteTable<T> {
+    fn host_mut(&mut self, host: &HostMatch) -> &mut HostRoutes<T> {
+        match host {
+            HostMatch::Any => self.any.get_or_insert_with(HostRoutes::default),
+            HostMatch::Exact(h) => self.exact.entry(h.as_str().into()).or_default(),
+            HostMatch::Wildcard(h) => self.wildcard.entry(h.as_str().into()).or_default(),
+        }
+    }
+
+    /// Adds a route. Insert oldest first: the first route for a host and path keeps it.
+    /// Regexes found in `compiled` are reused.
+    pub fn insert(
+        &mut self,
+        host: &HostMatch,
+        path: &PathMatch,
+        value: T,
+        compiled: &RegexCache,
+    ) -> Result<(), InsertError<'_, T>> {
+        let routes = self.host_mut(host);
+        let (map, key) = match path {
+            PathMatch::Exact(p) => (&mut routes.exact, p),
+            PathMatch::Prefix(p) => (&mut routes.prefix, p),
+            PathMatch::Regex(pattern) => {
+                if let Some(i) = routes.regex.iter().position(|r| r.regex.as_str() == anchored(pattern)) {
+                    return Err(InsertError::Taken(&routes.regex[i].value));
+                }
+                let regex = match compiled.get(pattern) {
+                    Some(regex) => regex.clone(),
+                    None => Regex::new(&anchored(pattern)).map_err(|e| InsertError::InvalidRegex(e.to_string()))?,
+                };
+                let at = routes.regex.partition_point(|r| r.pattern_len >= pattern.len());
+                routes.regex.insert(at, RegexRoute { regex, pattern_len: pattern.len(), value });
+                return Ok(());
+            }
+        };
+        match map.entry(key.as_str().into()) {
+            Entry::Occupied(taken) => Err(InsertError::Taken(taken.into_mut())),
+            Entry::Vacant(slot) => {
+                slot.insert(value);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets what serves requests for `host` that no path matches, unless set already.
+    pub fn set_fallback(&mut self, host: &HostMatch, value: T) {
+        self.host_mut(host).fallback.get_or_insert(value);
+    }
+
+    /// Sets what serves requests that no host matches, unless set already.
+    pub fn set_default(&mut self, value: T) {
+        self.default.get_or_insert(value);
+    }
+
+    /// The route for a request. `host` is the Host header or authority (any case, port and
+    /// trailing dot allowed); `path` must be normalized (see [`crate::normalize_path`]).
+    pub fn route(&self, host: &str, path: &str) -> Option<&T> {
+        let host = bare_host(host);
+        let routes = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.host_routes(&host.to_ascii_lowercase())
+        } else {
+            self.host_routes(host)
+        };
+        match routes {
+            Some(routes) => routes.route(path).or(routes.fallback.as_ref()).or(self.default.as_ref()),
+            None => self.default.as_ref(),
+        }
+    }
+
+    fn host_routes(&self, host: &str) -> Option<&HostRoutes<T>> {
+        self.exact
+            .get(host)
+            .or_else(|| {
+                let (first, parent) = host.split_once('.')?;
+                if first.is_empty() { None } else { self.wildcard.get(parent) }
+            })
+            .or(self.any.as_ref())
+    }
+
+    /// Every host with its routes, for reporting.
+    pub fn hosts(&self) -> impl Iterator<Item = (HostMatch, &HostRoutes<T>)> {
+        let exact = self.exact.iter().map(|(h, r)| (HostMatch::Exact(h.to_string()), r));
+        let wildcard = self.wildcard.iter().map(|(h, r)| (HostMatch::Wildcard(h.to_string()), r));
+        exact.chain(wildcard).chain(self.any.iter().map(|r| (HostMatch::Any, r)))
+    }
+
+    /// The regexes this table uses, for building the next one.
+    pub fn regex_cache(&self) -> RegexCache {
+        let hosts = self.exact.values().chain(self.wildcard.values()).chain(self.any.iter());
+        let routes = hosts.flat_map(|h| h.regex.iter());
+        routes.map(|r| (unanchored(r.regex.as_str()).to_owned(), r.regex.clone())).collect()
+    }
+
+    /// What serves requests no host matches.
+    pub fn default_route(&self) -> Option<&T> {
+        self.default.as_ref()
+    }
+}
+
+impl<T> HostRoutes<T> {
+    /// The best path match: longest path string, then Exact > Prefix > regex.
+    pub fn route(&self, path: &str) -> Option<&T> {
+        // (length, rank): ties in length go to the higher rank.
+        let mut best: Option<((usize, u8), &T)> = self.exact.get(path).map(|v| ((path.len(), 2), v));
+        if best.is_none() && !self.prefix.is_empty() {
+            best = self.longest_prefix(path).map(|(len, v)| ((len, 1), v));
+        }
+        let beaten = best.map_or(0, |((len, _), _)| len + 1);
+        let regex = self.regex.iter().take_while(|r| r.pattern_len >= beaten).find(|r| r.regex.is_match(path));
+        regex.map(|r| &r.value).or(best.map(|(_, v)| v))
+    }
+
+    /// Element-wise longest prefix: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`.
+    fn longest_prefix(&self, path: &str) -> Option<(usize, &T)> {
+        let mut candidate = path.trim_end_matches('/');
+        loop {
+            let key = if candidate.is_empty() { "/" } else { candidate };
+            if let Some(v) = self.prefix.get(key) {
+                return Some((key.len(), v));
+            }
+            if candidate.is_empty() {
+                return None;
+            }
+            candidate = &candidate[..candidate.rfind('/').unwrap_or(0)];
+        }
+    }
+
+    /// The routes in precedence order, with their paths.
+    pub fn paths(&self) -> Vec<(PathMatch, &T)> {
+        let exact = self.exact.iter().map(|(p, v)| (PathMatch::Exact(p.to_string()), v));
+        let prefix = self.prefix.iter().map(|(p, v)| (PathMatch::Prefix(p.to_string()), v));
+        let regex = self.regex.iter().map(|r| (PathMatch::Regex(unanchored(r.regex.as_str()).to_owned()), &r.value));
+        let mut all: Vec<_> = exact.chain(prefix).chain(regex).collect();
+        let rank = |p: &PathMatch| match p {
+            PathMatch::Exact(_) => 2,
+            PathMatch::Prefix(_) => 1,
+            PathMatch::Regex(_) => 0,
+        };
+        // Stable: regexes of one length stay in age order.
+        all.sort_by(|(a, _), (b, _)| {
+            (b.as_str().len(), rank(b)).cmp(&(a.as_str().len(), rank(a))).then_with(|| match (a, b) {
+                (PathMatch::Regex(_), PathMatch::Regex(_)) => std::cmp::Ordering::Equal,
+                _ => a.as_str().cmp(b.as_str()),
+            })
+        });
+        all
+    }
+
+    /// The Ingress default backend for this host.
+    pub fn fallback(&self) -> Option<&T> {
+        self.fallback.as_ref()
+    }
+}
+
+const REGEX_PREFIX: &str = "(?i)^(?:";
+
+/// ingress-nginx's `location ~* ^PATH`: case-insensitive, anchored at the start only.
+fn anchored(pattern: &str) -> String {
+    format!("{REGEX_PREFIX}{pattern})")
+}
+
+fn unanchored(regex: &str) -> &str {
+    &regex[REGEX_PREFIX.len()..regex.len() - 1]
+}
+
+/// The host without port or trailing dot: `Example.com.:8080` -> `Example.com`.
+fn bare_host(host: &str) -> &str {
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}

@@ -1,0 +1,267 @@
+//! End-to-end harness: echo backends standing in for pods, the real `sluice` binary on
+//! loopback, and an HTTP client. Used by the tests in `tests/tests`, the quickstart and the
+//! load and reload benchmarks.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+pub mod manifests;
+
+/// Echo servers on several loopback addresses sharing one port, like the pods of a Service.
+pub struct Pods {
+    pub addrs: Vec<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pods {
+    /// Starts one echo server per IP (`127.0.0.2`, `127.0.0.3`, ...) on a common free port.
+    pub async fn start(ips: &[&str]) -> anyhow::Result<Pods> {
+        for _ in 0..20 {
+            let port = free_port(ips[0])?;
+            let mut listeners = Vec::new();
+            for ip in ips {
+                match TcpListener::bind((*ip, port)).await {
+                    Ok(listener) => listeners.push(listener),
+                    Err(_) => break,
+                }
+            }
+            if listeners.len() == ips.len() {
+                let addrs = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?;
+                let tasks = listeners.into_iter().map(|l| tokio::spawn(echo_server(l))).collect();
+                return Ok(Pods { addrs, tasks });
+            }
+        }
+        bail!("no common free port on {ips:?}")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addrs[0].port()
+    }
+
+    /// Stops the pod at `index` (its address then refuses connections).
+    pub fn kill(&mut self, index: usize) {
+        self.tasks[index].abort();
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+/// Serves echo responses on `listener` forever: JSON naming the pod and describing the
+/// request. `/sleep/MS` waits MS milliseconds first; `/status/CODE` answers with CODE.
+pub async fn echo_server(listener: TcpListener) {
+    let pod = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let pod = pod.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| echo(pod.clone(), request));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn echo(pod: String, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let body = body.collect().await?.to_bytes();
+    if let Some(ms) = path.strip_prefix("/sleep/").and_then(|ms| ms.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let status = path.strip_prefix("/status/").and_then(|c| c.parse().ok()).unwrap_or(200);
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), json!(String::from_utf8_lossy(value.as_bytes()))))
+        .collect();
+    let reply = json!({
+        "pod": pod,
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    response.headers_mut().insert("content-type", "application/json".parse().expect("valid"));
+    Ok(response)
+}
+
+/// A free TCP port on `ip` (released before returning; good enough for tests on loopback).
+pub fn free_port(ip: &str) -> anyhow::Result<u16> {
+    Ok(StdListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// The `sluice` binary of this workspace, built (once per test process) if it is stale.
+/// `SLUICE_BIN` overrides it.
+pub fn sluice_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/sluice
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--quiet", "--workspace", "--bin", "sluice"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build for the sluice binary");
+        assert!(status.success(), "building the sluice binary failed");
+        profile_dir.join("sluice")
+    })
+}
+
+/// A running `sluice serve` on loopback, killed when dropped.
+pub struct Gateway {
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub child: Child,
+}
+
+impl Gateway {
+    /// Starts `sluice serve --manifests DIR` with extra `args`, and waits until it is ready.
+    pub async fn start(manifests: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
+        let http: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
+        let child = Command::new(sluice_bin())
+            .arg("serve")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--http", &http.to_string(), "--admin", &admin.to_string()])
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting sluice")?;
+        let gateway = Gateway { http, admin, child };
+        let client = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(reply) = client.get(&format!("http://{admin}/readyz"), "admin").await
+                && reply.status == 200
+            {
+                return Ok(gateway);
+            }
+            if Instant::now() > deadline {
+                bail!("sluice did not become ready on {admin}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the proxy listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// The active configuration from `/config`.
+    pub async fn config(&self) -> anyhow::Result<serde_json::Value> {
+        let reply = Client::new().get(&format!("http://{}/config", self.admin), "admin").await?;
+        Ok(serde_json::from_str(&reply.body)?)
+    }
+}
+
+/// An HTTP/1.1 client with pooled keep-alive connections.
+#[derive(Clone)]
+pub struct Client(HyperClient<HttpConnector, Full<Bytes>>);
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (echo replies).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Which echo pod answered.
+    pub fn pod(&self) -> String {
+        self.json()["pod"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        Client(HyperClient::builder(TokioExecutor::new()).build_http())
+    }
+
+    /// GET `url` with the given Host header.
+    pub async fn get(&self, url: &str, host: &str) -> anyhow::Result<Reply> {
+        self.request(http::Method::GET, url, host, &[], Bytes::new()).await
+    }
+
+    pub async fn request(
+        &self,
+        method: http::Method,
+        url: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
+        let mut request = Request::builder().method(method).uri(url).header("host", host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.0.request(request.body(Full::new(body))?).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: String::from_utf8_lossy(&body).into() })
+    }
+}
+
+/// Sends raw bytes on a new connection and returns everything the server answers.
+pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(bytes).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .context("server kept the connection open")??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Writes `contents` to `path` atomically (write a temporary file, then rename), as
+/// `kubectl`-style tooling and ConfigMap volumes do.
+pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Small builders for the manifests tests write.
+
+use std::net::SocketAddr;
+
+/// A Service with one unnamed port 80, and its EndpointSlice with `ready` and not-ready pods.
+pub fn service(name: &str, ready: &[SocketAddr], not_ready: &[SocketAddr]) -> String {
+    let port = ready.iter().chain(not_ready).next().map_or(80, SocketAddr::port);
+    let endpoint = |addr: &SocketAddr, ready: bool| {
+        format!("- addresses: [\"{}\"]\n  conditions: {{ready: {ready}}}\n", addr.ip())
+    };
+    let endpoints: String =
+        ready.iter().map(|a| endpoint(a, true)).chain(not_ready.iter().map(|a| endpoint(a, false))).collect();
+    let endpoints = if endpoints.is_empty() { "[]\n".to_owned() } else { format!("\n{endpoints}") };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  \
+         labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{port: {port}}}]\n\
+         endpoints: {endpoints}"
+    )
+}
+
+/// An Ingress of class `sluice` with one rule: `host` (empty for any), and `paths` as
+/// `(path, pathType, service)`.
+pub fn ingress(name: &str, host: &str, paths: &[(&str, &str, &str)]) -> String {
+    let host = if host.is_empty() { String::new() } else { format!("    host: \"{host}\"\n") };
+    let paths: String = paths
+        .iter()
+        .map(|(path, path_type, service)| {
+            format!(
+                "      - path: \"{path}\"\n        pathType: {path_type}\n        \
+                 backend: {{service: {{name: {service}, port: {{number: 80}}}}}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec:\n  \
+         ingressClassName: sluice\n  rules:\n  -\n{host}    http:\n      paths:\n{paths}"
+    )
+}
