@@ -119,9 +119,10 @@ pub fn sluice_bin() -> &'static Path {
         if let Some(bin) = std::env::var_os("SLUICE_BIN") {
             return PathBuf::from(bin);
         }
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/sluice
-        let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+        let exe = std::env::current_exe().expect("own executable path");
+        // Tests run from target/<profile>/deps/, the benchmark binaries from target/<profile>/.
+        let dir = exe.parent().expect("executables live in a directory");
+        let profile_dir = if dir.ends_with("deps") { dir.parent().expect("deps has a parent") } else { dir };
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = std::process::Command::new(cargo);

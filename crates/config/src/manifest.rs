@@ -59,7 +59,11 @@ pub(crate) const DEFAULT_NAMESPACE: &str = "default";
 /// kinds Sluice does not use are skipped silently (manifest directories hold Deployments too);
 /// objects it uses but cannot read are reported, naming the field.
 pub fn parse_manifests(origin: &Arc<str>, text: &str) -> Parsed {
-    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+    // The streaming reader budgets each document on its own (node counts, depth, aliases), so
+    // a file may hold any number of objects while one pathological document is still refused.
+    let mut reader = text.as_bytes();
+    let documents: Result<Vec<Value>, _> = serde_saphyr::read(&mut reader).collect();
+    let documents = match documents {
         Ok(documents) => documents,
         Err(e) => {
             let message = format!("not valid YAML: {e}");
@@ -173,6 +177,15 @@ mod tests {
         assert_eq!(parsed.manifests.len(), 1);
         let error = parsed.errors[0].to_string();
         assert!(error.starts_with("test.yaml: Ingress shop/bad: spec.rules[0].http.paths[0].pathType: "), "{error}");
+    }
+
+    #[test]
+    fn reads_files_with_thousands_of_documents() {
+        let one = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n";
+        let text: Vec<String> = (0..5000).map(|i| one.replace("name: s", &format!("name: s{i}"))).collect();
+        let parsed = parse(&text.join("---\n"));
+        assert_eq!(parsed.errors, vec![]);
+        assert_eq!(parsed.manifests.len(), 5000);
     }
 
     #[test]

@@ -33,6 +33,9 @@ impl IngressInfo {
     /// Oldest first: by creationTimestamp (objects that have one before those that do not),
     /// then namespace/name.
     pub fn age_order(&self, other: &Self) -> Ordering {
+        if std::ptr::eq(self, other) {
+            return Ordering::Equal;
+        }
         let key = |i: &Self| (i.created.is_none(), i.created);
         key(self).cmp(&key(other)).then_with(|| self.id.cmp(&other.id))
     }
@@ -42,11 +45,19 @@ impl IngressInfo {
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
     pub ingress: Arc<IngressInfo>,
-    /// Where in the Ingress it was declared, e.g. `spec.rules[0].http.paths[1]`.
-    pub field: String,
+    /// Where in the Ingress it was declared: `spec.rules[rule].http.paths[path]`.
+    pub rule: usize,
+    pub path_index: usize,
     pub host: HostMatch,
     pub path: PathMatch,
     pub backend: BackendKey,
+}
+
+impl RouteSpec {
+    /// The field this route's path was declared in, for error messages.
+    pub fn path_field(&self) -> String {
+        format!("spec.rules[{}].http.paths[{}].path", self.rule, self.path_index)
+    }
 }
 
 /// An Ingress's `spec.defaultBackend`: it serves requests for the Ingress's own hosts that no

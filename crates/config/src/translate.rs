@@ -1,7 +1,7 @@
 //! Ingress objects to the routing model.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -76,13 +76,12 @@ impl<'a> Index<'a> {
     fn build(manifests: impl IntoIterator<Item = &'a Manifest>, errors: &mut Vec<ConfigError>) -> Self {
         let mut index =
             Index { ingresses: Vec::new(), classes: HashMap::new(), services: HashMap::new(), slices: HashMap::new() };
-        let mut seen: BTreeMap<ObjectRef, &Arc<str>> = BTreeMap::new();
+        let mut seen: HashMap<(&'static str, &str, &str), &Arc<str>> = HashMap::new();
         for manifest in manifests {
-            let id = manifest.object.id();
-            match seen.entry(id) {
+            match seen.entry(identity(&manifest.object)) {
                 Entry::Occupied(first) => {
                     let message = format!("defined again; the definition in {} is used", first.get());
-                    errors.push(ConfigError::field(&manifest.origin, first.key(), "metadata.name", message));
+                    errors.push(ConfigError::field(&manifest.origin, &manifest.object.id(), "metadata.name", message));
                     continue;
                 }
                 Entry::Vacant(slot) => {
@@ -144,9 +143,23 @@ impl<'a> Index<'a> {
     }
 }
 
+/// Kind, namespace and name, borrowed: duplicate detection allocates nothing.
+fn identity(object: &Object) -> (&'static str, &str, &str) {
+    let (kind, meta) = match object {
+        Object::Ingress(o) => ("Ingress", &o.metadata),
+        Object::IngressClass(o) => ("IngressClass", &o.metadata),
+        Object::Service(o) => ("Service", &o.metadata),
+        Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+    };
+    (kind, namespace(meta), meta.name.as_deref().unwrap_or_default())
+}
+
 fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or(crate::manifest::DEFAULT_NAMESPACE)
 }
+
+/// What a backend whose Service cannot be resolved routes to: nothing (503).
+static NO_ENDPOINTS: Target = Target::Pods { endpoints: Vec::new(), unready: Vec::new() };
 
 /// Resolves backends to targets, once per backend.
 struct Resolver<'i, 'a> {
@@ -258,15 +271,17 @@ impl IngressTranslation<'_> {
         };
         let key = BackendKey { namespace: self.info.id.namespace.clone(), service: service.name.clone(), port };
         let target = match resolver.resolve(&key) {
-            Ok(target) => target.clone(),
+            Ok(target) => target,
             Err(message) => {
                 // Kept with no endpoints (503) so the route comes alive when the Service appears.
                 let message = format!("{message}; requests to this backend get 503");
                 self.error(format!("{field}.service"), message);
-                Target::Pods { endpoints: Vec::new(), unready: Vec::new() }
+                &NO_ENDPOINTS
             }
         };
-        self.model.backends.insert(key.clone(), target);
+        if !self.model.backends.contains_key(&key) {
+            self.model.backends.insert(key.clone(), target.clone());
+        }
         Some(key)
     }
 }
@@ -303,16 +318,23 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, resolver: &mut Resolv
         hosts.push(host.clone());
         let paths = rule.http.as_ref().map(|http| http.paths.as_slice()).unwrap_or_default();
         for (j, path) in paths.iter().enumerate() {
-            let field = format!("spec.rules[{i}].http.paths[{j}]");
+            let field = || format!("spec.rules[{i}].http.paths[{j}]");
             let matcher = match parse_path(path.path.as_deref(), &path.path_type, regex_mode) {
                 Ok(matcher) => matcher,
                 Err((subfield, message)) => {
-                    tr.error(format!("{field}.{subfield}"), message);
+                    tr.error(format!("{}.{subfield}", field()), message);
                     continue;
                 }
             };
-            let Some(backend) = tr.backend(&path.backend, &format!("{field}.backend"), resolver) else { continue };
-            let route = RouteSpec { ingress: tr.info.clone(), field, host: host.clone(), path: matcher, backend };
+            let Some(backend) = tr.backend(&path.backend, &format!("{}.backend", field()), resolver) else { continue };
+            let route = RouteSpec {
+                ingress: tr.info.clone(),
+                rule: i,
+                path_index: j,
+                host: host.clone(),
+                path: matcher,
+                backend,
+            };
             tr.model.routes.push(route);
         }
     }

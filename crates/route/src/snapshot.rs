@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use serde_json::{Value, json};
-use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, ObjectRef, PathMatch, Target};
+use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, PathMatch, Target};
 
 use crate::table::{InsertError, RegexCache, RouteTable};
 
@@ -23,7 +23,7 @@ pub struct Snapshot {
 /// Where a matched request goes, and why (for logs and `/config`).
 #[derive(Debug)]
 pub struct Route {
-    pub ingress: ObjectRef,
+    pub ingress: Arc<IngressInfo>,
     pub host: HostMatch,
     /// `None` for an Ingress default backend.
     pub path: Option<PathMatch>,
@@ -64,7 +64,7 @@ impl Snapshot {
     /// backends whose endpoints are the same keep their load counters, and regexes are not
     /// compiled again.
     pub fn compile(model: Model, previous: &Snapshot) -> Snapshot {
-        let Model { mut routes, mut default_backends, backends, mut errors } = model;
+        let Model { routes, mut default_backends, backends, mut errors } = model;
         let backends: BTreeMap<BackendKey, Arc<Backend>> = backends
             .into_iter()
             .map(|(key, target)| {
@@ -77,10 +77,13 @@ impl Snapshot {
             .collect();
 
         let mut table = RouteTable::default();
-        routes.sort_by(|a, b| a.ingress.age_order(&b.ingress));
-        for spec in routes {
+        // Oldest first, so the oldest Ingress keeps a contested host and path. Indices are
+        // sorted, not the (large) specs themselves.
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by(|&a, &b| routes[a].ingress.age_order(&routes[b].ingress));
+        for spec in order.into_iter().map(|i| &routes[i]) {
             let route = Arc::new(Route {
-                ingress: spec.ingress.id.clone(),
+                ingress: spec.ingress.clone(),
                 host: spec.host.clone(),
                 path: Some(spec.path.clone()),
                 backend: backends[&spec.backend].clone(),
@@ -91,17 +94,17 @@ impl Snapshot {
                     "host {} path {:?} is already routed by {}; this path is ignored",
                     spec.host,
                     spec.path.as_str(),
-                    older.ingress
+                    older.ingress.id
                 ),
                 Err(InsertError::InvalidRegex(e)) => e,
             };
-            errors.push(error_at(&spec.ingress, format!("{}.path", spec.field), message));
+            errors.push(ConfigError::field(&spec.ingress.origin, &spec.ingress.id, spec.path_field(), message));
         }
 
         default_backends.sort_by(|a, b| a.ingress.age_order(&b.ingress));
         for default in default_backends {
             let route = Arc::new(Route {
-                ingress: default.ingress.id.clone(),
+                ingress: default.ingress.clone(),
                 host: HostMatch::Any,
                 path: None,
                 backend: backends[&default.backend].clone(),
@@ -131,7 +134,7 @@ impl Snapshot {
                     .map(|(path, route)| {
                         json!({
                             "path": path,
-                            "ingress": route.ingress.to_string(),
+                            "ingress": route.ingress.id.to_string(),
                             "backend": route.backend.key,
                         })
                     })
@@ -149,15 +152,11 @@ impl Snapshot {
             "generation": self.generation,
             "hosts": hosts,
             "default_backend": self.table.default_route().map(|r| json!({
-                "ingress": r.ingress.to_string(),
+                "ingress": r.ingress.id.to_string(),
                 "backend": r.backend.key,
             })),
             "backends": backends,
             "errors": self.errors,
         })
     }
-}
-
-fn error_at(ingress: &IngressInfo, field: String, message: String) -> ConfigError {
-    ConfigError::field(&ingress.origin, &ingress.id, field, message)
 }

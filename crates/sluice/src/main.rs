@@ -15,6 +15,11 @@ use sluice_proxy::{Admin, AdminState, Proxy, ProxyConfig, Shutdown, serve};
 use sluice_route::Snapshot;
 use tokio::net::TcpListener;
 
+// Reloads build and drop hundreds of thousands of small objects at 10k Ingresses; glibc's
+// allocator spent half of a recompile consolidating free lists (measured: 136 ms vs 75 ms).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "A Kubernetes ingress gateway with WebAssembly filter chains")]
 struct Cli {
