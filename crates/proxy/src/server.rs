@@ -46,6 +46,27 @@ impl Shutdown {
     }
 }
 
+/// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`, so that each data-plane
+/// thread accepts on its own socket and the kernel spreads connections across them. Port 0
+/// is resolved by the first socket and shared by the others.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` fires, then
 /// stops accepting, lets connections finish their requests for up to `drain`, and returns.
 pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, mut shutdown: Shutdown, drain: Duration) {

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_control::{FileSource, Publisher, watch_files};
-use sluice_proxy::{Admin, AdminState, Proxy, ProxyConfig, Shutdown, serve};
+use sluice_proxy::{Admin, AdminState, Proxy, ProxyConfig, Shutdown, bind_reuseport, serve};
 use sluice_route::Snapshot;
 use tokio::net::TcpListener;
 
@@ -84,10 +84,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Check { paths, ingress_class } => check(paths, &ingress_class),
-        Command::Serve(args) => tokio::runtime::Runtime::new().context("starting the runtime").and_then(|rt| {
-            rt.block_on(run(args))?;
-            Ok(ExitCode::SUCCESS)
-        }),
+        Command::Serve(args) => serve_command(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("sluice: {e:#}");
@@ -118,17 +115,23 @@ fn check(paths: Vec<PathBuf>, ingress_class: &str) -> anyhow::Result<ExitCode> {
     Ok(if snapshot.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let http = TcpListener::bind(args.http).await.with_context(|| format!("binding --http {}", args.http))?;
-    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
+/// Runs the gateway: the control plane and admin listener on the main thread, the data plane
+/// on one single-threaded runtime per core.
+fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let http = bind_reuseport(args.http, workers).with_context(|| format!("binding --http {}", args.http))?;
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    control.block_on(run(args, http))
+}
 
+async fn run(args: ServeArgs, http: Vec<std::net::TcpListener>) -> anyhow::Result<()> {
+    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let state = Arc::new(AdminState::default());
     let publisher = Publisher::new(snapshot.clone(), args.ingress_class);
     let mut source = FileSource::new(args.manifests);
     source.refresh();
     publisher.publish(source.manifests(), source.errors().cloned());
-    state.set_ready();
     let _watch = watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?;
 
     let config = ProxyConfig {
@@ -136,17 +139,37 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         response_timeout: args.response_timeout,
         ..ProxyConfig::default()
     };
-    let proxy = Arc::new(Proxy::new(snapshot.clone(), config));
-    let admin_handler = Arc::new(Admin::new(snapshot, state));
     let (stop, shutdown) = Shutdown::new();
-    tracing::info!(http = %args.http, admin = %args.admin, "serving");
-    let proxy_task = tokio::spawn(serve(http, proxy, shutdown.clone(), args.drain_timeout));
-    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout));
+    let mut workers = Vec::new();
+    for (i, listener) in http.into_iter().enumerate() {
+        let (snapshot, config, shutdown, drain) =
+            (snapshot.clone(), config.clone(), shutdown.clone(), args.drain_timeout);
+        let worker = std::thread::Builder::new().name(format!("sluice-worker-{i}")).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let listener = TcpListener::from_std(listener)?;
+                serve(listener, Arc::new(Proxy::new(snapshot, config)), shutdown, drain).await;
+                Ok::<_, std::io::Error>(())
+            })
+        });
+        workers.push(worker.context("starting a data-plane thread")?);
+    }
+    state.set_ready();
+    let admin_task = tokio::spawn(serve(admin, Arc::new(Admin::new(snapshot, state)), shutdown, args.drain_timeout));
+    tracing::info!(http = %args.http, admin = %args.admin, workers = workers.len(), "serving");
 
     terminated().await?;
     tracing::info!("shutting down: finishing in-flight requests");
     stop.send_replace(true);
-    let _ = tokio::join!(proxy_task, admin_task);
+    let joined = tokio::task::spawn_blocking(move || workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()).await?;
+    for result in joined {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "a data-plane thread failed"),
+            Err(_) => tracing::error!("a data-plane thread panicked"),
+        }
+    }
+    let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
 }
