@@ -135,6 +135,12 @@ async fn malformed_requests_get_400_and_never_reach_a_backend() {
         b"NOT HTTP AT ALL\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
     ];
+    let absolute = b"GET http://shop.test/abs HTTP/1.1\r\nHost: unknown.test\r\nConnection: close\r\n\r\n";
+    let answer = raw_request(gateway.http, absolute).await.unwrap();
+    assert!(
+        answer.contains("\"host\":\"shop.test\""),
+        "absolute-form: the URI's host is routed and forwarded: {answer}"
+    );
     for case in cases {
         let answer = raw_request(gateway.http, case).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 400"), "{:?} got {answer:?}", String::from_utf8_lossy(case));

@@ -94,7 +94,9 @@ impl Proxy {
         let route: Arc<Route> = self.snapshot.load().table.route(&host, &path).ok_or(ProxyError::NoRoute)?.clone();
 
         strip_hop_by_hop(&mut parts.headers);
-        if !parts.headers.contains_key(header::HOST) {
+        // The backend must see the host the request was routed by: HTTP/2 and absolute-form
+        // requests carry it in the URI, and there it overrides any Host header (RFC 9112 3.2.2).
+        if parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST) {
             let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
             parts.headers.insert(header::HOST, host);
         }
