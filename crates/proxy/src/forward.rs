@@ -206,19 +206,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// X-Forwarded-*, X-Real-IP and X-Request-ID. The client address replaces any
 /// X-Forwarded-For the client sent: without trusted proxies configured, it cannot be believed.
 fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
-    let client_ip: HeaderValue = conn.remote.ip().to_string().parse().expect("an IP is a valid header value");
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert(X_FORWARDED_FOR, client_ip.clone());
-    headers.insert(X_REAL_IP, client_ip);
+    headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
+    headers.insert(X_REAL_IP, conn.client_ip.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(conn.local.port()));
+    headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
     let has_id = headers.get(&X_REQUEST_ID).is_some_and(|id| !id.is_empty() && id.len() <= 200);
     if !has_id {
-        let id = format!("{:032x}", fastrand::u128(..));
-        headers.insert(X_REQUEST_ID, HeaderValue::from_str(&id).expect("hex is a valid header value"));
+        headers.insert(X_REQUEST_ID, request_id());
     }
+}
+
+/// 128 random bits as 32 hex digits.
+fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for digit in id.iter_mut().rev() {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
 fn upstream_request(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,11 +17,23 @@ use tokio::sync::watch;
 
 use crate::body::ResponseBody;
 
-/// The two ends of an accepted connection.
-#[derive(Debug, Clone, Copy)]
+/// An accepted connection: its two ends, and the forwarding header values derived from them,
+/// computed once per connection rather than per request.
+#[derive(Debug, Clone)]
 pub struct Conn {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The client's IP, for `X-Forwarded-For` and `X-Real-IP`.
+    pub client_ip: HeaderValue,
+    /// The listener's port, for `X-Forwarded-Port`.
+    pub local_port: HeaderValue,
+}
+
+impl Conn {
+    fn new(remote: SocketAddr, local: SocketAddr) -> Self {
+        let client_ip = HeaderValue::try_from(remote.ip().to_string()).expect("an IP address is a valid header value");
+        Self { remote, local, client_ip, local_port: HeaderValue::from(local.port()) }
+    }
 }
 
 /// Something that answers requests on a listener.
@@ -90,10 +102,10 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, mut shutd
         };
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else { continue };
-        let conn = Conn { remote, local };
+        let conn = Conn::new(remote, local);
         let handler = handler.clone();
         let service = service_fn(move |request| {
-            let handler = handler.clone();
+            let (handler, conn) = (handler.clone(), conn.clone());
             async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());

@@ -1,6 +1,8 @@
 //! `loadtest`: one echo backend, then the same wrk load straight at it, through Sluice, and
-//! (when installed) through nginx as a reverse proxy; prints requests/s and p50/p99 latency for
-//! each, and Sluice's throughput relative to nginx.
+//! (when installed) through nginx as a reverse proxy; prints requests/s, p50/p99 latency and
+//! the CPU time the server under test spent per request (the backend for `direct`; all nginx
+//! processes), and Sluice's figures relative to nginx. On a shared 2-core machine requests/s
+//! moves with whatever else runs; CPU per request is the steadier comparison.
 //!
 //! Build with `cargo build --release --workspace` and run `target/release/loadtest`. Needs `wrk`
 //! (`apt-get install wrk`); nginx is optional (`apt-get install nginx-light`).
@@ -31,6 +33,7 @@ struct Figures {
     rps: f64,
     p50: String,
     p99: String,
+    cpu_us_per_request: f64,
 }
 
 #[tokio::main]
@@ -42,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let backend_port = free_port("127.0.0.1")?;
     let backend_addr = format!("127.0.0.1:{backend_port}");
     let echo = sluice_bin().with_file_name("echo-pods");
-    let _backend = spawn(Command::new(&echo).arg(&backend_addr)).context("starting echo-pods (build the workspace)")?;
+    let backend = spawn(Command::new(&echo).arg(&backend_addr)).context("starting echo-pods (build the workspace)")?;
+    let backend_pid = backend.id().context("echo-pods exited")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let dir = tempfile::tempdir()?;
@@ -52,25 +56,30 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(dir.path().join("load.yaml"), manifests)?;
     let sluice = Gateway::start(dir.path(), &[]).await?;
 
-    let mut results = vec![("direct", wrk(&args, &format!("http://{backend_addr}/")).await?)];
-    results.push(("sluice", wrk(&args, &sluice.url("/")).await?));
+    let mut results = vec![("direct", wrk(&args, &format!("http://{backend_addr}/"), backend_pid).await?)];
+    results.push(("sluice", wrk(&args, &sluice.url("/"), sluice.child.id().context("sluice exited")?).await?));
     let _nginx = if on_path("nginx") {
         let port = free_port("127.0.0.1")?;
         let nginx = start_nginx(dir.path(), port, &backend_addr).await?;
-        results.push(("nginx", wrk(&args, &format!("http://127.0.0.1:{port}/")).await?));
+        let pid = nginx.id().context("nginx exited")?;
+        results.push(("nginx", wrk(&args, &format!("http://127.0.0.1:{port}/"), pid).await?));
         Some(nginx)
     } else {
         eprintln!("nginx is not installed (apt-get install -y nginx-light): comparing with the backend only");
         None
     };
 
-    println!("\n{:<8} {:>12} {:>10} {:>10}", "target", "requests/s", "p50", "p99");
+    println!("\n{:<8} {:>12} {:>10} {:>10} {:>14}", "target", "requests/s", "p50", "p99", "CPU us/request");
     for (name, f) in &results {
-        println!("{name:<8} {:>12.0} {:>10} {:>10}", f.rps, f.p50, f.p99);
+        println!("{name:<8} {:>12.0} {:>10} {:>10} {:>14.1}", f.rps, f.p50, f.p99, f.cpu_us_per_request);
     }
-    let rps = |n: &str| results.iter().find(|(name, _)| *name == n).map(|(_, f)| f.rps);
-    if let (Some(s), Some(n)) = (rps("sluice"), rps("nginx")) {
-        println!("sluice/nginx throughput: {:.2}", s / n);
+    let find = |n: &str| results.iter().find(|(name, _)| *name == n).map(|(_, f)| f);
+    if let (Some(s), Some(n)) = (find("sluice"), find("nginx")) {
+        println!(
+            "sluice/nginx: throughput {:.2}, CPU per request {:.2}",
+            s.rps / n.rps,
+            s.cpu_us_per_request / n.cpu_us_per_request
+        );
     }
     Ok(())
 }
@@ -87,7 +96,8 @@ fn spawn(command: &mut Command) -> std::io::Result<Child> {
     command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()
 }
 
-async fn wrk(args: &Args, url: &str) -> anyhow::Result<Figures> {
+async fn wrk(args: &Args, url: &str, server_pid: u32) -> anyhow::Result<Figures> {
+    let cpu_before = cpu_seconds(server_pid)?;
     let output = Command::new("wrk")
         .args(["--latency", "-H", "Host: load.test"])
         .args(["-t", &args.threads.to_string(), "-c", &args.connections.to_string()])
@@ -95,16 +105,46 @@ async fn wrk(args: &Args, url: &str) -> anyhow::Result<Figures> {
         .arg(url)
         .output()
         .await?;
+    let cpu = cpu_seconds(server_pid)? - cpu_before;
     let text = String::from_utf8_lossy(&output.stdout);
     let field = |prefix: &str| {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.split_whitespace().next().unwrap_or("").to_owned()))
     };
-    let rps = field("Requests/sec:").and_then(|v| v.parse().ok()).with_context(|| format!("wrk said:\n{text}"))?;
+    let rps: f64 = field("Requests/sec:").and_then(|v| v.parse().ok()).with_context(|| format!("wrk said:\n{text}"))?;
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").and_then(|(n, _)| n.parse().ok()))
+        .with_context(|| format!("wrk said:\n{text}"))?;
     if text.contains("Non-2xx") {
         bail!("errors under load against {url}:\n{text}");
     }
-    Ok(Figures { rps, p50: field("50%").unwrap_or_default(), p99: field("99%").unwrap_or_default() })
+    Ok(Figures {
+        rps,
+        p50: field("50%").unwrap_or_default(),
+        p99: field("99%").unwrap_or_default(),
+        cpu_us_per_request: cpu * 1e6 / requests,
+    })
+}
+
+/// User plus system CPU seconds of `pid` and its child processes (nginx's workers).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    // Clock ticks per second; 100 on Linux unless the kernel was built otherwise.
+    const TICKS: f64 = 100.0;
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else { continue };
+        // Fields after the parenthesised command name: state, ppid, ..., utime (14), stime (15).
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        let own_pid: u32 = head.split(' ').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ppid: u32 = fields.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if own_pid == pid || ppid == pid {
+            let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+            total += (ticks(11) + ticks(12)) / TICKS;
+        }
+    }
+    Ok(total)
 }
 
 async fn start_nginx(dir: &Path, port: u16, backend: &str) -> anyhow::Result<Child> {

@@ -1,0 +1,33 @@
+//! SIGTERM: requests in flight finish, then the gateway exits 0.
+
+use std::time::Duration;
+
+use sluice_tests::manifests::{ingress, service};
+use sluice_tests::{Client, Gateway, Pods};
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
+    let pods = Pods::start(&["127.0.0.11"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = [service("slow", &pods.addrs, &[]), ingress("slow", "slow.test", &[("/", "Prefix", "slow")])];
+    std::fs::write(dir.path().join("slow.yaml"), manifests.join("---\n")).unwrap();
+    let mut gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+
+    let in_flight: Vec<_> = (0..4)
+        .map(|_| {
+            let url = gateway.url("/sleep/700");
+            tokio::spawn(async move { Client::new().get(&url, "slow.test").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = gateway.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+
+    for request in in_flight {
+        let reply = request.await.unwrap().expect("an in-flight request failed during shutdown");
+        assert_eq!(reply.status, 200);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), gateway.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(Client::new().get(&gateway.url("/"), "slow.test").await.is_err(), "still accepting after exit");
+}
