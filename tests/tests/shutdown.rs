@@ -1,4 +1,5 @@
-//! SIGTERM: requests in flight finish, then the gateway exits 0.
+//! SIGTERM: `/readyz` turns 503 at once, new connections are still served for the shutdown
+//! delay, requests in flight finish, then the gateway exits 0.
 
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = [service("slow", &pods.addrs, &[]), ingress("slow", "slow.test", &[("/", "Prefix", "slow")])];
     std::fs::write(dir.path().join("slow.yaml"), manifests.join("---\n")).unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let mut gateway = Gateway::start(dir.path(), &["--shutdown-delay", "600ms"]).await.unwrap();
+    let readyz = format!("http://{}/readyz", gateway.admin);
 
     let in_flight: Vec<_> = (0..4)
         .map(|_| {
@@ -22,6 +24,10 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_cleanly() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = gateway.child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(Client::new().get(&readyz, "admin").await.unwrap().status, 503, "still ready while draining");
+    let during_delay = Client::new().get(&gateway.url("/"), "slow.test").await.unwrap();
+    assert_eq!(during_delay.status, 200, "a new connection during the shutdown delay was not served");
 
     for request in in_flight {
         let reply = request.await.unwrap().expect("an in-flight request failed during shutdown");

@@ -15,12 +15,23 @@ use crate::server::{Conn, Handler};
 #[derive(Debug, Default)]
 pub struct AdminState {
     ready: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl AdminState {
     /// Marks the gateway ready: the first snapshot is published.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Marks the gateway as shutting down: `/readyz` answers 503 from now on, so load balancers
+    /// and EndpointSlices stop sending new traffic while in-flight requests finish.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -43,7 +54,10 @@ impl Admin {
         }
         match request.uri().path() {
             "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
-            "/readyz" if self.state.ready.load(Ordering::Acquire) => (StatusCode::OK, TEXT, "ready\n".into()),
+            "/readyz" if self.state.ready() => (StatusCode::OK, TEXT, "ready\n".into()),
+            "/readyz" if self.state.draining.load(Ordering::Acquire) => {
+                (StatusCode::SERVICE_UNAVAILABLE, TEXT, "draining\n".into())
+            }
             "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n".into()),
             "/config" => {
                 let description = self.snapshot.load().describe();

@@ -14,6 +14,7 @@ use sluice_control::{FileSource, Publisher, watch_files};
 use sluice_proxy::{Admin, AdminState, Proxy, ProxyConfig, Shutdown, bind_reuseport, serve};
 use sluice_route::Snapshot;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 
 // Reloads build and drop hundreds of thousands of small objects at 10k Ingresses; glibc's
 // allocator spent half of a recompile consolidating free lists (measured: 136 ms vs 75 ms).
@@ -71,7 +72,12 @@ struct ServeArgs {
     /// How long to wait for an upstream's response headers before answering 504.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     response_timeout: Duration,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// After SIGTERM, how long to keep accepting new connections while `/readyz` reports 503, so
+    /// that endpoint removal reaches every load balancer first (a preStop sleep, built in).
+    /// SIGINT skips it.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish after the listeners stop.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
     /// How long file changes must settle before they are applied.
@@ -155,10 +161,16 @@ async fn run(args: ServeArgs, http: Vec<std::net::TcpListener>) -> anyhow::Resul
         workers.push(worker.context("starting a data-plane thread")?);
     }
     state.set_ready();
-    let admin_task = tokio::spawn(serve(admin, Arc::new(Admin::new(snapshot, state)), shutdown, args.drain_timeout));
+    let admin_handler = Arc::new(Admin::new(snapshot, state.clone()));
+    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout));
     tracing::info!(http = %args.http, admin = %args.admin, workers = workers.len(), "serving");
 
-    terminated().await?;
+    let signal = terminated().await?;
+    state.set_draining();
+    if signal == SignalKind::terminate() && !args.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?args.shutdown_delay, "SIGTERM: not ready; still accepting while endpoints update");
+        tokio::time::sleep(args.shutdown_delay).await;
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     stop.send_replace(true);
     let joined = tokio::task::spawn_blocking(move || workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()).await?;
@@ -174,14 +186,12 @@ async fn run(args: ServeArgs, http: Vec<std::net::TcpListener>) -> anyhow::Resul
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn terminated() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
+/// Resolves on SIGTERM or SIGINT, with which one it was.
+async fn terminated() -> anyhow::Result<SignalKind> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(tokio::select! {
+        _ = term.recv() => SignalKind::terminate(),
+        _ = int.recv() => SignalKind::interrupt(),
+    })
 }
