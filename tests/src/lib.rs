@@ -54,7 +54,7 @@ impl Pods {
         self.addrs[0].port()
     }
 
-    /// Stops the pod at `index` (its address then refuses connections).
+    /// Stops the pod at `index`: its connections close and its address refuses new ones.
     pub fn kill(&mut self, index: usize) {
         self.tasks[index].abort();
     }
@@ -68,12 +68,21 @@ impl Drop for Pods {
 
 /// Serves echo responses on `listener` forever: JSON naming the pod and describing the
 /// request. `/sleep/MS` waits MS milliseconds first; `/status/CODE` answers with CODE.
+/// Connections live in a `JoinSet` owned by this future, so aborting it closes them all, as a
+/// pod that dies does.
 pub async fn echo_server(listener: TcpListener) {
     let pod = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
         let pod = pod.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request| echo(pod.clone(), request));
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });

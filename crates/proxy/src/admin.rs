@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use sluice_route::Snapshot;
 
 use crate::body::{ResponseBody, full};
+use crate::metrics::Metrics;
 use crate::server::{Conn, Handler};
 
 /// What the admin endpoints report besides the snapshot.
@@ -35,20 +36,22 @@ impl AdminState {
     }
 }
 
-/// Serves `GET /healthz`, `/readyz` and `/config`.
+/// Serves `GET /healthz`, `/readyz`, `/metrics` and `/config`.
 #[derive(Debug)]
 pub struct Admin {
     snapshot: Arc<ArcSwap<Snapshot>>,
     state: Arc<AdminState>,
+    metrics: Arc<Metrics>,
 }
 
 impl Admin {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, state: Arc<AdminState>) -> Self {
-        Self { snapshot, state }
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, state: Arc<AdminState>, metrics: Arc<Metrics>) -> Self {
+        Self { snapshot, state, metrics }
     }
 
     fn respond(&self, request: &Request<Incoming>) -> (StatusCode, &'static str, String) {
         const TEXT: &str = "text/plain; charset=utf-8";
+        const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return (StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET and HEAD\n".into());
         }
@@ -59,6 +62,7 @@ impl Admin {
                 (StatusCode::SERVICE_UNAVAILABLE, TEXT, "draining\n".into())
             }
             "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n".into()),
+            "/metrics" => (StatusCode::OK, OPENMETRICS, self.metrics.encode(&self.snapshot.load())),
             "/config" => {
                 let description = self.snapshot.load().describe();
                 let json = serde_json::to_string_pretty(&description).expect("JSON values serialize");

@@ -1,7 +1,7 @@
 //! The reverse proxy: route, balance, forward, stream back.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use sluice_route::{Route, Snapshot, normalize_path};
 use crate::balance;
 use crate::body::{ResponseBody, Upstream};
 use crate::error::ProxyError;
+use crate::metrics::{Metrics, UpstreamError};
 use crate::server::{Conn, Handler};
 
 /// Timeouts and limits of the data path.
@@ -51,6 +52,7 @@ pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
     client: Client<HttpConnector, UpstreamBody>,
     config: ProxyConfig,
+    metrics: Arc<Metrics>,
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1); never
@@ -75,7 +77,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Proxy {
     /// A proxy serving whatever `snapshot` holds at the time of each request.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, config: ProxyConfig) -> Self {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, config: ProxyConfig, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -83,16 +85,26 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.idle_timeout)
             .build(connector);
-        Self { snapshot, client, config }
+        Self { snapshot, client, config, metrics }
     }
 
-    async fn forward(&self, request: Request<Incoming>, conn: Conn) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
+    /// The route for a request, and the host it was routed by.
+    fn route(&self, parts: &http::request::Parts) -> Result<(Arc<Route>, String), ProxyError> {
         let host = request_host(&parts.uri, &parts.headers, parts.version)?;
         let path = normalize_path(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
         // One load per request: a reload published meanwhile applies to the next request.
-        let route: Arc<Route> = self.snapshot.load().table.route(&host, &path).ok_or(ProxyError::NoRoute)?.clone();
+        let route = self.snapshot.load().table.route(&host, &path).ok_or(ProxyError::NoRoute)?.clone();
+        Ok((route, host))
+    }
 
+    async fn forward(
+        &self,
+        route: &Route,
+        host: String,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        conn: &Conn,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         strip_hop_by_hop(&mut parts.headers);
         // The backend must see the host the request was routed by: HTTP/2 and absolute-form
         // requests carry it in the URI, and there it overrides any Host header (RFC 9112 3.2.2).
@@ -100,7 +112,7 @@ impl Proxy {
             let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
             parts.headers.insert(header::HOST, host);
         }
-        set_forwarding_headers(&mut parts.headers, &conn);
+        set_forwarding_headers(&mut parts.headers, conn);
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
 
         let backend = &route.backend;
@@ -155,17 +167,42 @@ impl Proxy {
 
 impl Handler for Proxy {
     async fn handle(&self, request: Request<Incoming>, conn: Conn) -> Response<ResponseBody> {
-        match self.forward(request, conn).await {
-            Ok(response) => response,
-            Err(error) => {
-                match &error {
-                    ProxyError::Upstream(e) => tracing::warn!(error = %e, "{error}"),
-                    ProxyError::UpstreamTimeout => tracing::warn!("{error}"),
-                    _ => tracing::debug!("{error}"),
-                }
-                error.into_response()
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let (route, result) = match self.route(&parts) {
+            Ok((route, host)) => {
+                let result = self.forward(&route, host, parts, body, &conn).await;
+                (Some(route), result)
             }
+            Err(error) => (None, Err(error)),
+        };
+        let response = result.unwrap_or_else(|error| {
+            self.report(&error, route.as_deref());
+            error.into_response()
+        });
+        self.metrics.request(route.as_ref().map(|r| &r.name), response.status(), started.elapsed());
+        response
+    }
+}
+
+impl Proxy {
+    /// Logs a failure, and counts it when the upstream is to blame.
+    fn report(&self, error: &ProxyError, route: Option<&Route>) {
+        let kind = match error {
+            ProxyError::Upstream(e) if e.is_connect() => UpstreamError::Connect,
+            ProxyError::Upstream(_) => UpstreamError::Other,
+            ProxyError::UpstreamTimeout => UpstreamError::Timeout,
+            _ => {
+                tracing::debug!("{error}");
+                return;
+            }
+        };
+        let backend = route.map(|r| r.backend.key.to_string()).unwrap_or_default();
+        match error {
+            ProxyError::Upstream(e) => tracing::warn!(%backend, error = %e, "{error}"),
+            _ => tracing::warn!(%backend, "{error}"),
         }
+        self.metrics.upstream_error(backend, kind);
     }
 }
 

@@ -18,8 +18,10 @@ mod balance;
 mod body;
 mod error;
 mod forward;
+mod metrics;
 mod server;
 
 pub use admin::{Admin, AdminState};
 pub use forward::{Proxy, ProxyConfig};
+pub use metrics::Metrics;
 pub use server::{Shutdown, bind_reuseport, serve};

@@ -12,6 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -81,7 +82,14 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std
 
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` fires, then
 /// stops accepting, lets connections finish their requests for up to `drain`, and returns.
-pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, mut shutdown: Shutdown, drain: Duration) {
+/// `open`, when given, counts the connections open at any time.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    mut shutdown: Shutdown,
+    drain: Duration,
+    open: Option<Gauge>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Slow clients may not hold a connection open by trickling headers.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
@@ -109,9 +117,16 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, mut shutd
             async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        let open = open.clone();
         tokio::spawn(async move {
+            if let Some(open) = &open {
+                open.inc();
+            }
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
+            }
+            if let Some(open) = &open {
+                open.dec();
             }
         });
     }

@@ -12,5 +12,5 @@ mod snapshot;
 mod table;
 
 pub use path::{PathError, normalize_path};
-pub use snapshot::{Backend, Endpoint, Route, Snapshot};
+pub use snapshot::{Backend, Endpoint, Route, RouteName, Snapshot};
 pub use table::{HostRoutes, InsertError, RegexCache, RouteTable};

@@ -28,6 +28,33 @@ pub struct Route {
     /// `None` for an Ingress default backend.
     pub path: Option<PathMatch>,
     pub backend: Arc<Backend>,
+    /// The route as logs and metrics name it.
+    pub name: RouteName,
+}
+
+/// A route's identity in logs and metrics, formatted once when the snapshot is built so that
+/// per-request use is a reference-count increment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteName {
+    /// `namespace/name` of the Ingress.
+    pub ingress: Arc<str>,
+    /// The rule's host (`*` for none, `*.example.com` for a wildcard).
+    pub host: Arc<str>,
+    /// `Prefix /api`, `Exact /x`, `Regex /y(.*)`, or `default` for a default backend.
+    pub path: Arc<str>,
+}
+
+impl RouteName {
+    fn new(ingress: &IngressInfo, host: &HostMatch, path: Option<&PathMatch>) -> Self {
+        let path = match path {
+            Some(PathMatch::Exact(p)) => format!("Exact {p}"),
+            Some(PathMatch::Prefix(p)) => format!("Prefix {p}"),
+            Some(PathMatch::Regex(p)) => format!("Regex {p}"),
+            None => "default".to_owned(),
+        };
+        let ingress = format!("{}/{}", ingress.id.namespace, ingress.id.name);
+        RouteName { ingress: ingress.into(), host: host.to_string().into(), path: path.into() }
+    }
 }
 
 /// A Service port and the endpoints behind it.
@@ -87,6 +114,7 @@ impl Snapshot {
                 host: spec.host.clone(),
                 path: Some(spec.path.clone()),
                 backend: backends[&spec.backend].clone(),
+                name: RouteName::new(&spec.ingress, &spec.host, Some(&spec.path)),
             });
             let message = match table.insert(&spec.host, &spec.path, route, &previous.regexes) {
                 Ok(()) => continue,
@@ -108,6 +136,7 @@ impl Snapshot {
                 host: HostMatch::Any,
                 path: None,
                 backend: backends[&default.backend].clone(),
+                name: RouteName::new(&default.ingress, &HostMatch::Any, None),
             });
             for host in &default.hosts {
                 table.set_fallback(host, route.clone());

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_control::{FileSource, Publisher, watch_files};
-use sluice_proxy::{Admin, AdminState, Proxy, ProxyConfig, Shutdown, bind_reuseport, serve};
+use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, bind_reuseport, serve};
 use sluice_route::Snapshot;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -146,23 +146,26 @@ async fn run(args: ServeArgs, http: Vec<std::net::TcpListener>) -> anyhow::Resul
         ..ProxyConfig::default()
     };
     let (stop, shutdown) = Shutdown::new();
+    let metrics = Arc::new(Metrics::default());
     let mut workers = Vec::new();
     for (i, listener) in http.into_iter().enumerate() {
         let (snapshot, config, shutdown, drain) =
             (snapshot.clone(), config.clone(), shutdown.clone(), args.drain_timeout);
+        let metrics = metrics.clone();
         let worker = std::thread::Builder::new().name(format!("sluice-worker-{i}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let listener = TcpListener::from_std(listener)?;
-                serve(listener, Arc::new(Proxy::new(snapshot, config)), shutdown, drain).await;
+                let open = Some(metrics.open_connections.clone());
+                serve(listener, Arc::new(Proxy::new(snapshot, config, metrics)), shutdown, drain, open).await;
                 Ok::<_, std::io::Error>(())
             })
         });
         workers.push(worker.context("starting a data-plane thread")?);
     }
     state.set_ready();
-    let admin_handler = Arc::new(Admin::new(snapshot, state.clone()));
-    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout));
+    let admin_handler = Arc::new(Admin::new(snapshot, state.clone(), metrics));
+    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout, None));
     tracing::info!(http = %args.http, admin = %args.admin, workers = workers.len(), "serving");
 
     let signal = terminated().await?;

@@ -1,0 +1,144 @@
+//! Prometheus metrics of the data path, exposed on the admin listener's `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sluice_route::{RouteName, Snapshot};
+
+/// Labels of a request: its route and the class of its status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    ingress: Arc<str>,
+    host: Arc<str>,
+    route: Arc<str>,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    ingress: Arc<str>,
+    host: Arc<str>,
+    route: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    backend: String,
+    error: &'static str,
+}
+
+/// How an upstream failed, for `sluice_upstream_errors_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamError {
+    Connect,
+    Timeout,
+    Other,
+}
+
+/// Requests that matched no route are counted under this name.
+static UNROUTED: LazyLock<RouteName> =
+    LazyLock::new(|| RouteName { ingress: "".into(), host: "".into(), path: "".into() });
+
+/// The gateway's metrics; one instance shared by every listener.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram>,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    /// Downstream connections open now.
+    pub open_connections: Gauge,
+    config_generation: Gauge,
+    config_errors: Gauge,
+    config_reloads: Counter,
+    reloads_seen: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::default();
+        // 0.5 ms to ~16 s.
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let upstream_errors = Family::default();
+        let (open_connections, config_generation, config_errors) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        let config_reloads = Counter::default();
+        let mut registry = Registry::with_prefix("sluice");
+        registry.register("requests", "Requests by route and status class", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers, by route",
+            duration.clone(),
+        );
+        registry.register("upstream_errors", "Upstream failures by backend and kind", upstream_errors.clone());
+        registry.register("open_connections", "Downstream connections open now", open_connections.clone());
+        registry.register("config_generation", "Generation of the active configuration", config_generation.clone());
+        registry.register("config_errors", "Errors in the active configuration", config_errors.clone());
+        registry.register("config_reloads", "Configurations published after the first", config_reloads.clone());
+        Self {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            open_connections,
+            config_generation,
+            config_errors,
+            config_reloads,
+            reloads_seen: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request. `route` is `None` when nothing matched.
+    pub fn request(&self, route: Option<&RouteName>, status: StatusCode, elapsed: Duration) {
+        let name = route.unwrap_or(&UNROUTED);
+        let status = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let labels =
+            RequestLabels { ingress: name.ingress.clone(), host: name.host.clone(), route: name.path.clone(), status };
+        self.requests.get_or_create(&labels).inc();
+        if route.is_some() {
+            let labels = RouteLabels { ingress: labels.ingress, host: labels.host, route: labels.route };
+            self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts an upstream failure of `backend`.
+    pub fn upstream_error(&self, backend: String, error: UpstreamError) {
+        let error = match error {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Other => "other",
+        };
+        self.upstream_errors.get_or_create(&UpstreamLabels { backend, error }).inc();
+    }
+
+    /// The metrics in Prometheus text format, with the configuration figures read from the
+    /// active snapshot.
+    pub fn encode(&self, snapshot: &Snapshot) -> String {
+        self.config_generation.set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
+        self.config_errors.set(i64::try_from(snapshot.errors.len()).unwrap_or(i64::MAX));
+        let reloads = snapshot.generation.saturating_sub(1);
+        let seen = self.reloads_seen.swap(reloads, Ordering::AcqRel);
+        self.config_reloads.inc_by(reloads.saturating_sub(seen));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
