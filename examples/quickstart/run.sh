@@ -15,4 +15,4 @@ Sluice is starting on http://127.0.0.1:8080 (admin on 127.0.0.1:9090). Try:
 Edit examples/quickstart/manifests.yaml and the routes change live.
 
 TRY
-target/debug/sluice serve --manifests examples/quickstart --http 127.0.0.1:8080 --admin 127.0.0.1:9090
+target/debug/sluice serve --manifests examples/quickstart --http 127.0.0.1:8080 --https 127.0.0.1:8443 --admin 127.0.0.1:9090

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 pub mod manifests;
+pub mod tls;
 
 /// Echo servers on several loopback addresses sharing one port, like the pods of a Service.
 pub struct Pods {
@@ -148,6 +149,7 @@ pub fn sluice_bin() -> &'static Path {
 /// A running `sluice serve` on loopback, killed when dropped.
 pub struct Gateway {
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     pub child: Child,
 }
@@ -156,19 +158,20 @@ impl Gateway {
     /// Starts `sluice serve --manifests DIR` with extra `args`, and waits until it is ready.
     pub async fn start(manifests: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
         let http: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
+        let https: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let child = Command::new(sluice_bin())
             .arg("serve")
             .arg("--manifests")
             .arg(manifests)
-            .args(["--http", &http.to_string(), "--admin", &admin.to_string()])
+            .args(["--http", &http.to_string(), "--https", &https.to_string(), "--admin", &admin.to_string()])
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .context("starting sluice")?;
-        let gateway = Gateway { http, admin, child };
+        let gateway = Gateway { http, https, admin, child };
         let client = Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -9,6 +9,11 @@ pub const NGINX_USE_REGEX: &str = "nginx.ingress.kubernetes.io/use-regex";
 /// ingress-nginx: rewrite the matched path; like `use-regex`, it makes paths regexes.
 pub const NGINX_REWRITE_TARGET: &str = "nginx.ingress.kubernetes.io/rewrite-target";
 
+/// ingress-nginx: send plain-HTTP requests for hosts with TLS to HTTPS (308); default true.
+pub const NGINX_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
+/// ingress-nginx: redirect to HTTPS even when the host has no certificate of its own.
+pub const NGINX_FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
+
 /// Parses a boolean annotation the way Kubernetes tools write them.
 pub fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim() {

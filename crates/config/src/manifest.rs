@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::de::DeserializeOwned;
@@ -17,6 +17,8 @@ pub enum Object {
     IngressClass(Box<IngressClass>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
+    /// Only Secrets of type `kubernetes.io/tls` are kept.
+    Secret(Box<Secret>),
 }
 
 impl Object {
@@ -27,6 +29,7 @@ impl Object {
             Object::IngressClass(o) => ("IngressClass", &o.metadata),
             Object::Service(o) => ("Service", &o.metadata),
             Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+            Object::Secret(o) => ("Secret", &o.metadata),
         };
         ObjectRef::new(
             kind,
@@ -54,6 +57,8 @@ pub struct Parsed {
 }
 
 pub(crate) const DEFAULT_NAMESPACE: &str = "default";
+/// The type of Secret that holds a certificate and its key.
+pub(crate) const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// Parses every document of a multi-document YAML text, unwrapping `kind: List`. Objects of
 /// kinds Sluice does not use are skipped silently (manifest directories hold Deployments too);
@@ -101,6 +106,9 @@ fn parse_document(origin: &Arc<str>, document: Value, place: &str, out: &mut Par
         ("networking.k8s.io/v1", "IngressClass") => typed(origin, "IngressClass", document).map(Object::IngressClass),
         ("v1", "Service") => typed(origin, "Service", document).map(Object::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(origin, "EndpointSlice", document).map(Object::EndpointSlice),
+        ("v1", "Secret") if document.get("type").and_then(Value::as_str) == Some(TLS_SECRET_TYPE) => {
+            typed(origin, "Secret", document).map(Object::Secret)
+        }
         (_, "Ingress" | "IngressClass" | "Service" | "EndpointSlice") => Err(Box::new(ConfigError::field(
             origin,
             &identity(kind_name(kind), &document),

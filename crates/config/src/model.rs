@@ -18,7 +18,30 @@ pub struct Model {
     pub default_backends: Vec<DefaultBackend>,
     /// Every backend a route or default backend refers to, resolved to where traffic goes.
     pub backends: BTreeMap<BackendKey, Target>,
+    /// The `spec.tls` entries of every Ingress.
+    pub tls: Vec<TlsSpec>,
     pub errors: Vec<ConfigError>,
+}
+
+/// One `spec.tls` entry: hosts served over TLS, with the certificate of a Secret.
+#[derive(Debug, Clone)]
+pub struct TlsSpec {
+    pub ingress: Arc<IngressInfo>,
+    /// `spec.tls[i]`, for error messages.
+    pub field: String,
+    /// The entry's hosts, or the Ingress's rule hosts when it names none.
+    pub hosts: Vec<HostMatch>,
+    /// `None` when the entry names no usable Secret: its hosts get the default certificate.
+    pub certificate: Option<Arc<TlsCertificate>>,
+}
+
+/// A certificate chain and private key in PEM, as a `kubernetes.io/tls` Secret holds them.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TlsCertificate {
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    pub chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
 }
 
 /// The Ingress a route came from; its age decides conflicts (oldest wins).
@@ -27,6 +50,10 @@ pub struct IngressInfo {
     pub id: ObjectRef,
     pub origin: Arc<str>,
     pub created: Option<Timestamp>,
+    /// Plain-HTTP requests to hosts with TLS are redirected to HTTPS (`ssl-redirect`).
+    pub ssl_redirect: bool,
+    /// Plain-HTTP requests are redirected to HTTPS even without TLS (`force-ssl-redirect`).
+    pub force_ssl_redirect: bool,
 }
 
 impl IngressInfo {

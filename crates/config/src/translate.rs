@@ -5,14 +5,17 @@ use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use crate::annotations;
 use crate::error::{ConfigError, ObjectRef};
 use crate::manifest::{Manifest, Object};
-use crate::model::{BackendKey, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target};
+use crate::model::{
+    BackendKey, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target, TlsCertificate,
+    TlsSpec,
+};
 
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -36,7 +39,7 @@ pub fn translate<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, options:
     let mut resolver = Resolver { index: &index, resolved: HashMap::new() };
     for (origin, ingress) in &index.ingresses {
         if is_ours(ingress, options.ingress_class, default_class) {
-            translate_ingress(origin, ingress, &mut resolver, &mut model);
+            translate_ingress(origin, ingress, &index, &mut resolver, &mut model);
         }
     }
     model
@@ -55,6 +58,7 @@ struct Index<'a> {
     ingresses: Vec<(&'a Arc<str>, &'a Ingress)>,
     classes: HashMap<&'a str, &'a IngressClass>,
     services: HashMap<(&'a str, &'a str), &'a Service>,
+    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
     /// EndpointSlices by (namespace, service name).
     slices: HashMap<(&'a str, &'a str), Vec<Slice<'a>>>,
 }
@@ -74,8 +78,13 @@ struct SliceEndpoint {
 
 impl<'a> Index<'a> {
     fn build(manifests: impl IntoIterator<Item = &'a Manifest>, errors: &mut Vec<ConfigError>) -> Self {
-        let mut index =
-            Index { ingresses: Vec::new(), classes: HashMap::new(), services: HashMap::new(), slices: HashMap::new() };
+        let mut index = Index {
+            ingresses: Vec::new(),
+            classes: HashMap::new(),
+            services: HashMap::new(),
+            secrets: HashMap::new(),
+            slices: HashMap::new(),
+        };
         let mut seen: HashMap<(&'static str, &str, &str), &Arc<str>> = HashMap::new();
         for manifest in manifests {
             match seen.entry(identity(&manifest.object)) {
@@ -97,6 +106,9 @@ impl<'a> Index<'a> {
                     index.services.insert((namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default()), o);
                 }
                 Object::EndpointSlice(o) => index.add_slice(&manifest.origin, o, errors),
+                Object::Secret(o) => {
+                    index.secrets.insert((namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default()), o);
+                }
             }
         }
         index
@@ -150,6 +162,7 @@ fn identity(object: &Object) -> (&'static str, &str, &str) {
         Object::IngressClass(o) => ("IngressClass", &o.metadata),
         Object::Service(o) => ("Service", &o.metadata),
         Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+        Object::Secret(o) => ("Secret", &o.metadata),
     };
     (kind, namespace(meta), meta.name.as_deref().unwrap_or_default())
 }
@@ -286,22 +299,49 @@ impl IngressTranslation<'_> {
     }
 }
 
-fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, resolver: &mut Resolver, model: &mut Model) {
-    let id = ObjectRef::new("Ingress", namespace(&ingress.metadata), ingress.metadata.name.clone().unwrap_or_default());
-    let created = ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let mut tr =
-        IngressTranslation { origin, info: Arc::new(IngressInfo { id, origin: origin.clone(), created }), model };
-    let Some(spec) = &ingress.spec else { return };
+/// The annotations that change how an Ingress is translated.
+struct IngressOptions {
+    regex_mode: bool,
+    ssl_redirect: bool,
+    force_ssl_redirect: bool,
+}
 
+/// Reads the annotations; a malformed value is reported (field, message) and its default used.
+fn read_annotations(ingress: &Ingress, errors: &mut Vec<(String, String)>) -> IngressOptions {
     let annotations = ingress.metadata.annotations.as_ref();
     let annotation = |name: &str| annotations.and_then(|a| a.get(name));
-    let use_regex = annotation(annotations::NGINX_USE_REGEX).is_some_and(|value| {
-        annotations::parse_bool(value).unwrap_or_else(|message| {
-            tr.error(format!("metadata.annotations[{}]", annotations::NGINX_USE_REGEX), message);
-            false
-        })
-    });
-    let regex_mode = use_regex || annotation(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
+    let mut flag = |name: &str, default: bool| match annotation(name) {
+        None => default,
+        Some(value) => annotations::parse_bool(value).unwrap_or_else(|message| {
+            errors.push((format!("metadata.annotations[{name}]"), message));
+            default
+        }),
+    };
+    let use_regex = flag(annotations::NGINX_USE_REGEX, false);
+    let ssl_redirect = flag(annotations::NGINX_SSL_REDIRECT, true);
+    let force_ssl_redirect = flag(annotations::NGINX_FORCE_SSL_REDIRECT, false);
+    let rewrite = annotation(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
+    IngressOptions { regex_mode: use_regex || rewrite, ssl_redirect, force_ssl_redirect }
+}
+
+fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolver: &mut Resolver, model: &mut Model) {
+    let id = ObjectRef::new("Ingress", namespace(&ingress.metadata), ingress.metadata.name.clone().unwrap_or_default());
+    let created = ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let mut annotation_errors = Vec::new();
+    let options = read_annotations(ingress, &mut annotation_errors);
+    let info = IngressInfo {
+        id,
+        origin: origin.clone(),
+        created,
+        ssl_redirect: options.ssl_redirect,
+        force_ssl_redirect: options.force_ssl_redirect,
+    };
+    let mut tr = IngressTranslation { origin, info: Arc::new(info), model };
+    for (field, message) in annotation_errors {
+        tr.error(field, message);
+    }
+    let Some(spec) = &ingress.spec else { return };
+    let regex_mode = options.regex_mode;
 
     let mut hosts = Vec::new();
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
@@ -338,12 +378,57 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, resolver: &mut Resolv
             tr.model.routes.push(route);
         }
     }
+    for (i, tls) in spec.tls.iter().flatten().enumerate() {
+        let field = format!("spec.tls[{i}]");
+        let mut tls_hosts = Vec::new();
+        for (j, host) in tls.hosts.iter().flatten().enumerate() {
+            match parse_host(host) {
+                Ok(host) => tls_hosts.push(host),
+                Err(message) => tr.error(format!("{field}.hosts[{j}]"), message),
+            }
+        }
+        if tls.hosts.as_ref().is_none_or(Vec::is_empty) {
+            tls_hosts = hosts.iter().filter(|h| **h != HostMatch::Any).cloned().collect();
+        }
+        let certificate = match tls.secret_name.as_deref().filter(|name| !name.is_empty()) {
+            // No Secret: the hosts are served over TLS with the default certificate.
+            None => None,
+            Some(name) => match tls_certificate(index, &tr.info.id.namespace, name) {
+                Ok(certificate) => Some(Arc::new(certificate)),
+                Err(message) => {
+                    tr.error(format!("{field}.secretName"), format!("{message}; the default certificate is served"));
+                    None
+                }
+            },
+        };
+        tr.model.tls.push(TlsSpec { ingress: tr.info.clone(), field, hosts: tls_hosts, certificate });
+    }
     if let Some(backend) = &spec.default_backend
         && let Some(backend) = tr.backend(backend, "spec.defaultBackend", resolver)
     {
         let default = DefaultBackend { ingress: tr.info.clone(), hosts, backend };
         tr.model.default_backends.push(default);
     }
+}
+
+/// The certificate and key of a `kubernetes.io/tls` Secret, from `data` (base64, as the API
+/// server stores it) or `stringData` (plain PEM, handy in manifest files).
+fn tls_certificate(index: &Index, namespace: &str, name: &str) -> Result<TlsCertificate, String> {
+    let secret = index
+        .secrets
+        .get(&(namespace, name))
+        .ok_or_else(|| format!("Secret {namespace}/{name} of type kubernetes.io/tls not found"))?;
+    let entry = |key: &str| {
+        let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone());
+        data.or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
+            .filter(|bytes| !bytes.is_empty())
+            .ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"))
+    };
+    Ok(TlsCertificate {
+        secret: format!("{namespace}/{name}"),
+        chain_pem: entry("tls.crt")?,
+        key_pem: entry("tls.key")?,
+    })
 }
 
 /// Validates a rule host: a lowercase DNS name, or `*.` and one; never an IP address.

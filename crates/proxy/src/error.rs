@@ -1,4 +1,5 @@
-//! Every way a request can fail, turned into a response in this one place.
+//! Every answer the gateway gives itself instead of a backend's (failures, and the redirect of
+//! plain HTTP to HTTPS), turned into a response in this one place.
 
 use std::fmt;
 
@@ -9,8 +10,13 @@ use crate::body::{ResponseBody, full};
 /// Why the gateway answers a request itself.
 #[derive(Debug)]
 pub enum ProxyError {
+    /// Not a failure: the request belongs on HTTPS, at this location (308).
+    RedirectToHttps(HeaderValue),
     /// The request is malformed; it never reaches a backend.
     BadRequest(String),
+    /// The request's host has a certificate of its own, but came over a TLS connection made
+    /// for another name (421): the client must connect again for that host.
+    Misdirected,
     /// No route matches and no default backend applies.
     NoRoute,
     /// The route's backend has no ready endpoint.
@@ -24,7 +30,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::RedirectToHttps(_) => StatusCode::PERMANENT_REDIRECT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -38,6 +46,9 @@ impl ProxyError {
         let mut response = Response::new(full(format!("{self}\n")));
         *response.status_mut() = status;
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if let ProxyError::RedirectToHttps(location) = self {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
         response
     }
 }
@@ -45,7 +56,9 @@ impl ProxyError {
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ProxyError::RedirectToHttps(_) => f.write_str("this host is served over HTTPS"),
             ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
+            ProxyError::Misdirected => f.write_str("this connection's TLS name does not cover this host"),
             ProxyError::NoRoute => f.write_str("no route for this host and path"),
             ProxyError::NoEndpoint => f.write_str("no ready endpoint for this backend"),
             ProxyError::Upstream(e) if e.is_connect() => f.write_str("upstream connection failed"),

@@ -32,6 +32,10 @@ pub struct ProxyConfig {
     pub response_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
     pub idle_timeout: Duration,
+    /// The port HTTP requests are redirected to for HTTPS (443 is left out of the URL).
+    pub https_redirect_port: u16,
+    /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None` sends none.
+    pub hsts: Option<HeaderValue>,
 }
 
 impl Default for ProxyConfig {
@@ -40,11 +44,22 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
+            https_redirect_port: 443,
+            hsts: Some(HeaderValue::from_static("max-age=31536000; includeSubDomains")),
         }
     }
 }
 
 type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// A request matched to its route.
+struct Routed {
+    route: Arc<Route>,
+    /// The host it was routed by.
+    host: String,
+    /// Whether the response gets `Strict-Transport-Security`: HTTPS to a host with TLS.
+    hsts: bool,
+}
 
 /// Forwards requests according to the published snapshot.
 #[derive(Debug)]
@@ -88,13 +103,41 @@ impl Proxy {
         Self { snapshot, client, config, metrics }
     }
 
-    /// The route for a request, and the host it was routed by.
-    fn route(&self, parts: &http::request::Parts) -> Result<(Arc<Route>, String), ProxyError> {
+    /// The route for a request, and the host it was routed by; or why it goes no further:
+    /// a redirect to HTTPS, or a TLS connection made for another host's certificate.
+    fn route(&self, parts: &http::request::Parts, conn: &Conn) -> Result<Routed, ProxyError> {
         let host = request_host(&parts.uri, &parts.headers, parts.version)?;
         let path = normalize_path(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
         // One load per request: a reload published meanwhile applies to the next request.
-        let route = self.snapshot.load().table.route(&host, &path).ok_or(ProxyError::NoRoute)?.clone();
-        Ok((route, host))
+        let snapshot = self.snapshot.load();
+        let route = snapshot.table.route(&host, &path).ok_or(ProxyError::NoRoute)?.clone();
+        let tls_host = snapshot.tls.get(&host);
+        let Some(tls) = &conn.tls else {
+            if route.ingress.force_ssl_redirect || (route.ingress.ssl_redirect && tls_host.is_some()) {
+                return Err(ProxyError::RedirectToHttps(self.https_location(&host, &parts.uri)?));
+            }
+            return Ok(Routed { route, host, hsts: false });
+        };
+        if let (Some(name), Some(own)) = (&tls.server_name, tls_host.and_then(|h| h.certificate.as_ref())) {
+            let negotiated = snapshot.tls.get(name).and_then(|h| h.certificate.as_ref());
+            if !negotiated.is_some_and(|negotiated| Arc::ptr_eq(negotiated, own)) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
+        Ok(Routed { route, host, hsts: tls_host.is_some() })
+    }
+
+    /// `https://HOST[:PORT]/PATH?QUERY` for a request that arrived over plain HTTP.
+    fn https_location(&self, host: &str, uri: &Uri) -> Result<HeaderValue, ProxyError> {
+        let name = Authority::try_from(host).map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
+        let port = match self.config.https_redirect_port {
+            443 => String::new(),
+            port => format!(":{port}"),
+        };
+        let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        // Lowercase, as nginx's `$host` is.
+        HeaderValue::try_from(format!("https://{}{port}{target}", name.host().to_ascii_lowercase()))
+            .map_err(|_| ProxyError::BadRequest("invalid redirect target".into()))
     }
 
     async fn forward(
@@ -169,17 +212,20 @@ impl Handler for Proxy {
     async fn handle(&self, request: Request<Incoming>, conn: Conn) -> Response<ResponseBody> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
-        let (route, result) = match self.route(&parts) {
-            Ok((route, host)) => {
+        let (route, result, hsts) = match self.route(&parts, &conn) {
+            Ok(Routed { route, host, hsts }) => {
                 let result = self.forward(&route, host, parts, body, &conn).await;
-                (Some(route), result)
+                (Some(route), result, hsts)
             }
-            Err(error) => (None, Err(error)),
+            Err(error) => (None, Err(error), false),
         };
-        let response = result.unwrap_or_else(|error| {
+        let mut response = result.unwrap_or_else(|error| {
             self.report(&error, route.as_deref());
             error.into_response()
         });
+        if hsts && let Some(hsts) = &self.config.hsts {
+            response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
+        }
         self.metrics.request(route.as_ref().map(|r| &r.name), response.status(), started.elapsed());
         response
     }
@@ -248,7 +294,8 @@ fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
     }
     headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
     headers.insert(X_REAL_IP, conn.client_ip.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if conn.tls.is_some() { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
     let has_id = headers.get(&X_REQUEST_ID).is_some_and(|id| !id.is_empty() && id.len() <= 200);
     if !has_id {

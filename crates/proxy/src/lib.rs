@@ -20,8 +20,10 @@ mod error;
 mod forward;
 mod metrics;
 mod server;
+mod tls;
 
 pub use admin::{Admin, AdminState};
 pub use forward::{Proxy, ProxyConfig};
 pub use metrics::Metrics;
 pub use server::{Shutdown, bind_reuseport, serve};
+pub use tls::acceptor;

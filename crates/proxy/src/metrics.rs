@@ -30,6 +30,11 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HandshakeLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
     backend: String,
     error: &'static str,
@@ -43,6 +48,16 @@ pub enum UpstreamError {
     Other,
 }
 
+/// An open downstream connection, counted until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Requests that matched no route are counted under this name.
 static UNROUTED: LazyLock<RouteName> =
     LazyLock::new(|| RouteName { ingress: "".into(), host: "".into(), path: "".into() });
@@ -54,8 +69,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     upstream_errors: Family<UpstreamLabels, Counter>,
-    /// Downstream connections open now.
-    pub open_connections: Gauge,
+    open_connections: Gauge,
+    tls_handshakes: Family<HandshakeLabels, Counter>,
     config_generation: Gauge,
     config_errors: Gauge,
     config_reloads: Counter,
@@ -73,6 +88,7 @@ impl Default for Metrics {
         let (open_connections, config_generation, config_errors) =
             (Gauge::default(), Gauge::default(), Gauge::default());
         let config_reloads = Counter::default();
+        let tls_handshakes = Family::default();
         let mut registry = Registry::with_prefix("sluice");
         registry.register("requests", "Requests by route and status class", requests.clone());
         registry.register(
@@ -82,6 +98,7 @@ impl Default for Metrics {
         );
         registry.register("upstream_errors", "Upstream failures by backend and kind", upstream_errors.clone());
         registry.register("open_connections", "Downstream connections open now", open_connections.clone());
+        registry.register("tls_handshakes", "TLS handshakes by result", tls_handshakes.clone());
         registry.register("config_generation", "Generation of the active configuration", config_generation.clone());
         registry.register("config_errors", "Errors in the active configuration", config_errors.clone());
         registry.register("config_reloads", "Configurations published after the first", config_reloads.clone());
@@ -91,6 +108,7 @@ impl Default for Metrics {
             duration,
             upstream_errors,
             open_connections,
+            tls_handshakes,
             config_generation,
             config_errors,
             config_reloads,
@@ -117,6 +135,18 @@ impl Metrics {
             let labels = RouteLabels { ingress: labels.ingress, host: labels.host, route: labels.route };
             self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts a downstream connection as open until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.open_connections.clone())
+    }
+
+    /// Counts a TLS handshake.
+    pub fn tls_handshake(&self, succeeded: bool) {
+        let result = if succeeded { "ok" } else { "failed" };
+        self.tls_handshakes.get_or_create(&HandshakeLabels { result }).inc();
     }
 
     /// Counts an upstream failure of `backend`.

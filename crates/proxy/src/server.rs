@@ -11,29 +11,38 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use prometheus_client::metrics::gauge::Gauge;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
+use crate::metrics::Metrics;
 
-/// An accepted connection: its two ends, and the forwarding header values derived from them,
-/// computed once per connection rather than per request.
+/// An accepted connection: its two ends, whether it is TLS, and the forwarding header values
+/// derived from them, computed once per connection rather than per request.
 #[derive(Debug, Clone)]
 pub struct Conn {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// Set on TLS connections: the server name the client asked for (SNI), if any.
+    pub tls: Option<TlsConn>,
     /// The client's IP, for `X-Forwarded-For` and `X-Real-IP`.
     pub client_ip: HeaderValue,
     /// The listener's port, for `X-Forwarded-Port`.
     pub local_port: HeaderValue,
 }
 
+/// What a TLS connection was opened for.
+#[derive(Debug, Clone)]
+pub struct TlsConn {
+    pub server_name: Option<Arc<str>>,
+}
+
 impl Conn {
-    fn new(remote: SocketAddr, local: SocketAddr) -> Self {
+    fn new(remote: SocketAddr, local: SocketAddr, tls: Option<TlsConn>) -> Self {
         let client_ip = HeaderValue::try_from(remote.ip().to_string()).expect("an IP address is a valid header value");
-        Self { remote, local, client_ip, local_port: HeaderValue::from(local.port()) }
+        Self { remote, local, tls, client_ip, local_port: HeaderValue::from(local.port()) }
     }
 }
 
@@ -80,20 +89,26 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std
     Ok(listeners)
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` fires, then
-/// stops accepting, lets connections finish their requests for up to `drain`, and returns.
-/// `open`, when given, counts the connections open at any time.
+/// How long a client may take to complete a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` (over TLS with `tls`, negotiating the protocol by
+/// ALPN; in plain text, HTTP/2 by prior knowledge) until `shutdown` fires, then stops
+/// accepting, lets connections finish their requests for up to `drain`, and returns.
+/// Connections and handshakes are counted in `metrics` when given.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     mut shutdown: Shutdown,
     drain: Duration,
-    open: Option<Gauge>,
+    metrics: Option<Arc<Metrics>>,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Slow clients may not hold a connection open by trickling headers.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -110,28 +125,50 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else { continue };
-        let conn = Conn::new(remote, local);
-        let handler = handler.clone();
-        let service = service_fn(move |request| {
-            let (handler, conn) = (handler.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-        let open = open.clone();
+        let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
+        let (metrics, tls) = (metrics.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Some(open) = &open {
-                open.inc();
+            let _open = metrics.as_deref().map(Metrics::connection_opened);
+            let Some(acceptor) = tls else {
+                let conn = Conn::new(remote, local, None);
+                return serve_io(&builder, watcher, TokioIo::new(stream), conn, handler).await;
+            };
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                failed => {
+                    tracing::debug!(%remote, ?failed, "TLS handshake failed");
+                    if let Some(metrics) = &metrics {
+                        metrics.tls_handshake(false);
+                    }
+                    return;
+                }
+            };
+            if let Some(metrics) = &metrics {
+                metrics.tls_handshake(true);
             }
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %remote, "connection ended with an error");
-            }
-            if let Some(open) = &open {
-                open.dec();
-            }
+            let server_name = stream.get_ref().1.server_name().map(Arc::from);
+            let conn = Conn::new(remote, local, Some(TlsConn { server_name }));
+            serve_io(&builder, watcher, TokioIo::new(stream), conn, handler).await;
         });
     }
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+/// Serves one connection until it closes or shutdown asks it to finish.
+async fn serve_io<I, H>(builder: &auto::Builder<TokioExecutor>, watcher: Watcher, io: I, conn: Conn, handler: Arc<H>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Handler,
+{
+    let remote = conn.remote;
+    let service = service_fn(move |request| {
+        let (handler, conn) = (handler.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
+    });
+    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+        tracing::debug!(error = %e, %remote, "connection ended with an error");
     }
 }

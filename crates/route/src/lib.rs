@@ -7,10 +7,14 @@
 //! [`Snapshot`] is one immutable, published configuration: the table, the backends and the
 //! errors found while building it.
 
+mod host;
 mod path;
 mod snapshot;
 mod table;
+mod tls;
 
+pub use host::HostMap;
 pub use path::{PathError, normalize_path};
 pub use snapshot::{Backend, Endpoint, Route, RouteName, Snapshot};
 pub use table::{HostRoutes, InsertError, RegexCache, RouteTable};
+pub use tls::{CertificateCache, TlsHost, TlsTable, load_certificate};

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, PathMatch, Target};
 
 use crate::table::{InsertError, RegexCache, RouteTable};
+use crate::tls::{CertificateCache, TlsHost, TlsTable, load_certificate};
 
 /// One published configuration. Requests load it once and use it to the end.
 #[derive(Debug, Default)]
@@ -15,9 +16,12 @@ pub struct Snapshot {
     pub generation: u64,
     pub table: RouteTable<Arc<Route>>,
     pub backends: BTreeMap<BackendKey, Arc<Backend>>,
+    /// Hosts served over TLS, with their certificates.
+    pub tls: TlsTable,
     /// Everything wrong with the configuration this snapshot was built from.
     pub errors: Vec<ConfigError>,
     regexes: RegexCache,
+    certificates: CertificateCache,
 }
 
 /// Where a matched request goes, and why (for logs and `/config`).
@@ -91,7 +95,7 @@ impl Snapshot {
     /// backends whose endpoints are the same keep their load counters, and regexes are not
     /// compiled again.
     pub fn compile(model: Model, previous: &Snapshot) -> Snapshot {
-        let Model { routes, mut default_backends, backends, mut errors } = model;
+        let Model { routes, mut default_backends, backends, mut tls, mut errors } = model;
         let backends: BTreeMap<BackendKey, Arc<Backend>> = backends
             .into_iter()
             .map(|(key, target)| {
@@ -144,9 +148,40 @@ impl Snapshot {
             table.set_default(route);
         }
 
+        // Oldest first: the oldest Ingress keeps a host that several give certificates for.
+        tls.sort_by(|a, b| a.ingress.age_order(&b.ingress));
+        let mut tls_table = TlsTable::default();
+        let mut certificates = CertificateCache::new();
+        for spec in tls {
+            let certificate = spec.certificate.as_ref().and_then(|material| {
+                let loaded = certificates
+                    .get(material)
+                    .or_else(|| previous.certificates.get(material))
+                    .cloned()
+                    .unwrap_or_else(|| load_certificate(material));
+                certificates.insert(material.clone(), loaded.clone());
+                loaded
+                    .map_err(|e| {
+                        let message = format!("Secret {}: {e}; the default certificate is served", material.secret);
+                        let field = format!("{}.secretName", spec.field);
+                        errors.push(ConfigError::field(&spec.ingress.origin, &spec.ingress.id, field, message));
+                    })
+                    .ok()
+            });
+            let host = TlsHost {
+                certificate,
+                secret: spec.certificate.as_ref().map(|c| c.secret.clone()),
+                ingress: spec.ingress.id.clone(),
+            };
+            for name in &spec.hosts {
+                tls_table.get_or_insert_with(name, || host.clone());
+            }
+        }
+
         let regexes = table.regex_cache();
         errors.sort();
-        Snapshot { generation: previous.generation + 1, table, backends, errors, regexes }
+        errors.dedup();
+        Snapshot { generation: previous.generation + 1, table, backends, tls: tls_table, errors, regexes, certificates }
     }
 
     /// The snapshot as JSON for `/config` and golden tests: hosts with their routes in
@@ -177,9 +212,16 @@ impl Snapshot {
             .collect();
         let backends: serde_json::Map<String, Value> =
             self.backends.iter().map(|(key, backend)| (key.to_string(), json!(backend.target))).collect();
+        let mut tls: Vec<_> = self.tls.iter().collect();
+        tls.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let tls: Vec<Value> = tls
+            .into_iter()
+            .map(|(host, tls)| json!({ "host": host.to_string(), "secret": tls.secret, "ingress": tls.ingress.to_string() }))
+            .collect();
         json!({
             "generation": self.generation,
             "hosts": hosts,
+            "tls": tls,
             "default_backend": self.table.default_route().map(|r| json!({
                 "ingress": r.ingress.id.to_string(),
                 "backend": r.backend.key,

@@ -1,6 +1,8 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use crate::host::HostMap;
+
 use regex::Regex;
 use sluice_config::{HostMatch, PathMatch};
 
@@ -11,9 +13,7 @@ pub type RegexCache = HashMap<String, Regex>;
 /// Hosts to their routes. `T` is what a match yields (the proxy uses `Arc<Route>`).
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
-    exact: HashMap<Box<str>, HostRoutes<T>>,
-    /// `*.example.com` keyed by `example.com`.
-    wildcard: HashMap<Box<str>, HostRoutes<T>>,
+    hosts: HostMap<HostRoutes<T>>,
     any: Option<HostRoutes<T>>,
     default: Option<T>,
 }
@@ -47,7 +47,7 @@ pub enum InsertError<'a, T> {
 
 impl<T> Default for RouteTable<T> {
     fn default() -> Self {
-        Self { exact: HashMap::new(), wildcard: HashMap::new(), any: None, default: None }
+        Self { hosts: HostMap::default(), any: None, default: None }
     }
 }
 
@@ -59,10 +59,9 @@ impl<T> Default for HostRoutes<T> {
 
 impl<T> RouteTable<T> {
     fn host_mut(&mut self, host: &HostMatch) -> &mut HostRoutes<T> {
-        match host {
-            HostMatch::Any => self.any.get_or_insert_with(HostRoutes::default),
-            HostMatch::Exact(h) => self.exact.entry(h.as_str().into()).or_default(),
-            HostMatch::Wildcard(h) => self.wildcard.entry(h.as_str().into()).or_default(),
+        match self.hosts.get_or_insert_with(host, HostRoutes::default) {
+            Some(routes) => routes,
+            None => self.any.get_or_insert_with(HostRoutes::default),
         }
     }
 
@@ -114,38 +113,20 @@ impl<T> RouteTable<T> {
     /// The route for a request. `host` is the Host header or authority (any case, port and
     /// trailing dot allowed); `path` must be normalized (see [`crate::normalize_path`]).
     pub fn route(&self, host: &str, path: &str) -> Option<&T> {
-        let host = bare_host(host);
-        let routes = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.host_routes(&host.to_ascii_lowercase())
-        } else {
-            self.host_routes(host)
-        };
-        match routes {
+        match self.hosts.get(host).or(self.any.as_ref()) {
             Some(routes) => routes.route(path).or(routes.fallback.as_ref()).or(self.default.as_ref()),
             None => self.default.as_ref(),
         }
     }
 
-    fn host_routes(&self, host: &str) -> Option<&HostRoutes<T>> {
-        self.exact
-            .get(host)
-            .or_else(|| {
-                let (first, parent) = host.split_once('.')?;
-                if first.is_empty() { None } else { self.wildcard.get(parent) }
-            })
-            .or(self.any.as_ref())
-    }
-
     /// Every host with its routes, for reporting.
     pub fn hosts(&self) -> impl Iterator<Item = (HostMatch, &HostRoutes<T>)> {
-        let exact = self.exact.iter().map(|(h, r)| (HostMatch::Exact(h.to_string()), r));
-        let wildcard = self.wildcard.iter().map(|(h, r)| (HostMatch::Wildcard(h.to_string()), r));
-        exact.chain(wildcard).chain(self.any.iter().map(|r| (HostMatch::Any, r)))
+        self.hosts.iter().chain(self.any.iter().map(|r| (HostMatch::Any, r)))
     }
 
     /// The regexes this table uses, for building the next one.
     pub fn regex_cache(&self) -> RegexCache {
-        let hosts = self.exact.values().chain(self.wildcard.values()).chain(self.any.iter());
+        let hosts = self.hosts.values().chain(self.any.iter());
         let routes = hosts.flat_map(|h| h.regex.iter());
         routes.map(|r| (unanchored(r.regex.as_str()).to_owned(), r.regex.clone())).collect()
     }
@@ -220,17 +201,4 @@ fn anchored(pattern: &str) -> String {
 
 fn unanchored(regex: &str) -> &str {
     &regex[REGEX_PREFIX.len()..regex.len() - 1]
-}
-
-/// The host without port or trailing dot: `Example.com.:8080` -> `Example.com`.
-fn bare_host(host: &str) -> &str {
-    let host = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        }
-    };
-    host.strip_suffix('.').unwrap_or(host)
 }

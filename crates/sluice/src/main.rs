@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
+use http::HeaderValue;
 use sluice_control::{FileSource, Publisher, watch_files};
-use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, bind_reuseport, serve};
+use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, acceptor, bind_reuseport, serve};
 use sluice_route::Snapshot;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -40,7 +41,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate manifests; print every error and exit 1 if there is any.
     Check {
         /// Manifest files or directories.
@@ -60,7 +61,17 @@ struct ServeArgs {
     /// Address of the plain HTTP listener.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
-    /// Address of the admin listener (/healthz, /readyz, /config).
+    /// Address of the HTTPS listener (certificates from the Ingresses' TLS Secrets, by SNI).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    https: SocketAddr,
+    /// The port plain-HTTP requests to TLS hosts are redirected to (the public HTTPS port,
+    /// which behind a Service is not the listener's own).
+    #[arg(long, value_name = "PORT", default_value_t = 443)]
+    https_redirect_port: u16,
+    /// Strict-Transport-Security for HTTPS responses of TLS hosts; empty to send none.
+    #[arg(long, value_name = "VALUE", default_value = "max-age=31536000; includeSubDomains")]
+    hsts: String,
+    /// Address of the admin listener (/healthz, /readyz, /metrics, /config).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
     /// The IngressClass whose Ingresses this gateway serves.
@@ -90,7 +101,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Check { paths, ingress_class } => check(paths, &ingress_class),
-        Command::Serve(args) => serve_command(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve_command(*args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("sluice: {e:#}");
@@ -126,11 +137,15 @@ fn check(paths: Vec<PathBuf>, ingress_class: &str) -> anyhow::Result<ExitCode> {
 fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let http = bind_reuseport(args.http, workers).with_context(|| format!("binding --http {}", args.http))?;
+    let https = bind_reuseport(args.https, workers).with_context(|| format!("binding --https {}", args.https))?;
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    control.block_on(run(args, http))
+    control.block_on(run(args, http.into_iter().zip(https).collect()))
 }
 
-async fn run(args: ServeArgs, http: Vec<std::net::TcpListener>) -> anyhow::Result<()> {
+/// Per data-plane thread: its plain-HTTP and its HTTPS listening socket.
+type WorkerListeners = Vec<(std::net::TcpListener, std::net::TcpListener)>;
+
+async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> {
     let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let state = Arc::new(AdminState::default());
@@ -140,24 +155,31 @@ async fn run(args: ServeArgs, http: Vec<std::net::TcpListener>) -> anyhow::Resul
     publisher.publish(source.manifests(), source.errors().cloned());
     let _watch = watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?;
 
+    let hsts = Some(args.hsts.as_str()).filter(|v| !v.is_empty()).map(HeaderValue::try_from).transpose();
     let config = ProxyConfig {
         connect_timeout: args.connect_timeout,
         response_timeout: args.response_timeout,
+        https_redirect_port: args.https_redirect_port,
+        hsts: hsts.context("--hsts is not a valid header value")?,
         ..ProxyConfig::default()
     };
+    let tls = acceptor(snapshot.clone()).context("setting up TLS")?;
     let (stop, shutdown) = Shutdown::new();
     let metrics = Arc::new(Metrics::default());
     let mut workers = Vec::new();
-    for (i, listener) in http.into_iter().enumerate() {
+    for (i, (http, https)) in listeners.into_iter().enumerate() {
         let (snapshot, config, shutdown, drain) =
             (snapshot.clone(), config.clone(), shutdown.clone(), args.drain_timeout);
-        let metrics = metrics.clone();
+        let (metrics, tls) = (metrics.clone(), tls.clone());
         let worker = std::thread::Builder::new().name(format!("sluice-worker-{i}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
-                let listener = TcpListener::from_std(listener)?;
-                let open = Some(metrics.open_connections.clone());
-                serve(listener, Arc::new(Proxy::new(snapshot, config, metrics)), shutdown, drain, open).await;
+                let (http, https) = (TcpListener::from_std(http)?, TcpListener::from_std(https)?);
+                let proxy = Arc::new(Proxy::new(snapshot, config, metrics.clone()));
+                tokio::join!(
+                    serve(http, proxy.clone(), shutdown.clone(), drain, Some(metrics.clone()), None),
+                    serve(https, proxy, shutdown, drain, Some(metrics), Some(tls)),
+                );
                 Ok::<_, std::io::Error>(())
             })
         });
@@ -165,8 +187,8 @@ async fn run(args: ServeArgs, http: Vec<std::net::TcpListener>) -> anyhow::Resul
     }
     state.set_ready();
     let admin_handler = Arc::new(Admin::new(snapshot, state.clone(), metrics));
-    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout, None));
-    tracing::info!(http = %args.http, admin = %args.admin, workers = workers.len(), "serving");
+    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout, None, None));
+    tracing::info!(http = %args.http, https = %args.https, admin = %args.admin, workers = workers.len(), "serving");
 
     let signal = terminated().await?;
     state.set_draining();

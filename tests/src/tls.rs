@@ -1,0 +1,169 @@
+//! TLS for tests: certificates, Secrets, and client connections that report what the server
+//! presented.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+
+use crate::Reply;
+
+/// A self-signed certificate for `names`, and its key, in PEM.
+pub struct Certificate {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+impl Certificate {
+    pub fn new(names: &[&str]) -> Certificate {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let generated = rcgen::generate_simple_self_signed(names).expect("generating a test certificate");
+        Certificate {
+            chain_pem: generated.cert.pem(),
+            key_pem: generated.signing_key.serialize_pem(),
+            der: generated.cert.der().clone(),
+        }
+    }
+
+    /// A `kubernetes.io/tls` Secret holding this certificate (PEM in `stringData`).
+    pub fn secret(&self, name: &str) -> String {
+        let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n  \
+             tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&self.chain_pem),
+            indent(&self.key_pem)
+        )
+    }
+}
+
+/// Accepts any certificate: the tests check *which* certificate was served, not trust.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// One client connection, kept open across requests.
+pub struct Connection {
+    sender: Sender,
+    /// The certificate the server presented (TLS only).
+    pub peer: Option<CertificateDer<'static>>,
+    /// The protocol agreed by ALPN (TLS only).
+    pub alpn: Option<Vec<u8>>,
+}
+
+impl Connection {
+    /// Connects to `addr`; over TLS with SNI `server_name` when given. `h2` offers only HTTP/2
+    /// (by ALPN over TLS, by prior knowledge in plain text); otherwise only HTTP/1.1.
+    pub async fn open(addr: SocketAddr, server_name: Option<&str>, h2: bool) -> anyhow::Result<Connection> {
+        let tcp = TcpStream::connect(addr).await?;
+        let Some(name) = server_name else {
+            return Connection::handshake(TokioIo::new(tcp), h2, None, None).await;
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let stream = connector.connect(ServerName::try_from(name.to_owned())?, tcp).await?;
+        let (_, session) = stream.get_ref();
+        let peer = session.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        Connection::handshake(TokioIo::new(stream), h2, peer, alpn).await
+    }
+
+    async fn handshake<I>(
+        io: I,
+        h2: bool,
+        peer: Option<CertificateDer<'static>>,
+        alpn: Option<Vec<u8>>,
+    ) -> anyhow::Result<Connection>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let sender = if h2 {
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(connection);
+            Sender::H2(sender)
+        } else {
+            let (sender, connection) = http1::handshake(io).await?;
+            tokio::spawn(connection);
+            Sender::H1(sender)
+        };
+        Ok(Connection { sender, peer, alpn })
+    }
+
+    /// GET `path` for `host` on this connection.
+    pub async fn get(&mut self, host: &str, path: &str) -> anyhow::Result<(Reply, http::Version)> {
+        let request = match self.sender {
+            // HTTP/2 carries the host in the URI's authority.
+            Sender::H2(_) => http::Request::get(format!("https://{host}{path}")),
+            Sender::H1(_) => http::Request::get(path).header("host", host),
+        };
+        let request = request.body(Full::new(Bytes::new()))?;
+        let response = match &mut self.sender {
+            Sender::H1(sender) => sender.send_request(request).await,
+            Sender::H2(sender) => sender.send_request(request).await,
+        }
+        .context("sending the request")?;
+        let version = response.version();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let reply = Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into(),
+        };
+        Ok((reply, version))
+    }
+}
