@@ -7,13 +7,14 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::Target;
 use sluice_route::{Route, Snapshot, normalize_path};
 
@@ -148,7 +149,15 @@ impl Proxy {
         body: Incoming,
         conn: &Conn,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        // An HTTP/1.1 Upgrade (WebSocket) keeps its Upgrade header end to end; the connection
+        // is taken over once the backend answers 101.
+        let upgrade = upgrade_protocol(&parts.headers, parts.version);
+        let mut downstream = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
         // The backend must see the host the request was routed by: HTTP/2 and absolute-form
         // requests carry it in the URI, and there it overrides any Host header (RFC 9112 3.2.2).
         if parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST) {
@@ -164,7 +173,7 @@ impl Proxy {
                 .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
             let headers = std::mem::take(&mut parts.headers);
             let request = upstream_request(&parts, authority, path_and_query, headers, Either::Left(body));
-            return self.send(request, None).await;
+            return self.send(request, None, &mut downstream).await;
         }
 
         // A request without a body can be sent again: if connecting to one endpoint fails
@@ -183,7 +192,7 @@ impl Proxy {
             let authority = Authority::try_from(backend.endpoints[index].addr.to_string())
                 .expect("a socket address is a valid authority");
             let request = upstream_request(&parts, authority, path_and_query.clone(), headers, body);
-            match self.send(request, Some(active)).await {
+            match self.send(request, Some(active), &mut downstream).await {
                 Err(ProxyError::Upstream(e)) if !last && e.is_connect() => {
                     tracing::debug!(endpoint = %backend.endpoints[index].addr, "connect failed, trying another endpoint");
                     failed = Some(index);
@@ -196,14 +205,26 @@ impl Proxy {
     async fn send(
         &self,
         request: Request<UpstreamBody>,
-        active: Option<balance::ActiveGuard>,
+        mut active: Option<balance::ActiveGuard>,
+        downstream: &mut Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let response = tokio::time::timeout(self.config.response_timeout, self.client.request(request))
+        let mut response = tokio::time::timeout(self.config.response_timeout, self.client.request(request))
             .await
             .map_err(|_| ProxyError::UpstreamTimeout)?
             .map_err(ProxyError::Upstream)?;
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upgrade = response.headers().get(header::UPGRADE).cloned();
+        if switching && let (Some(downstream), Some(_)) = (downstream.take(), &upgrade) {
+            let upstream = hyper::upgrade::on(&mut response);
+            // The tunnel counts as a request on its endpoint for as long as it is open.
+            tokio::spawn(tunnel(downstream, upstream, active.take()));
+        }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(protocol)) = (switching, upgrade) {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
         Ok(Response::from_parts(parts, Either::Left(Upstream::new(body, active))))
     }
 }
@@ -249,6 +270,31 @@ impl Proxy {
             _ => tracing::warn!(%backend, "{error}"),
         }
         self.metrics.upstream_error(backend, kind);
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade`).
+fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if version == Version::HTTP_11 && asks { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Copies bytes both ways between a client and a backend that switched protocols, until either
+/// side closes. It does not depend on the snapshot: reloads never cut it.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, _active: Option<balance::ActiveGuard>) {
+    match tokio::try_join!(downstream, upstream) {
+        Ok((downstream, upstream)) => {
+            let (mut downstream, mut upstream) = (TokioIo::new(downstream), TokioIo::new(upstream));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "protocol upgrade failed"),
     }
 }
 

@@ -11,9 +11,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::ResponseBody;
@@ -109,7 +108,8 @@ pub async fn serve<H: Handler>(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender; when all are dropped, draining is done.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -125,13 +125,13 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else { continue };
-        let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
+        let (handler, builder, shutdown, open) = (handler.clone(), builder.clone(), shutdown.clone(), open_tx.clone());
         let (metrics, tls) = (metrics.clone(), tls.clone());
         tokio::spawn(async move {
-            let _open = metrics.as_deref().map(Metrics::connection_opened);
+            let _open = (open, metrics.as_deref().map(Metrics::connection_opened));
             let Some(acceptor) = tls else {
                 let conn = Conn::new(remote, local, None);
-                return serve_io(&builder, watcher, TokioIo::new(stream), conn, handler).await;
+                return serve_io(&builder, shutdown, TokioIo::new(stream), conn, handler).await;
             };
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
@@ -148,18 +148,26 @@ pub async fn serve<H: Handler>(
             }
             let server_name = stream.get_ref().1.server_name().map(Arc::from);
             let conn = Conn::new(remote, local, Some(TlsConn { server_name }));
-            serve_io(&builder, watcher, TokioIo::new(stream), conn, handler).await;
+            serve_io(&builder, shutdown, TokioIo::new(stream), conn, handler).await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    drop(open_tx);
+    if tokio::time::timeout(drain, open_rx.recv()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
 }
 
-/// Serves one connection until it closes or shutdown asks it to finish.
-async fn serve_io<I, H>(builder: &auto::Builder<TokioExecutor>, watcher: Watcher, io: I, conn: Conn, handler: Arc<H>)
-where
+/// Serves one connection until it closes. On shutdown it finishes the request in hand and
+/// closes (idle keep-alive connections close at once). Upgraded connections (WebSocket) are
+/// handed to the proxy and live on outside it.
+async fn serve_io<I, H>(
+    builder: &auto::Builder<TokioExecutor>,
+    mut shutdown: Shutdown,
+    io: I,
+    conn: Conn,
+    handler: Arc<H>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Handler,
 {
@@ -168,7 +176,16 @@ where
         let (handler, conn) = (handler.clone(), conn.clone());
         async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
     });
-    if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.fired() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, %remote, "connection ended with an error");
     }
 }
