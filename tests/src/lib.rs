@@ -72,6 +72,11 @@ impl Drop for Pods {
 /// Connections live in a `JoinSet` owned by this future, so aborting it closes them all, as a
 /// pod that dies does.
 pub async fn echo_server(listener: TcpListener) {
+    echo_server_with(listener, None).await
+}
+
+/// [`echo_server`], over TLS with `tls` (HTTP/1.1 or HTTP/2, as the client's ALPN asks).
+pub async fn echo_server_with(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
     let pod = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -82,10 +87,17 @@ pub async fn echo_server(listener: TcpListener) {
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let pod = pod.clone();
+        let (pod, tls) = (pod.clone(), tls.clone());
         connections.spawn(async move {
             let service = service_fn(move |request| echo(pod.clone(), request));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                None => server.serve_connection(TokioIo::new(stream), service).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => server.serve_connection(TokioIo::new(stream), service).await,
+                    Err(_) => return,
+                },
+            };
         });
     }
 }
@@ -107,6 +119,7 @@ async fn echo(pod: String, request: Request<Incoming>) -> Result<Response<Full<B
         "pod": pod,
         "method": parts.method.as_str(),
         "uri": parts.uri.to_string(),
+        "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body.len(),
     });

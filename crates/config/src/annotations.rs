@@ -14,6 +14,9 @@ pub const NGINX_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
 /// ingress-nginx: redirect to HTTPS even when the host has no certificate of its own.
 pub const NGINX_FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
 
+/// ingress-nginx: how to talk to the backend: `HTTP` (default), `HTTPS`, `GRPC`, `GRPCS`.
+pub const NGINX_BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";
+
 /// Parses a boolean annotation the way Kubernetes tools write them.
 pub fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim() {

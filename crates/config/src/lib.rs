@@ -15,7 +15,7 @@ pub mod annotations;
 pub use error::{ConfigError, ObjectRef};
 pub use manifest::{Manifest, Object, Parsed, parse_manifests};
 pub use model::{
-    BackendKey, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target, TlsCertificate,
-    TlsSpec,
+    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target,
+    TlsCertificate, TlsSpec,
 };
 pub use translate::{TranslateOptions, translate};

@@ -54,6 +54,36 @@ pub struct IngressInfo {
     pub ssl_redirect: bool,
     /// Plain-HTTP requests are redirected to HTTPS even without TLS (`force-ssl-redirect`).
     pub force_ssl_redirect: bool,
+    /// How this Ingress's backends are spoken to (`backend-protocol`).
+    pub backend_protocol: BackendProtocol,
+}
+
+/// The protocol between the gateway and a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 in plain text.
+    #[default]
+    Http,
+    /// HTTP/1.1 over TLS.
+    Https,
+    /// HTTP/2 in plain text (h2c), as gRPC servers speak it.
+    Grpc,
+    /// HTTP/2 over TLS.
+    Grpcs,
+}
+
+impl std::str::FromStr for BackendProtocol {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "HTTP" => Ok(BackendProtocol::Http),
+            "HTTPS" => Ok(BackendProtocol::Https),
+            "GRPC" => Ok(BackendProtocol::Grpc),
+            "GRPCS" => Ok(BackendProtocol::Grpcs),
+            _ => Err(format!("{value:?} is not one of HTTP, HTTPS, GRPC, GRPCS")),
+        }
+    }
 }
 
 impl IngressInfo {

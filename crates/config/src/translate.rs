@@ -13,8 +13,8 @@ use crate::annotations;
 use crate::error::{ConfigError, ObjectRef};
 use crate::manifest::{Manifest, Object};
 use crate::model::{
-    BackendKey, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target, TlsCertificate,
-    TlsSpec,
+    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target,
+    TlsCertificate, TlsSpec,
 };
 
 /// The label that ties an EndpointSlice to its Service.
@@ -304,6 +304,7 @@ struct IngressOptions {
     regex_mode: bool,
     ssl_redirect: bool,
     force_ssl_redirect: bool,
+    backend_protocol: BackendProtocol,
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
@@ -321,7 +322,13 @@ fn read_annotations(ingress: &Ingress, errors: &mut Vec<(String, String)>) -> In
     let ssl_redirect = flag(annotations::NGINX_SSL_REDIRECT, true);
     let force_ssl_redirect = flag(annotations::NGINX_FORCE_SSL_REDIRECT, false);
     let rewrite = annotation(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
-    IngressOptions { regex_mode: use_regex || rewrite, ssl_redirect, force_ssl_redirect }
+    let backend_protocol =
+        annotation(annotations::NGINX_BACKEND_PROTOCOL).map_or(Ok(BackendProtocol::Http), |v| v.parse());
+    let backend_protocol = backend_protocol.unwrap_or_else(|message| {
+        errors.push((format!("metadata.annotations[{}]", annotations::NGINX_BACKEND_PROTOCOL), message));
+        BackendProtocol::Http
+    });
+    IngressOptions { regex_mode: use_regex || rewrite, ssl_redirect, force_ssl_redirect, backend_protocol }
 }
 
 fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolver: &mut Resolver, model: &mut Model) {
@@ -335,6 +342,7 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
         created,
         ssl_redirect: options.ssl_redirect,
         force_ssl_redirect: options.force_ssl_redirect,
+        backend_protocol: options.backend_protocol,
     };
     let mut tr = IngressTranslation { origin, info: Arc::new(info), model };
     for (field, message) in annotation_errors {

@@ -12,17 +12,18 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use sluice_config::Target;
+use sluice_config::{BackendProtocol, Target};
 use sluice_route::{Route, Snapshot, normalize_path};
 
-use crate::balance;
 use crate::body::{ResponseBody, Upstream};
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamError};
 use crate::server::{Conn, Handler};
+use crate::{balance, danger};
 
 /// Timeouts and limits of the data path.
 #[derive(Debug, Clone)]
@@ -66,9 +67,51 @@ struct Routed {
 #[derive(Debug)]
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
-    client: Client<HttpConnector, UpstreamBody>,
+    upstreams: Upstreams,
     config: ProxyConfig,
     metrics: Arc<Metrics>,
+}
+
+/// One pooled client per backend protocol.
+#[derive(Debug)]
+struct Upstreams {
+    http: Client<HttpConnector, UpstreamBody>,
+    https: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    grpc: Client<HttpConnector, UpstreamBody>,
+    grpcs: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+}
+
+impl Upstreams {
+    fn new(config: &ProxyConfig) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(config.connect_timeout));
+        tcp.enforce_http(false);
+        let tls = |h2: bool| {
+            let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(danger::client_config_accepting_any_certificate())
+                .https_or_http();
+            if h2 {
+                builder.enable_http2().wrap_connector(tcp.clone())
+            } else {
+                builder.enable_http1().wrap_connector(tcp.clone())
+            }
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_timer(TokioTimer::new()).pool_idle_timeout(config.idle_timeout).timer(TokioTimer::new());
+        let (http, https) = (builder.build(tcp.clone()), builder.build(tls(false)));
+        builder.http2_only(true);
+        Self { http, https, grpc: builder.build(tcp.clone()), grpcs: builder.build(tls(true)) }
+    }
+
+    fn request(&self, protocol: BackendProtocol, request: Request<UpstreamBody>) -> ResponseFuture {
+        match protocol {
+            BackendProtocol::Http => self.http.request(request),
+            BackendProtocol::Https => self.https.request(request),
+            BackendProtocol::Grpc => self.grpc.request(request),
+            BackendProtocol::Grpcs => self.grpcs.request(request),
+        }
+    }
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1); never
@@ -94,14 +137,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 impl Proxy {
     /// A proxy serving whatever `snapshot` holds at the time of each request.
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, config: ProxyConfig, metrics: Arc<Metrics>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .build(connector);
-        Self { snapshot, client, config, metrics }
+        Self { snapshot, upstreams: Upstreams::new(&config), config, metrics }
     }
 
     /// The route for a request, and the host it was routed by; or why it goes no further:
@@ -153,7 +189,15 @@ impl Proxy {
         // is taken over once the backend answers 101.
         let upgrade = upgrade_protocol(&parts.headers, parts.version);
         let mut downstream = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        // gRPC needs `te: trailers` end to end; it is the one TE value HTTP/2 allows.
+        let protocol = route.ingress.backend_protocol;
+        let h2 = matches!(protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs);
+        let te_trailers =
+            h2 && parts.headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(&mut parts.headers);
+        if te_trailers {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(protocol) = upgrade {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol);
@@ -172,8 +216,8 @@ impl Proxy {
             let authority = Authority::try_from(format!("{host}:{port}"))
                 .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
             let headers = std::mem::take(&mut parts.headers);
-            let request = upstream_request(&parts, authority, path_and_query, headers, Either::Left(body));
-            return self.send(request, None, &mut downstream).await;
+            let request = upstream_request(&parts, protocol, authority, path_and_query, headers, Either::Left(body));
+            return self.send(protocol, request, None, &mut downstream).await;
         }
 
         // A request without a body can be sent again: if connecting to one endpoint fails
@@ -191,8 +235,8 @@ impl Proxy {
             };
             let authority = Authority::try_from(backend.endpoints[index].addr.to_string())
                 .expect("a socket address is a valid authority");
-            let request = upstream_request(&parts, authority, path_and_query.clone(), headers, body);
-            match self.send(request, Some(active), &mut downstream).await {
+            let request = upstream_request(&parts, protocol, authority, path_and_query.clone(), headers, body);
+            match self.send(protocol, request, Some(active), &mut downstream).await {
                 Err(ProxyError::Upstream(e)) if !last && e.is_connect() => {
                     tracing::debug!(endpoint = %backend.endpoints[index].addr, "connect failed, trying another endpoint");
                     failed = Some(index);
@@ -204,14 +248,16 @@ impl Proxy {
 
     async fn send(
         &self,
+        protocol: BackendProtocol,
         request: Request<UpstreamBody>,
         mut active: Option<balance::ActiveGuard>,
         downstream: &mut Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let mut response = tokio::time::timeout(self.config.response_timeout, self.client.request(request))
-            .await
-            .map_err(|_| ProxyError::UpstreamTimeout)?
-            .map_err(ProxyError::Upstream)?;
+        let mut response =
+            tokio::time::timeout(self.config.response_timeout, self.upstreams.request(protocol, request))
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout)?
+                .map_err(ProxyError::Upstream)?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let upgrade = response.headers().get(header::UPGRADE).cloned();
         if switching && let (Some(downstream), Some(_)) = (downstream.take(), &upgrade) {
@@ -363,19 +409,26 @@ fn request_id() -> HeaderValue {
 
 fn upstream_request(
     parts: &http::request::Parts,
+    protocol: BackendProtocol,
     authority: Authority,
     path_and_query: PathAndQuery,
     headers: HeaderMap,
     body: UpstreamBody,
 ) -> Request<UpstreamBody> {
+    let (scheme, version) = match protocol {
+        BackendProtocol::Http => (Scheme::HTTP, Version::HTTP_11),
+        BackendProtocol::Https => (Scheme::HTTPS, Version::HTTP_11),
+        BackendProtocol::Grpc => (Scheme::HTTP, Version::HTTP_2),
+        BackendProtocol::Grpcs => (Scheme::HTTPS, Version::HTTP_2),
+    };
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(scheme);
     uri.authority = Some(authority);
     uri.path_and_query = Some(path_and_query);
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
-    *request.version_mut() = Version::HTTP_11;
+    *request.version_mut() = version;
     *request.headers_mut() = headers;
     request
 }

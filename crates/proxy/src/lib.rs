@@ -16,6 +16,7 @@
 mod admin;
 mod balance;
 mod body;
+pub mod danger;
 mod error;
 mod forward;
 mod metrics;
