@@ -170,6 +170,30 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `sluice serve --manifests DIR` with extra `args`, and waits until it is ready.
     pub async fn start(manifests: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
+        Gateway::launch(manifests, args, Stdio::inherit()).await
+    }
+
+    /// [`Gateway::start`], handing over the gateway's log lines (stderr) as they come.
+    pub async fn start_capturing_logs(
+        manifests: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<(Gateway, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+        use tokio::io::AsyncBufReadExt;
+        let mut gateway = Gateway::launch(manifests, args, Stdio::piped()).await?;
+        let stderr = gateway.child.stderr.take().context("stderr is piped")?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok((gateway, rx))
+    }
+
+    async fn launch(manifests: &Path, args: &[&str], stderr: Stdio) -> anyhow::Result<Gateway> {
         let http: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let https: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
@@ -181,6 +205,7 @@ impl Gateway {
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .context("starting sluice")?;

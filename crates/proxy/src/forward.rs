@@ -38,6 +38,8 @@ pub struct ProxyConfig {
     pub https_redirect_port: u16,
     /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None` sends none.
     pub hsts: Option<HeaderValue>,
+    /// Log every request as a `sluice::access` event.
+    pub access_log: bool,
 }
 
 impl Default for ProxyConfig {
@@ -48,6 +50,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(90),
             https_redirect_port: 443,
             hsts: Some(HeaderValue::from_static("max-age=31536000; includeSubDomains")),
+            access_log: false,
         }
     }
 }
@@ -253,11 +256,15 @@ impl Proxy {
         mut active: Option<balance::ActiveGuard>,
         downstream: &mut Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let upstream = self.config.access_log.then(|| request.uri().authority().cloned()).flatten();
         let mut response =
             tokio::time::timeout(self.config.response_timeout, self.upstreams.request(protocol, request))
                 .await
                 .map_err(|_| ProxyError::UpstreamTimeout)?
                 .map_err(ProxyError::Upstream)?;
+        if let Some(upstream) = upstream {
+            response.extensions_mut().insert(UpstreamAddress(upstream));
+        }
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let upgrade = response.headers().get(header::UPGRADE).cloned();
         if switching && let (Some(downstream), Some(_)) = (downstream.take(), &upgrade) {
@@ -278,7 +285,11 @@ impl Proxy {
 impl Handler for Proxy {
     async fn handle(&self, request: Request<Incoming>, conn: Conn) -> Response<ResponseBody> {
         let started = Instant::now();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let request_id = parts.headers.get(&X_REQUEST_ID).filter(|id| !id.is_empty() && id.len() <= 200).cloned();
+        let request_id = request_id.unwrap_or_else(new_request_id);
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        let logged = self.config.access_log.then(|| (parts.method.clone(), parts.uri.clone(), parts.version));
         let (route, result, hsts) = match self.route(&parts, &conn) {
             Ok(Routed { route, host, hsts }) => {
                 let result = self.forward(&route, host, parts, body, &conn).await;
@@ -293,10 +304,34 @@ impl Handler for Proxy {
         if hsts && let Some(hsts) = &self.config.hsts {
             response.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
         }
-        self.metrics.request(route.as_ref().map(|r| &r.name), response.status(), started.elapsed());
+        let elapsed = started.elapsed();
+        self.metrics.request(route.as_ref().map(|r| &r.name), response.status(), elapsed);
+        if let Some((method, uri, version)) = logged {
+            let upstream = response.extensions().get::<UpstreamAddress>().map(|a| a.0.as_str()).unwrap_or_default();
+            let name = route.as_ref().map(|r| &r.name);
+            tracing::info!(
+                target: "sluice::access",
+                client = %conn.remote.ip(),
+                method = %method,
+                uri = %uri,
+                protocol = ?version,
+                status = response.status().as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1e3,
+                ingress = name.map_or("", |n| &n.ingress),
+                host = name.map_or("", |n| &n.host),
+                route = name.map_or("", |n| &n.path),
+                upstream,
+                tls_server_name = conn.tls.as_ref().and_then(|t| t.server_name.as_deref()).unwrap_or_default(),
+                request_id = request_id.to_str().unwrap_or_default(),
+            );
+        }
         response
     }
 }
+
+/// The endpoint that answered, on responses, for the access log.
+#[derive(Debug, Clone)]
+struct UpstreamAddress(Authority);
 
 impl Proxy {
     /// Logs a failure, and counts it when the upstream is to blame.
@@ -378,7 +413,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// X-Forwarded-*, X-Real-IP and X-Request-ID. The client address replaces any
+/// X-Forwarded-* and X-Real-IP (X-Request-ID is settled when the request arrives). The client
+/// address replaces any
 /// X-Forwarded-For the client sent: without trusted proxies configured, it cannot be believed.
 fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -389,14 +425,10 @@ fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
-    let has_id = headers.get(&X_REQUEST_ID).is_some_and(|id| !id.is_empty() && id.len() <= 200);
-    if !has_id {
-        headers.insert(X_REQUEST_ID, request_id());
-    }
 }
 
 /// 128 random bits as 32 hex digits.
-fn request_id() -> HeaderValue {
+fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bits = fastrand::u128(..);
     let mut id = [0u8; 32];

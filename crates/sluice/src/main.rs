@@ -91,6 +91,10 @@ struct ServeArgs {
     /// How long in-flight requests may take to finish after the listeners stop.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Log every request (target `sluice::access`): client, method, URI, status, duration,
+    /// route, upstream endpoint, request ID. Off by default: it costs CPU on every request.
+    #[arg(long)]
+    access_log: bool,
     /// How long file changes must settle before they are applied.
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = humantime::parse_duration)]
     reload_debounce: Duration,
@@ -98,7 +102,9 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Flushes buffered log lines when main returns.
+    let access_log = matches!(&cli.command, Command::Serve(args) if args.access_log);
+    let _logs = init_logging(cli.log_format, access_log);
     let result = match cli.command {
         Command::Check { paths, ingress_class } => check(paths, &ingress_class),
         Command::Serve(args) => serve_command(*args).map(|()| ExitCode::SUCCESS),
@@ -109,14 +115,22 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Logs to stderr through a background writer, so that a slow terminal or pipe never stalls
+/// a data-plane thread. `--access-log` shows its events whatever `RUST_LOG` says. Returns the
+/// guard that flushes on drop.
+fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if access_log {
+        filter = filter.add_directive("sluice::access=info".parse().expect("a valid directive"));
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn check(paths: Vec<PathBuf>, ingress_class: &str) -> anyhow::Result<ExitCode> {
@@ -161,6 +175,7 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
         response_timeout: args.response_timeout,
         https_redirect_port: args.https_redirect_port,
         hsts: hsts.context("--hsts is not a valid header value")?,
+        access_log: args.access_log,
         ..ProxyConfig::default()
     };
     let tls = acceptor(snapshot.clone()).context("setting up TLS")?;
