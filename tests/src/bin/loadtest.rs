@@ -1,5 +1,6 @@
 //! `loadtest`: one echo backend, then the same wrk load straight at it, through Sluice, and
-//! (when installed) through nginx as a reverse proxy; prints requests/s, p50/p99 latency and
+//! (when installed) through nginx as a reverse proxy, in plain HTTP, HTTPS with keep-alive, and
+//! HTTPS with a new connection (handshake) per request; prints requests/s, p50/p99 latency and
 //! the CPU time the server under test spent per request (the backend for `direct`; all nginx
 //! processes), and Sluice's figures relative to nginx. On a shared 2-core machine requests/s
 //! moves with whatever else runs; CPU per request is the steadier comparison.
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use sluice_tests::tls::Certificate;
 use sluice_tests::{Gateway, free_port, sluice_bin};
 use tokio::process::{Child, Command};
 
@@ -36,6 +38,27 @@ struct Figures {
     cpu_us_per_request: f64,
 }
 
+/// How each run's connections behave.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Plain HTTP, keep-alive.
+    Http,
+    /// HTTPS, keep-alive: the cost of encryption.
+    Https,
+    /// HTTPS, a new connection per request: the cost of handshakes.
+    Handshakes,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Http => "http",
+            Mode::Https => "https",
+            Mode::Handshakes => "https-new-conn",
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -49,37 +72,66 @@ async fn main() -> anyhow::Result<()> {
     let backend_pid = backend.id().context("echo-pods exited")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // One certificate for both proxies; plain HTTP is not redirected so both modes can be run.
     let dir = tempfile::tempdir()?;
-    let manifests = sluice_tests::manifests::service("load", &[backend_addr.parse()?], &[])
-        + "---\n"
-        + &sluice_tests::manifests::ingress("load", "load.test", &[("/", "Prefix", "load")]);
-    std::fs::write(dir.path().join("load.yaml"), manifests)?;
+    let certificate = Certificate::new(&["load.test"]);
+    let (cert_file, key_file) = (dir.path().join("load.crt"), dir.path().join("load.key"));
+    std::fs::write(&cert_file, &certificate.chain_pem)?;
+    std::fs::write(&key_file, &certificate.key_pem)?;
+    let ingress = sluice_tests::manifests::ingress("load", "load.test", &[("/", "Prefix", "load")])
+        .replace(
+            "metadata: {name: load}",
+            "metadata:\n  name: load\n  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: \"false\"}",
+        )
+        .replace("  rules:\n", "  tls: [{hosts: [load.test], secretName: load-tls}]\n  rules:\n");
+    let manifests = [
+        sluice_tests::manifests::service("load", &[backend_addr.parse()?], &[]),
+        certificate.secret("load-tls"),
+        ingress,
+    ];
+    std::fs::write(dir.path().join("load.yaml"), manifests.join("---\n"))?;
     let sluice = Gateway::start(dir.path(), &[]).await?;
+    let sluice_pid = sluice.child.id().context("sluice exited")?;
 
-    let mut results = vec![("direct", wrk(&args, &format!("http://{backend_addr}/"), backend_pid).await?)];
-    results.push(("sluice", wrk(&args, &sluice.url("/"), sluice.child.id().context("sluice exited")?).await?));
-    let _nginx = if on_path("nginx") {
-        let port = free_port("127.0.0.1")?;
-        let nginx = start_nginx(dir.path(), port, &backend_addr).await?;
-        let pid = nginx.id().context("nginx exited")?;
-        results.push(("nginx", wrk(&args, &format!("http://127.0.0.1:{port}/"), pid).await?));
-        Some(nginx)
+    let mut results =
+        vec![("direct http".to_owned(), wrk(&args, &format!("http://{backend_addr}/"), false, backend_pid).await?)];
+    let sluice_urls = [(Mode::Http, sluice.url("/")), (Mode::Https, format!("https://{}/", sluice.https))];
+    let nginx = if on_path("nginx") {
+        let (port, tls_port) = (free_port("127.0.0.1")?, free_port("127.0.0.1")?);
+        let child = start_nginx(dir.path(), port, tls_port, &backend_addr, &cert_file, &key_file).await?;
+        Some((child, port, tls_port))
     } else {
         eprintln!("nginx is not installed (apt-get install -y nginx-light): comparing with the backend only");
         None
     };
-
-    println!("\n{:<8} {:>12} {:>10} {:>10} {:>14}", "target", "requests/s", "p50", "p99", "CPU us/request");
-    for (name, f) in &results {
-        println!("{name:<8} {:>12.0} {:>10} {:>10} {:>14.1}", f.rps, f.p50, f.p99, f.cpu_us_per_request);
+    for mode in [Mode::Http, Mode::Https, Mode::Handshakes] {
+        let url = &sluice_urls[usize::from(mode != Mode::Http)].1;
+        let close = mode == Mode::Handshakes;
+        results.push((format!("sluice {}", mode.label()), wrk(&args, url, close, sluice_pid).await?));
+        if let Some((child, port, tls_port)) = &nginx {
+            let url = match mode {
+                Mode::Http => format!("http://127.0.0.1:{port}/"),
+                _ => format!("https://127.0.0.1:{tls_port}/"),
+            };
+            let pid = child.id().context("nginx exited")?;
+            results.push((format!("nginx {}", mode.label()), wrk(&args, &url, close, pid).await?));
+        }
     }
-    let find = |n: &str| results.iter().find(|(name, _)| *name == n).map(|(_, f)| f);
-    if let (Some(s), Some(n)) = (find("sluice"), find("nginx")) {
-        println!(
-            "sluice/nginx: throughput {:.2}, CPU per request {:.2}",
-            s.rps / n.rps,
-            s.cpu_us_per_request / n.cpu_us_per_request
-        );
+
+    println!("\n{:<22} {:>12} {:>10} {:>10} {:>14}", "target", "requests/s", "p50", "p99", "CPU us/request");
+    for (name, f) in &results {
+        println!("{name:<22} {:>12.0} {:>10} {:>10} {:>14.1}", f.rps, f.p50, f.p99, f.cpu_us_per_request);
+    }
+    let find = |n: String| results.iter().find(|(name, _)| *name == n).map(|(_, f)| f);
+    for mode in [Mode::Http, Mode::Https, Mode::Handshakes] {
+        if let (Some(s), Some(n)) = (find(format!("sluice {}", mode.label())), find(format!("nginx {}", mode.label())))
+        {
+            let (rps, cpu) = (s.rps / n.rps, s.cpu_us_per_request / n.cpu_us_per_request);
+            println!("sluice/nginx {:<15} throughput {rps:.2}, CPU per request {cpu:.2}", mode.label());
+        }
+    }
+    if let (Some(https), Some(http)) = (find("sluice https".into()), find("sluice http".into())) {
+        println!("sluice https/http keep-alive throughput: {:.2}", https.rps / http.rps);
     }
     Ok(())
 }
@@ -96,9 +148,14 @@ fn spawn(command: &mut Command) -> std::io::Result<Child> {
     command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()
 }
 
-async fn wrk(args: &Args, url: &str, server_pid: u32) -> anyhow::Result<Figures> {
+/// Runs wrk against `url`; with `close`, every request opens a new connection.
+async fn wrk(args: &Args, url: &str, close: bool, server_pid: u32) -> anyhow::Result<Figures> {
     let cpu_before = cpu_seconds(server_pid)?;
-    let output = Command::new("wrk")
+    let mut command = Command::new("wrk");
+    if close {
+        command.args(["-H", "Connection: close"]);
+    }
+    let output = command
         .args(["--latency", "-H", "Host: load.test"])
         .args(["-t", &args.threads.to_string(), "-c", &args.connections.to_string()])
         .args(["-d", &format!("{}s", args.duration.as_secs().max(1))])
@@ -147,8 +204,18 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(total)
 }
 
-async fn start_nginx(dir: &Path, port: u16, backend: &str) -> anyhow::Result<Child> {
+async fn start_nginx(
+    dir: &Path,
+    port: u16,
+    tls_port: u16,
+    backend: &str,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<Child> {
     let conf = dir.join("nginx.conf");
+    let location = "location / {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      \
+                    proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
+                    proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Real-IP $remote_addr;\n    }";
     std::fs::write(
         &conf,
         format!(
@@ -156,11 +223,13 @@ async fn start_nginx(dir: &Path, port: u16, backend: &str) -> anyhow::Result<Chi
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  \
              upstream backend {{ server {backend}; keepalive 128; }}\n  \
-             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://backend;\n      \
-             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
-             proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Real-IP $remote_addr;\n    }}\n  }}\n}}\n",
+             server {{\n    listen 127.0.0.1:{port};\n    {location}\n  }}\n  \
+             server {{\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {cert};\n    \
+             ssl_certificate_key {key};\n    {location}\n  }}\n}}\n",
             pid = dir.join("nginx.pid").display(),
             tmp = dir.display(),
+            cert = cert.display(),
+            key = key.display(),
         ),
     )?;
     let child = spawn(Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(dir))?;
