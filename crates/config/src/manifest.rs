@@ -24,6 +24,12 @@ pub enum Object {
 impl Object {
     /// The object's identity (namespace is `default` when unset; IngressClass is cluster-wide).
     pub fn id(&self) -> ObjectRef {
+        let (kind, namespace, name) = self.identity();
+        ObjectRef::new(kind, namespace, name)
+    }
+
+    /// Kind, namespace and name, borrowed (no allocation).
+    pub(crate) fn identity(&self) -> (&'static str, &str, &str) {
         let (kind, meta) = match self {
             Object::Ingress(o) => ("Ingress", &o.metadata),
             Object::IngressClass(o) => ("IngressClass", &o.metadata),
@@ -31,11 +37,7 @@ impl Object {
             Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
             Object::Secret(o) => ("Secret", &o.metadata),
         };
-        ObjectRef::new(
-            kind,
-            meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
-            meta.name.as_deref().unwrap_or_default(),
-        )
+        (kind, meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE), meta.name.as_deref().unwrap_or_default())
     }
 }
 

@@ -87,7 +87,7 @@ impl<'a> Index<'a> {
         };
         let mut seen: HashMap<(&'static str, &str, &str), &Arc<str>> = HashMap::new();
         for manifest in manifests {
-            match seen.entry(identity(&manifest.object)) {
+            match seen.entry(manifest.object.identity()) {
                 Entry::Occupied(first) => {
                     let message = format!("defined again; the definition in {} is used", first.get());
                     errors.push(ConfigError::field(&manifest.origin, &manifest.object.id(), "metadata.name", message));
@@ -153,18 +153,6 @@ impl<'a> Index<'a> {
         let key = (namespace(&slice.metadata), service.as_str());
         self.slices.entry(key).or_default().push(Slice { ports: ports.collect(), endpoints });
     }
-}
-
-/// Kind, namespace and name, borrowed: duplicate detection allocates nothing.
-fn identity(object: &Object) -> (&'static str, &str, &str) {
-    let (kind, meta) = match object {
-        Object::Ingress(o) => ("Ingress", &o.metadata),
-        Object::IngressClass(o) => ("IngressClass", &o.metadata),
-        Object::Service(o) => ("Service", &o.metadata),
-        Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
-        Object::Secret(o) => ("Secret", &o.metadata),
-    };
-    (kind, namespace(meta), meta.name.as_deref().unwrap_or_default())
 }
 
 fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
