@@ -200,3 +200,45 @@ async fn upstream_failures_timeouts_external_names_and_no_route() {
         assert_eq!(reply.pod(), pods.addrs[1].to_string());
     }
 }
+
+#[tokio::test]
+async fn bodies_over_proxy_body_size_get_413() {
+    let pods = Pods::start(&["127.0.0.19"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let annotated = |name: &str, host: &str, size: &str| {
+        ingress(name, host, &[("/", "Prefix", "app")]).replace(
+            &format!("metadata: {{name: {name}}}"),
+            &format!(
+                "metadata:\n  name: {name}\n  annotations: {{nginx.ingress.kubernetes.io/proxy-body-size: \"{size}\"}}"
+            ),
+        )
+    };
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        annotated("small", "small.test", "1k"),
+        annotated("odd", "odd.test", "lots"),
+    ];
+    std::fs::write(dir.path().join("limits.yaml"), manifests.join("---\n")).unwrap();
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+    let post = |host: &'static str, size: usize| {
+        let (client, url) = (client.clone(), gateway.url("/upload"));
+        async move { client.request(Method::POST, &url, host, &[], Bytes::from(vec![b'x'; size])).await.unwrap() }
+    };
+
+    assert_eq!(post("small.test", 1024).await.status, 200, "exactly at the limit");
+    let refused = post("small.test", 2000).await;
+    assert_eq!(refused.status, 413);
+    assert!(!refused.body.contains("\"pod\""), "a declared oversize body reached the backend");
+    let chunk = format!("{:x}\r\n{}\r\n", 1500, "y".repeat(1500));
+    let streamed = format!(
+        "POST /upload HTTP/1.1\r\nHost: small.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}{chunk}0\r\n\r\n"
+    );
+    let answer = raw_request(gateway.http, streamed.as_bytes()).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "a streamed oversize body: {answer}");
+
+    assert_eq!(post("odd.test", 100_000).await.status, 200, "an unreadable size sets no limit");
+    let config = gateway.config().await.unwrap();
+    let message = config["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("\"lots\" is not a size such as 512k or 8m"), "{config}");
+}

@@ -56,6 +56,8 @@ pub struct IngressInfo {
     pub force_ssl_redirect: bool,
     /// How this Ingress's backends are spoken to (`backend-protocol`).
     pub backend_protocol: BackendProtocol,
+    /// The largest request body accepted, in bytes (`proxy-body-size`); `None`: no limit.
+    pub max_body_size: Option<u64>,
 }
 
 /// The protocol between the gateway and a backend.

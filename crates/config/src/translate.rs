@@ -293,6 +293,7 @@ struct IngressOptions {
     ssl_redirect: bool,
     force_ssl_redirect: bool,
     backend_protocol: BackendProtocol,
+    max_body_size: Option<u64>,
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
@@ -316,7 +317,20 @@ fn read_annotations(ingress: &Ingress, errors: &mut Vec<(String, String)>) -> In
         errors.push((format!("metadata.annotations[{}]", annotations::NGINX_BACKEND_PROTOCOL), message));
         BackendProtocol::Http
     });
-    IngressOptions { regex_mode: use_regex || rewrite, ssl_redirect, force_ssl_redirect, backend_protocol }
+    let body_size = annotation(annotations::NGINX_PROXY_BODY_SIZE).map(|v| annotations::parse_size(v)).transpose();
+    let max_body_size = body_size
+        .unwrap_or_else(|message| {
+            errors.push((format!("metadata.annotations[{}]", annotations::NGINX_PROXY_BODY_SIZE), message));
+            None
+        })
+        .filter(|&limit| limit > 0);
+    IngressOptions {
+        regex_mode: use_regex || rewrite,
+        ssl_redirect,
+        force_ssl_redirect,
+        backend_protocol,
+        max_body_size,
+    }
 }
 
 fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolver: &mut Resolver, model: &mut Model) {
@@ -331,6 +345,7 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
         ssl_redirect: options.ssl_redirect,
         force_ssl_redirect: options.force_ssl_redirect,
         backend_protocol: options.backend_protocol,
+        max_body_size: options.max_body_size,
     };
     let mut tr = IngressTranslation { origin, info: Arc::new(info), model };
     for (field, message) in annotation_errors {

@@ -19,6 +19,8 @@ pub enum ProxyError {
     Misdirected,
     /// No route matches and no default backend applies.
     NoRoute,
+    /// The request body is larger than the route's `proxy-body-size`.
+    PayloadTooLarge,
     /// The route's backend has no ready endpoint.
     NoEndpoint,
     /// The upstream could not be reached or failed mid-response.
@@ -34,6 +36,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -60,6 +63,7 @@ impl fmt::Display for ProxyError {
             ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
             ProxyError::Misdirected => f.write_str("this connection's TLS name does not cover this host"),
             ProxyError::NoRoute => f.write_str("no route for this host and path"),
+            ProxyError::PayloadTooLarge => f.write_str("request body too large"),
             ProxyError::NoEndpoint => f.write_str("no ready endpoint for this backend"),
             ProxyError::Upstream(e) if e.is_connect() => f.write_str("upstream connection failed"),
             ProxyError::Upstream(_) => f.write_str("upstream request failed"),

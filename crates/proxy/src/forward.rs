@@ -9,7 +9,7 @@ use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_rustls::HttpsConnector;
@@ -55,7 +55,8 @@ impl Default for ProxyConfig {
     }
 }
 
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// A request body on its way upstream, cut off at the route's size limit.
+type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
 /// A request matched to its route.
 struct Routed {
@@ -212,6 +213,14 @@ impl Proxy {
             parts.headers.insert(header::HOST, host);
         }
         set_forwarding_headers(&mut parts.headers, conn);
+        // Declared too large: refused before a backend is bothered. Streamed bodies are cut off
+        // at the limit as they flow (see `send`).
+        let limit = route.ingress.max_body_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+        let body = Limited::new(body, limit);
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
 
         let backend = &route.backend;
@@ -261,7 +270,13 @@ impl Proxy {
             tokio::time::timeout(self.config.response_timeout, self.upstreams.request(protocol, request))
                 .await
                 .map_err(|_| ProxyError::UpstreamTimeout)?
-                .map_err(ProxyError::Upstream)?;
+                .map_err(|e| {
+                    if caused_by::<LengthLimitError>(&e) {
+                        ProxyError::PayloadTooLarge
+                    } else {
+                        ProxyError::Upstream(e)
+                    }
+                })?;
         if let Some(upstream) = upstream {
             response.extensions_mut().insert(UpstreamAddress(upstream));
         }
@@ -352,6 +367,11 @@ impl Proxy {
         }
         self.metrics.upstream_error(backend, kind);
     }
+}
+
+/// Whether `error` or any error beneath it is an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade`).
