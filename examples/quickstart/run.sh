@@ -2,7 +2,8 @@
 # Runs Sluice on examples/quickstart with real echo pods behind it (Ctrl-C stops both).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --quiet --bin sluice --bin echo-pods
+# --workspace: the same feature set as the tests, so nothing is compiled twice.
+cargo build --quiet --workspace --bin sluice --bin echo-pods
 target/debug/echo-pods 127.0.0.2:18081 127.0.0.3:18081 127.0.0.4:18081 127.0.0.5:18082 &
 pods=$!
 trap 'kill $pods 2>/dev/null' EXIT
