@@ -129,6 +129,29 @@ async fn echo(pod: String, request: Request<Incoming>) -> Result<Response<Full<B
     Ok(response)
 }
 
+/// The simplest thing to route: a Service `app` with one pod at `ip`, and an Ingress `app`
+/// sending every path of `host` to it, in a manifests directory of their own.
+pub struct App {
+    pub pods: Pods,
+    pub dir: tempfile::TempDir,
+}
+
+impl App {
+    pub async fn start(ip: &str, host: &str) -> anyhow::Result<App> {
+        let pods = Pods::start(&[ip]).await?;
+        let dir = tempfile::tempdir()?;
+        let manifests =
+            [manifests::service("app", &pods.addrs, &[]), manifests::ingress("app", host, &[("/", "Prefix", "app")])];
+        std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n"))?;
+        Ok(App { pods, dir })
+    }
+
+    /// The manifests directory, for `--manifests`.
+    pub fn manifests(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 /// A free TCP port on `ip` (released before returning; good enough for tests on loopback).
 pub fn free_port(ip: &str) -> anyhow::Result<u16> {
     Ok(StdListener::bind((ip, 0))?.local_addr()?.port())

@@ -3,17 +3,13 @@
 use std::time::Duration;
 
 use http::Method;
-use sluice_tests::manifests::{ingress, service};
-use sluice_tests::{Client, Gateway, Pods};
+use sluice_tests::{App, Client, Gateway};
 
 #[tokio::test]
 async fn logs_each_request_as_a_json_event() {
-    let pods = Pods::start(&["127.0.0.18"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = [service("app", &pods.addrs, &[]), ingress("shop", "log.test", &[("/", "Prefix", "app")])];
-    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let app = App::start("127.0.0.18", "log.test").await.unwrap();
     let args = ["--access-log", "--log-format", "json"];
-    let (gateway, mut logs) = Gateway::start_capturing_logs(dir.path(), &args).await.unwrap();
+    let (gateway, mut logs) = Gateway::start_capturing_logs(app.manifests(), &args).await.unwrap();
 
     let headers = [("x-request-id", "trace-42")];
     let reply = Client::new()
@@ -35,10 +31,10 @@ async fn logs_each_request_as_a_json_event() {
     assert_eq!(first["method"], "POST");
     assert_eq!(first["uri"], "/cart?item=7");
     assert_eq!(first["status"], 200);
-    assert_eq!(first["ingress"], "default/shop");
+    assert_eq!(first["ingress"], "default/app");
     assert_eq!(first["host"], "log.test");
     assert_eq!(first["route"], "Prefix /");
-    assert_eq!(first["upstream"], pods.addrs[0].to_string());
+    assert_eq!(first["upstream"], app.pods.addrs[0].to_string());
     assert_eq!(first["request_id"], "trace-42", "the client's request id is logged and forwarded");
     assert_eq!(first["client"], "127.0.0.1");
     assert!(first["duration_ms"].as_f64().unwrap() > 0.0);

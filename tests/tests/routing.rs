@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use http::Method;
 use sluice_tests::manifests::{ingress, service};
-use sluice_tests::{Client, Gateway, Pods, raw_request};
+use sluice_tests::{App, Client, Gateway, Pods, raw_request};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -241,4 +241,30 @@ async fn bodies_over_proxy_body_size_get_413() {
     let config = gateway.config().await.unwrap();
     let message = config["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("\"lots\" is not a size such as 512k or 8m"), "{config}");
+}
+
+#[tokio::test]
+async fn trusted_proxies_extend_x_forwarded_for_and_keep_their_headers() {
+    let app = App::start("127.0.0.20", "lb.test").await.unwrap();
+    let gateway = Gateway::start(app.manifests(), &["--trusted-proxies", "127.0.0.0/8,10.0.0.0/8"]).await.unwrap();
+    let headers = [
+        ("x-forwarded-for", "203.0.113.9, 6.6.6.6, 10.1.2.3"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "shop.example.com"),
+        ("x-forwarded-port", "443"),
+    ];
+    let reply = Client::new().request(Method::GET, &gateway.url("/"), "lb.test", &headers, Bytes::new()).await.unwrap();
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 6.6.6.6, 10.1.2.3, 127.0.0.1");
+    assert_eq!(seen["x-real-ip"], "6.6.6.6", "the rightmost address that is not a trusted proxy");
+    assert_eq!(seen["x-forwarded-proto"], "https", "the load balancer terminated TLS");
+    assert_eq!(seen["x-forwarded-host"], "shop.example.com");
+    assert_eq!(seen["x-forwarded-port"], "443");
+
+    let reply = Client::new().get(&gateway.url("/"), "lb.test").await.unwrap();
+    let seen = &reply.json()["headers"];
+    assert_eq!(
+        (seen["x-forwarded-for"].as_str(), seen["x-forwarded-proto"].as_str()),
+        (Some("127.0.0.1"), Some("http"))
+    );
 }

@@ -3,16 +3,12 @@
 
 use std::time::Duration;
 
-use sluice_tests::manifests::{ingress, service};
-use sluice_tests::{Client, Gateway, Pods};
+use sluice_tests::{App, Client, Gateway};
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
-    let pods = Pods::start(&["127.0.0.11"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = [service("slow", &pods.addrs, &[]), ingress("slow", "slow.test", &[("/", "Prefix", "slow")])];
-    std::fs::write(dir.path().join("slow.yaml"), manifests.join("---\n")).unwrap();
-    let mut gateway = Gateway::start(dir.path(), &["--shutdown-delay", "400ms"]).await.unwrap();
+    let app = App::start("127.0.0.11", "slow.test").await.unwrap();
+    let mut gateway = Gateway::start(app.manifests(), &["--shutdown-delay", "400ms"]).await.unwrap();
     let readyz = format!("http://{}/readyz", gateway.admin);
 
     let in_flight: Vec<_> = (0..4)

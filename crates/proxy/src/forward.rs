@@ -1,5 +1,6 @@
 //! The reverse proxy: route, balance, forward, stream back.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
 use sluice_config::{BackendProtocol, Target};
 use sluice_route::{Route, Snapshot, normalize_path};
 
@@ -40,6 +42,8 @@ pub struct ProxyConfig {
     pub hsts: Option<HeaderValue>,
     /// Log every request as a `sluice::access` event.
     pub access_log: bool,
+    /// Peers whose X-Forwarded-* headers are believed (load balancers in front of Sluice).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ProxyConfig {
@@ -51,6 +55,7 @@ impl Default for ProxyConfig {
             https_redirect_port: 443,
             hsts: Some(HeaderValue::from_static("max-age=31536000; includeSubDomains")),
             access_log: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -212,7 +217,7 @@ impl Proxy {
             let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
             parts.headers.insert(header::HOST, host);
         }
-        set_forwarding_headers(&mut parts.headers, conn);
+        set_forwarding_headers(&mut parts.headers, conn, &self.config.trusted_proxies);
         // Declared too large: refused before a backend is bothered. Streamed bodies are cut off
         // at the limit as they flow (see `send`).
         let limit = route.ingress.max_body_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
@@ -433,18 +438,45 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// X-Forwarded-* and X-Real-IP (X-Request-ID is settled when the request arrives). The client
-/// address replaces any
-/// X-Forwarded-For the client sent: without trusted proxies configured, it cannot be believed.
-fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
-    if let Some(host) = headers.get(header::HOST).cloned() {
+/// X-Forwarded-* and X-Real-IP (X-Request-ID is settled when the request arrives).
+///
+/// From an untrusted peer, every forwarding header is replaced: the client could have written
+/// anything. From a trusted proxy (`trusted`), its X-Forwarded-For is extended with the peer,
+/// the client is the rightmost address that is not a trusted proxy (nginx's
+/// `real_ip_recursive`), and its X-Forwarded-Proto, -Host and -Port stand.
+fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn, trusted: &[IpNet]) {
+    let from_proxy = trusted.iter().any(|net| net.contains(&conn.remote.ip()));
+    let forwarded_for = from_proxy
+        .then(|| headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .flatten()
+        .filter(|chain| !chain.trim().is_empty());
+    let (chain, real_ip) = match forwarded_for {
+        Some(chain) => {
+            let client = chain
+                .rsplit(',')
+                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .find(|ip| !trusted.iter().any(|net| net.contains(ip)));
+            let real_ip = client.and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
+            let chain = HeaderValue::try_from(format!("{chain}, {}", conn.remote.ip())).ok();
+            (chain, real_ip)
+        }
+        None => (None, None),
+    };
+    headers.insert(X_FORWARDED_FOR, chain.unwrap_or_else(|| conn.client_ip.clone()));
+    headers.insert(X_REAL_IP, real_ip.unwrap_or_else(|| conn.client_ip.clone()));
+    let keep = |headers: &HeaderMap, name: &HeaderName| from_proxy && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_HOST)
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert(X_FORWARDED_FOR, conn.client_ip.clone());
-    headers.insert(X_REAL_IP, conn.client_ip.clone());
-    let proto = if conn.tls.is_some() { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        let proto = if conn.tls.is_some() { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !keep(headers, &X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
+    }
 }
 
 /// 128 random bits as 32 hex digits.

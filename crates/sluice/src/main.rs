@@ -91,6 +91,10 @@ struct ServeArgs {
     /// How long in-flight requests may take to finish after the listeners stop.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Load balancers in front of Sluice whose X-Forwarded-* headers are believed, as CIDRs
+    /// (`10.0.0.0/8,192.168.1.7/32`). From anyone else those headers are replaced.
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Log every request (target `sluice::access`): client, method, URI, status, duration,
     /// route, upstream endpoint, request ID. Off by default: it costs CPU on every request.
     #[arg(long)]
@@ -176,6 +180,7 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
         https_redirect_port: args.https_redirect_port,
         hsts: hsts.context("--hsts is not a valid header value")?,
         access_log: args.access_log,
+        trusted_proxies: args.trusted_proxies.clone(),
         ..ProxyConfig::default()
     };
     let tls = acceptor(snapshot.clone()).context("setting up TLS")?;
