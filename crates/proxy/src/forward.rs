@@ -208,8 +208,7 @@ impl Proxy {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         if let Some(protocol) = upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol);
+            keep_upgrade(&mut parts.headers, protocol);
         }
         // The backend must see the host the request was routed by: HTTP/2 and absolute-form
         // requests carry it in the URI, and there it overrides any Host header (RFC 9112 3.2.2).
@@ -220,12 +219,14 @@ impl Proxy {
         set_forwarding_headers(&mut parts.headers, conn, &self.config.trusted_proxies);
         // Declared too large: refused before a backend is bothered. Streamed bodies are cut off
         // at the limit as they flow (see `send`).
-        let limit = route.ingress.max_body_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let max = route.ingress.max_body_size;
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > limit as u64) {
+        if let (Some(max), Some(length)) = (max, declared)
+            && length > max
+        {
             return Err(ProxyError::PayloadTooLarge);
         }
-        let body = Limited::new(body, limit);
+        let body = Limited::new(body, max.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX)));
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
 
         let backend = &route.backend;
@@ -295,8 +296,7 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if let (true, Some(protocol)) = (switching, upgrade) {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol);
+            keep_upgrade(&mut parts.headers, protocol);
         }
         Ok(Response::from_parts(parts, Either::Left(Upstream::new(body, active))))
     }
@@ -388,6 +388,13 @@ fn upgrade_protocol(headers: &HeaderMap, version: Version) -> Option<HeaderValue
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     if version == Version::HTTP_11 && asks { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on its next hop, after
+/// [`strip_hop_by_hop`] removed them.
+fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
 }
 
 /// Copies bytes both ways between a client and a backend that switched protocols, until either

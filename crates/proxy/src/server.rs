@@ -18,15 +18,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::ResponseBody;
 use crate::metrics::Metrics;
 
-/// An accepted connection: its two ends, whether it is TLS, and the forwarding header values
-/// derived from them, computed once per connection rather than per request.
+/// An accepted connection: its peer, whether it is TLS, and the forwarding header values derived
+/// from its two ends, computed once per connection rather than per request.
 #[derive(Debug, Clone)]
 pub struct Conn {
     pub remote: SocketAddr,
-    pub local: SocketAddr,
     /// Set on TLS connections: the server name the client asked for (SNI), if any.
     pub tls: Option<TlsConn>,
-    /// The client's IP, for `X-Forwarded-For` and `X-Real-IP`.
+    /// The peer's IP, for `X-Forwarded-For` and `X-Real-IP`.
     pub client_ip: HeaderValue,
     /// The listener's port, for `X-Forwarded-Port`.
     pub local_port: HeaderValue,
@@ -41,7 +40,7 @@ pub struct TlsConn {
 impl Conn {
     fn new(remote: SocketAddr, local: SocketAddr, tls: Option<TlsConn>) -> Self {
         let client_ip = HeaderValue::try_from(remote.ip().to_string()).expect("an IP address is a valid header value");
-        Self { remote, local, tls, client_ip, local_port: HeaderValue::from(local.port()) }
+        Self { remote, tls, client_ip, local_port: HeaderValue::from(local.port()) }
     }
 }
 
