@@ -182,6 +182,26 @@ pub fn sluice_bin() -> &'static Path {
     })
 }
 
+/// The directory holding the test filters of `tests/filters` (`probe.wasm`, ...), built for
+/// `wasm32-wasip2` once per test process if they are stale.
+pub fn test_filters() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = root.parent().expect("tests/ is in the workspace").join("target/guests");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join("filters/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("running cargo build for the test filters");
+        assert!(status.success(), "building the test filters failed (is the wasm32-wasip2 target installed?)");
+        target.join("wasm32-wasip2/release")
+    })
+}
+
 /// A running `sluice serve` on loopback, killed when dropped.
 pub struct Gateway {
     pub http: SocketAddr,

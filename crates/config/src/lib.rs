@@ -6,6 +6,7 @@
 //! broken part is dropped: every other Ingress, rule and path keeps working.
 
 mod error;
+mod filters;
 mod manifest;
 mod model;
 mod translate;
@@ -13,6 +14,7 @@ mod translate;
 pub mod annotations;
 
 pub use error::{ConfigError, ObjectRef};
+pub use filters::{FILTERS, FailurePolicy, FilterSpec, Isolation, parse_filters, valid_plugin_name};
 pub use manifest::{Manifest, Object, Parsed, parse_manifests};
 pub use model::{
     BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target,

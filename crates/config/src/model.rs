@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::error::{ConfigError, ObjectRef};
+use crate::filters::FilterSpec;
 
 /// Everything the Ingresses of our class ask for.
 #[derive(Debug, Default)]
@@ -58,6 +59,9 @@ pub struct IngressInfo {
     pub backend_protocol: BackendProtocol,
     /// The largest request body accepted, in bytes (`proxy-body-size`); `None`: no limit.
     pub max_body_size: Option<u64>,
+    /// The `sluice.dev/filters` attachments, or why the annotation is invalid (then every
+    /// route of the Ingress fails closed: a filter that guards it must not be skipped).
+    pub filters: Result<Vec<FilterSpec>, String>,
 }
 
 /// The protocol between the gateway and a backend.

@@ -11,6 +11,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use crate::annotations;
 use crate::error::{ConfigError, ObjectRef};
+use crate::filters::{FILTERS, FilterSpec, parse_filters};
 use crate::manifest::{Manifest, Object};
 use crate::model::{
     BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target,
@@ -294,6 +295,7 @@ struct IngressOptions {
     force_ssl_redirect: bool,
     backend_protocol: BackendProtocol,
     max_body_size: Option<u64>,
+    filters: Result<Vec<FilterSpec>, String>,
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
@@ -324,12 +326,20 @@ fn read_annotations(ingress: &Ingress, errors: &mut Vec<(String, String)>) -> In
             None
         })
         .filter(|&limit| limit > 0);
+    let filters = annotation(FILTERS).map_or(Ok(Vec::new()), |value| {
+        parse_filters(value).map_err(|message| {
+            let message = format!("{message}; every route of this Ingress answers 500 until it is fixed");
+            errors.push((format!("metadata.annotations[{FILTERS}]"), message.clone()));
+            message
+        })
+    });
     IngressOptions {
         regex_mode: use_regex || rewrite,
         ssl_redirect,
         force_ssl_redirect,
         backend_protocol,
         max_body_size,
+        filters,
     }
 }
 
@@ -346,6 +356,7 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
         force_ssl_redirect: options.force_ssl_redirect,
         backend_protocol: options.backend_protocol,
         max_body_size: options.max_body_size,
+        filters: options.filters,
     };
     let mut tr = IngressTranslation { origin, info: Arc::new(info), model };
     for (field, message) in annotation_errors {

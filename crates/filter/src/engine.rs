@@ -1,0 +1,195 @@
+//! The engine (built once), plugin modules (compiled once per content) and their limits.
+
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+
+use crate::host::{Filter, FilterPre, State};
+
+/// How often the deadline clock ticks; deadlines are whole ticks.
+const TICK: Duration = Duration::from_millis(1);
+
+/// The largest memory cap a plugin may ask for; pooled memory slots are this large.
+pub const MAX_MEMORY: usize = 512 << 20;
+
+/// Limits of one filter instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long one call may run before it is stopped.
+    pub deadline: Duration,
+    /// The most linear memory an instance may have.
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { deadline: Duration::from_millis(10), memory: 64 << 20 }
+    }
+}
+
+/// Compiles and instantiates plugins. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: wasmtime::Engine,
+    linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+    /// Distinguishes compiled code of other engine settings or versions in the cache.
+    settings: u64,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine").field("cache_dir", &self.inner.cache_dir).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine whose compiled modules are cached in `cache_dir` (created if missing).
+    /// Starts the thread that ticks call deadlines.
+    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::new();
+        // Instances live per worker thread (reused) or per request in flight (fresh); beyond
+        // the pool, instantiation fails and the attachment's failure policy applies.
+        pool.total_component_instances(2_000)
+            .total_core_instances(4_000)
+            .total_memories(2_000)
+            .total_tables(4_000)
+            .max_memories_per_component(16)
+            .max_tables_per_component(32)
+            .max_core_instances_per_component(64)
+            .max_memory_size(MAX_MEMORY)
+            .decommit_batch_size(64);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.memory_reservation(MAX_MEMORY as u64);
+        let engine = wasmtime::Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Filter::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
+
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let settings = hasher.finish();
+
+        let ticker = engine.weak();
+        std::thread::Builder::new().name("sluice-wasm-clock".into()).spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        Ok(Self { inner: Arc::new(EngineInner { engine, linker, cache_dir, settings }) })
+    }
+
+    /// Compiles a plugin module (or loads its compiled code from the cache) and links it.
+    /// Fails if the bytes are not a component of the `filter` world or import what the
+    /// gateway does not provide.
+    pub fn load(&self, name: &str, bytes: &[u8], limits: Limits) -> Result<Plugin, String> {
+        let started = Instant::now();
+        let hash = hex(&Sha256::digest(bytes));
+        let component = self.compile(&hash, bytes).map_err(|e| format!("not a loadable component: {e:#}"))?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| format!("cannot be linked: {e:#}"))?;
+        let pre = FilterPre::new(pre).map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let limits = Limits { memory: limits.memory.min(MAX_MEMORY), ..limits };
+        tracing::info!(plugin = name, hash, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "loaded plugin");
+        Ok(Plugin {
+            name: name.into(),
+            hash,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            limits,
+            engine: self.clone(),
+            pre,
+        })
+    }
+
+    fn compile(&self, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let engine = &self.inner.engine;
+        let Some(dir) = &self.inner.cache_dir else { return Component::new(engine, bytes) };
+        let path = dir.join(format!("{hash}-{:016x}.cwasm", self.inner.settings));
+        if path.exists() {
+            // SAFETY: the cache directory is the gateway's own (`--plugin-cache`): files in it
+            // were written by `precompile_component` below for these engine settings.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring unreadable compiled plugin: {e:#}"),
+            }
+        }
+        let compiled = engine.precompile_component(bytes)?;
+        if let Err(e) = write_atomic(dir, &path, &compiled) {
+            tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
+        }
+        // SAFETY: `compiled` was just produced by this engine.
+        unsafe { Component::deserialize(engine, &compiled) }
+    }
+
+    /// A new store for `plugin`, with its memory cap.
+    pub(crate) fn store(&self, plugin: &Plugin) -> Store<State> {
+        let limits = StoreLimitsBuilder::new().memory_size(plugin.limits.memory).trap_on_grow_failure(true).build();
+        let mut store = Store::new(&self.inner.engine, State::new(plugin.name.clone(), limits));
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+/// Call deadlines in clock ticks: one more than the deadline, since the first tick may come
+/// at once.
+pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_micros().div_ceil(TICK.as_micros()) as u64).max(1) + 1
+}
+
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A loaded plugin module: compiled, linked and ready to instantiate.
+pub struct Plugin {
+    pub name: Arc<str>,
+    /// SHA-256 of the module, hex.
+    pub hash: String,
+    /// Unique per load: instances of an older load of the same name are never reused.
+    pub(crate) id: u64,
+    pub limits: Limits,
+    pub(crate) engine: Engine,
+    pub(crate) pre: FilterPre<State>,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("hash", &self.hash).finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Runs the plugin's own check of an attachment's configuration, in a fresh instance.
+    pub async fn validate_config(&self, config: &str) -> Result<(), String> {
+        let mut live = crate::chain::Live::new(self).await.map_err(|e| e.to_string())?;
+        live.store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        match live.filter.call_validate_config(&mut live.store, config).await {
+            Ok(result) => result,
+            Err(e) => Err(crate::chain::FailureKind::of(&e).to_string()),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The Wasm filter host: the only crate that names wasmtime.
+//!
+//! A plugin is a WebAssembly component of the `sluice:filter/filter` world (`sdk/wit`). The
+//! [`Engine`] compiles each module once per content (and caches the compiled code on disk),
+//! links it against the host side of the contract and WASI without files, environment or
+//! sockets, and keeps the result as a [`Plugin`]. A route's [`Chain`] runs its attached
+//! filters for each request: every call has a deadline (epoch interruption) and every instance a
+//! memory cap, and a failure applies its attachment's policy: fail closed (500) or open (skip).
+//!
+//! Instances are reused across requests by default, one request at a time per instance and
+//! a few idle ones per worker thread; `isolation: request` gives each request a fresh instance
+//! from the pooling allocator. State from the request phase to the response phase is kept by
+//! the host ([`Exchange`]), so it works the same in both modes.
+
+mod chain;
+mod engine;
+mod host;
+
+pub use chain::{Attachment, Chain, Exchange, FailureKind, FilterFailure, Immediate};
+pub use engine::{Engine, Limits, MAX_MEMORY, Plugin};
+pub use host::RequestContext;

@@ -1,0 +1,172 @@
+//! The host against a real component (`tests/filters/probe`): what filters can read and
+//! change, and how failures are contained.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_config::{BackendKey, FailurePolicy, FilterSpec, Isolation, PortRef, Target};
+use sluice_filter::{Attachment, Chain, Engine, Exchange, FailureKind, Limits, Plugin, RequestContext};
+use sluice_route::{Backend, RouteName};
+
+fn probe(engine: &Engine, limits: Limits) -> Arc<Plugin> {
+    let bytes = std::fs::read(sluice_tests::test_filters().join("probe.wasm")).unwrap();
+    Arc::new(engine.load("probe", &bytes, limits).unwrap())
+}
+
+fn attach(plugin: &Arc<Plugin>, config: &str, failure: FailurePolicy, isolation: Isolation) -> Attachment {
+    let spec = FilterSpec { plugin: "probe".into(), config: config.into(), failure, isolation };
+    Attachment::new(spec, Ok(plugin.clone()))
+}
+
+fn chain(attachments: Vec<Attachment>) -> Chain {
+    Chain { filters: attachments.into() }
+}
+
+fn context() -> RequestContext {
+    let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
+    let key = BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80) };
+    RequestContext {
+        client: "192.0.2.7:4000".parse().unwrap(),
+        scheme: "http",
+        host: "example.com".into(),
+        route: RouteName { ingress: "default/web".into(), host: "example.com".into(), path: "Prefix /".into() },
+        regex: None,
+        matched_path: "/hello".into(),
+        backend: Arc::new(Backend::new(key, Target::Pods { endpoints, unready: Vec::new() })),
+        chosen: None,
+        served: None,
+    }
+}
+
+fn request(path: &str) -> http::request::Parts {
+    http::Request::get(path).header("x-endpoint", "1").header("x-drop", "1").body(()).unwrap().into_parts().0
+}
+
+#[tokio::test]
+async fn filters_change_requests_in_order_and_see_responses_in_reverse() {
+    let engine = Engine::new(None).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    let chain = chain(vec![
+        attach(
+            &plugin,
+            r#"{"name":"a","set":[["x-a","1"]],"remove":["x-drop"],"prefix":"/v2"}"#,
+            FailurePolicy::Closed,
+            Isolation::Instance,
+        ),
+        attach(&plugin, r#"{"name":"b","pick":"x-endpoint","served":true}"#, FailurePolicy::Closed, Isolation::Request),
+    ]);
+    let mut exchange = Exchange::new(context(), &chain);
+    let mut parts = request("/hello?x=1");
+    assert!(chain.on_request(&mut exchange, &mut parts).await.unwrap().is_none());
+    assert_eq!(parts.uri, "/v2/hello?x=1");
+    assert_eq!(parts.headers["x-a"], "1");
+    assert!(parts.headers.get("x-drop").is_none());
+    let chain_header: Vec<_> = parts.headers.get_all("x-chain").iter().collect();
+    assert_eq!(chain_header, ["a", "b"]);
+    assert_eq!(exchange.chosen_endpoint(), Some(1));
+
+    exchange.set_served(Some("10.0.0.2:80".parse().unwrap()));
+    let mut response = http::Response::new(()).into_parts().0;
+    chain.on_response(&mut exchange, &mut response).await.unwrap();
+    let order: Vec<_> = response.headers.get_all("x-chain-response").iter().collect();
+    assert_eq!(order, ["b", "a"], "response phases run in reverse, each with its own state");
+    assert_eq!(response.headers["x-served-by"], "10.0.0.2:80");
+}
+
+#[tokio::test]
+async fn a_filter_can_answer_and_later_filters_are_skipped() {
+    let engine = Engine::new(None).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    let chain = chain(vec![
+        attach(&plugin, r#"{"respond":403,"body":"denied"}"#, FailurePolicy::Closed, Isolation::Instance),
+        attach(&plugin, r#"{"name":"never"}"#, FailurePolicy::Closed, Isolation::Instance),
+    ]);
+    let mut exchange = Exchange::new(context(), &chain);
+    let mut parts = request("/");
+    let answer = chain.on_request(&mut exchange, &mut parts).await.unwrap().expect("an immediate answer");
+    assert_eq!(answer.status(), 403);
+    assert_eq!(answer.headers()["x-route"], "default/web");
+    assert_eq!(answer.body(), b"denied");
+    assert!(parts.headers.get("x-chain").is_none());
+}
+
+#[tokio::test]
+async fn reused_instances_keep_state_and_fresh_ones_do_not() {
+    let engine = Engine::new(None).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    for (isolation, expected) in [(Isolation::Instance, 3), (Isolation::Request, 1)] {
+        let chain = chain(vec![attach(&plugin, r#"{"count":true}"#, FailurePolicy::Closed, isolation)]);
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut exchange = Exchange::new(context(), &chain);
+            let mut parts = request("/");
+            chain.on_request(&mut exchange, &mut parts).await.unwrap();
+            let mut response = http::Response::new(()).into_parts().0;
+            chain.on_response(&mut exchange, &mut response).await.unwrap();
+            last = response.headers["x-instance-requests"].to_str().unwrap().to_owned();
+        }
+        let seen: u32 = last.parse().unwrap();
+        assert!(seen >= expected, "{isolation:?}: {seen}");
+        if isolation == Isolation::Request {
+            assert_eq!(seen, 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_filters_fail_their_request_within_limits() {
+    let engine = Engine::new(None).unwrap();
+    let limits = Limits { deadline: Duration::from_millis(20), memory: 32 << 20 };
+    let plugin = probe(&engine, limits);
+    for (fail, kind) in [("loop", FailureKind::Timeout), ("bomb", FailureKind::Memory), ("trap", FailureKind::Trap)] {
+        let config = format!(r#"{{"fail":"{fail}"}}"#);
+        let closed = chain(vec![attach(&plugin, &config, FailurePolicy::Closed, Isolation::Instance)]);
+        let started = Instant::now();
+        let failure = closed.on_request(&mut Exchange::new(context(), &closed), &mut request("/")).await.unwrap_err();
+        assert_eq!(failure.kind, kind, "{fail}: {failure}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{fail} took {:?}", started.elapsed());
+
+        let open = chain(vec![
+            attach(&plugin, &config, FailurePolicy::Open, Isolation::Instance),
+            attach(&plugin, r#"{"name":"after"}"#, FailurePolicy::Closed, Isolation::Instance),
+        ]);
+        let mut exchange = Exchange::new(context(), &open);
+        let mut parts = request("/");
+        assert!(open.on_request(&mut exchange, &mut parts).await.unwrap().is_none());
+        assert_eq!(exchange.failures.len(), 1);
+        assert_eq!(parts.headers["x-chain"], "after", "the next filter still runs");
+    }
+    // The same plugin keeps serving well-behaved attachments.
+    let fine = chain(vec![attach(&plugin, r#"{"name":"ok"}"#, FailurePolicy::Closed, Isolation::Instance)]);
+    let mut parts = request("/");
+    fine.on_request(&mut Exchange::new(context(), &fine), &mut parts).await.unwrap();
+    assert_eq!(parts.headers["x-chain"], "ok");
+}
+
+#[tokio::test]
+async fn configuration_is_validated_by_the_plugin() {
+    let engine = Engine::new(None).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    plugin.validate_config(r#"{"name":"x"}"#).await.unwrap();
+    let error = plugin.validate_config(r#"{"reject":true}"#).await.unwrap_err();
+    assert!(error.contains("rejected on purpose"), "{error}");
+    let error = plugin.validate_config(r#"{"nmae":"x"}"#).await.unwrap_err();
+    assert!(error.contains("unknown field"), "{error}");
+}
+
+#[tokio::test]
+async fn broken_modules_do_not_load_and_compiled_code_is_cached() {
+    let engine = Engine::new(None).unwrap();
+    assert!(engine.load("junk", b"\0asm junk", Limits::default()).unwrap_err().contains("not a loadable component"));
+
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(sluice_tests::test_filters().join("probe.wasm")).unwrap();
+    let cached = Engine::new(Some(cache.path().to_owned())).unwrap();
+    let first = cached.load("probe", &bytes, Limits::default()).unwrap();
+    let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let again = cached.load("probe", &bytes, Limits::default()).unwrap();
+    assert_eq!(first.hash, again.hash);
+    again.validate_config("null").await.unwrap();
+}
