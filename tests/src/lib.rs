@@ -202,6 +202,12 @@ pub fn test_filters() -> &'static Path {
     })
 }
 
+/// A compiled-plugin cache shared by the tests (`--plugin-cache`), so each test filter is
+/// compiled once, not once per gateway.
+pub fn plugin_cache() -> PathBuf {
+    test_filters().join("cache")
+}
+
 /// A running `sluice serve` on loopback, killed when dropped.
 pub struct Gateway {
     pub http: SocketAddr,

@@ -37,3 +37,10 @@ pub fn ingress(name: &str, host: &str, paths: &[(&str, &str, &str)]) -> String {
          ingressClassName: sluice\n  rules:\n  -\n{host}    http:\n      paths:\n{paths}"
     )
 }
+
+/// [`ingress`] with the `sluice.dev/filters` annotation set to `filters` (a YAML list).
+pub fn filtered_ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], filters: &str) -> String {
+    let filters: String = filters.lines().map(|line| format!("      {line}\n")).collect();
+    let annotated = format!("metadata:\n  name: {name}\n  annotations:\n    sluice.dev/filters: |\n{filters}");
+    ingress(name, host, paths).replacen(&format!("metadata: {{name: {name}}}\n"), &annotated, 1)
+}

@@ -32,13 +32,18 @@ struct FileState {
 /// What tells a file changed without reading it: an atomic replace changes the inode, an
 /// in-place write the modification time or length.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-struct Stamp {
+pub(crate) struct Stamp {
     inode: u64,
     modified_ns: i128,
     len: u64,
 }
 
 impl Stamp {
+    /// The stamp of the file at `path`, `None` if it cannot be read.
+    pub(crate) fn read(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|meta| Stamp::of(&meta))
+    }
+
     fn of(meta: &std::fs::Metadata) -> Self {
         Stamp {
             inode: meta.ino(),
@@ -213,12 +218,12 @@ fn is_manifest(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
 }
 
-/// Watches the source's files and publishes a new snapshot after each burst of changes,
-/// once nothing has changed for `debounce`. The watcher lives in the returned task; abort it
-/// to stop watching.
+/// Watches the source's files and the plugin directory, and publishes a new snapshot after
+/// each burst of changes, once nothing has changed for `debounce`. The watcher lives in the
+/// returned task; abort it to stop watching.
 pub fn watch_files(
     mut source: FileSource,
-    publisher: Publisher,
+    mut publisher: Publisher,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     // `None` asks for a full rescan: the watcher lost events or could not say where.
@@ -235,7 +240,9 @@ pub fn watch_files(
     for (path, mode) in source.watch_paths() {
         watcher.watch(&path, mode)?;
     }
-    let publisher = Arc::new(publisher);
+    if let Some(dir) = publisher.plugin_dir() {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(tokio::spawn(async move {
         let _watcher = watcher;
         while let Some(first) = rx.recv().await {
@@ -246,19 +253,21 @@ pub fn watch_files(
                     _ => changed = None,
                 }
             }
-            let publisher = publisher.clone();
+            // Reading files and compiling plugins and snapshots is blocking work.
             let reloaded = tokio::task::spawn_blocking(move || {
-                let any = match &changed {
+                let plugins = publisher.refresh_plugins();
+                let manifests = match &changed {
                     Some(paths) => source.refresh_paths(paths.iter().map(PathBuf::as_path)),
                     None => source.refresh(),
                 };
-                if any {
-                    publisher.publish(source.manifests(), source.errors().cloned());
+                if plugins || manifests {
+                    let publish = publisher.publish(source.manifests(), source.errors().cloned());
+                    tokio::runtime::Handle::current().block_on(publish);
                 }
-                source
+                (source, publisher)
             });
             match reloaded.await {
-                Ok(back) => source = back,
+                Ok(back) => (source, publisher) = back,
                 Err(e) => {
                     tracing::error!(error = %e, "reload panicked; file watching stopped");
                     return;

@@ -6,7 +6,9 @@
 //! Compiling happens on a blocking thread, never on the threads serving requests.
 
 mod files;
+mod plugins;
 mod publish;
 
 pub use files::{FileSource, watch_files};
+pub use plugins::Plugins;
 pub use publish::Publisher;

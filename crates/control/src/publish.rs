@@ -3,33 +3,51 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use sluice_config::{ConfigError, Manifest, TranslateOptions, translate};
-use sluice_route::Snapshot;
+use sluice_filter::Snapshot;
 
-/// Compiles manifests into snapshots and publishes them.
-#[derive(Debug)]
+use crate::plugins::Plugins;
+
+/// Compiles manifests and plugin modules into snapshots and publishes them.
 pub struct Publisher {
     snapshot: Arc<ArcSwap<Snapshot>>,
     ingress_class: String,
+    plugins: Plugins,
 }
 
 impl Publisher {
-    /// Publishes into `snapshot` the Ingresses of `ingress_class`.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, ingress_class: String) -> Self {
-        Self { snapshot, ingress_class }
+    /// Publishes into `snapshot` the Ingresses of `ingress_class`, with filters from `plugins`.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, ingress_class: String, plugins: Plugins) -> Self {
+        Self { snapshot, ingress_class, plugins }
     }
 
-    /// Translates and compiles `manifests` (with `source_errors` from reading them) and
-    /// publishes the result in one atomic swap. Returns the published snapshot.
-    pub fn publish<'a>(
-        &self,
+    /// Loads new and changed plugin modules; returns whether anything changed.
+    pub fn refresh_plugins(&mut self) -> bool {
+        self.plugins.refresh()
+    }
+
+    /// The plugin directory, for watching.
+    pub fn plugin_dir(&self) -> Option<&std::path::Path> {
+        self.plugins.dir()
+    }
+
+    /// Translates and compiles `manifests` (with `source_errors` from reading them), checks the
+    /// plugin configurations they attach, and publishes the result in one atomic swap.
+    /// Returns the published snapshot.
+    pub async fn publish<'a>(
+        &mut self,
         manifests: impl IntoIterator<Item = &'a Manifest>,
         source_errors: impl IntoIterator<Item = ConfigError>,
     ) -> Arc<Snapshot> {
         let started = Instant::now();
         let mut model = translate(manifests, &TranslateOptions { ingress_class: &self.ingress_class });
         model.errors.extend(source_errors);
+        model.errors.extend(self.plugins.errors());
+        self.plugins.validate(&model).await;
         let previous = self.snapshot.load();
-        let snapshot = Arc::new(Snapshot::compile(model, &previous));
+        let plugins = &self.plugins;
+        let mut snapshot = Snapshot::compile_with(model, &previous, |ingress, errors| plugins.chain(ingress, errors));
+        snapshot.plugins = plugins.describe();
+        let snapshot = Arc::new(snapshot);
         // Errors are sorted; log only the ones this change introduced.
         for error in snapshot.errors.iter().filter(|e| previous.errors.binary_search(e).is_err()) {
             tracing::warn!("{error}");

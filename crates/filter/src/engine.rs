@@ -30,7 +30,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline: Duration::from_millis(10), memory: 64 << 20 }
+        Self { deadline: Duration::from_millis(50), memory: 64 << 20 }
     }
 }
 

@@ -19,3 +19,8 @@ mod host;
 pub use chain::{Attachment, Chain, Exchange, FailureKind, FilterFailure, Immediate};
 pub use engine::{Engine, Limits, MAX_MEMORY, Plugin};
 pub use host::RequestContext;
+
+/// The configuration the gateway publishes: routes with their filter chains.
+pub type Snapshot = sluice_route::Snapshot<std::sync::Arc<Chain>>;
+/// A route with its filter chain.
+pub type Route = sluice_route::Route<std::sync::Arc<Chain>>;

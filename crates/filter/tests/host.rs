@@ -45,7 +45,7 @@ fn request(path: &str) -> http::request::Parts {
 
 #[tokio::test]
 async fn filters_change_requests_in_order_and_see_responses_in_reverse() {
-    let engine = Engine::new(None).unwrap();
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let plugin = probe(&engine, Limits::default());
     let chain = chain(vec![
         attach(
@@ -76,7 +76,7 @@ async fn filters_change_requests_in_order_and_see_responses_in_reverse() {
 
 #[tokio::test]
 async fn a_filter_can_answer_and_later_filters_are_skipped() {
-    let engine = Engine::new(None).unwrap();
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let plugin = probe(&engine, Limits::default());
     let chain = chain(vec![
         attach(&plugin, r#"{"respond":403,"body":"denied"}"#, FailurePolicy::Closed, Isolation::Instance),
@@ -93,7 +93,7 @@ async fn a_filter_can_answer_and_later_filters_are_skipped() {
 
 #[tokio::test]
 async fn reused_instances_keep_state_and_fresh_ones_do_not() {
-    let engine = Engine::new(None).unwrap();
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let plugin = probe(&engine, Limits::default());
     for (isolation, expected) in [(Isolation::Instance, 3), (Isolation::Request, 1)] {
         let chain = chain(vec![attach(&plugin, r#"{"count":true}"#, FailurePolicy::Closed, isolation)]);
@@ -116,7 +116,7 @@ async fn reused_instances_keep_state_and_fresh_ones_do_not() {
 
 #[tokio::test]
 async fn hostile_filters_fail_their_request_within_limits() {
-    let engine = Engine::new(None).unwrap();
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let limits = Limits { deadline: Duration::from_millis(20), memory: 32 << 20 };
     let plugin = probe(&engine, limits);
     for (fail, kind) in [("loop", FailureKind::Timeout), ("bomb", FailureKind::Memory), ("trap", FailureKind::Trap)] {
@@ -146,7 +146,7 @@ async fn hostile_filters_fail_their_request_within_limits() {
 
 #[tokio::test]
 async fn configuration_is_validated_by_the_plugin() {
-    let engine = Engine::new(None).unwrap();
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let plugin = probe(&engine, Limits::default());
     plugin.validate_config(r#"{"name":"x"}"#).await.unwrap();
     let error = plugin.validate_config(r#"{"reject":true}"#).await.unwrap_err();
@@ -157,7 +157,7 @@ async fn configuration_is_validated_by_the_plugin() {
 
 #[tokio::test]
 async fn broken_modules_do_not_load_and_compiled_code_is_cached() {
-    let engine = Engine::new(None).unwrap();
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     assert!(engine.load("junk", b"\0asm junk", Limits::default()).unwrap_err().contains("not a loadable component"));
 
     let cache = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use sluice_route::Snapshot;
+use sluice_filter::Snapshot;
 
 use crate::body::{ResponseBody, full};
 use crate::metrics::Metrics;

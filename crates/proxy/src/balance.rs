@@ -34,7 +34,13 @@ pub fn pick(backend: &Arc<Backend>, exclude: Option<usize>) -> Option<(usize, Ac
             if load(b) < load(a) { b } else { a }
         }
     };
-    endpoints[index].active.fetch_add(1, Ordering::Relaxed);
+    pin(backend, index)
+}
+
+/// Counts a request against endpoint `index` (one a filter chose). `None` if there is no such
+/// endpoint.
+pub fn pin(backend: &Arc<Backend>, index: usize) -> Option<(usize, ActiveGuard)> {
+    backend.endpoints.get(index)?.active.fetch_add(1, Ordering::Relaxed);
     Some((index, ActiveGuard { backend: backend.clone(), index }))
 }
 

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use http::{HeaderValue, Response, StatusCode, header};
+use sluice_filter::FilterFailure;
 
 use crate::body::{ResponseBody, full};
 
@@ -27,6 +28,8 @@ pub enum ProxyError {
     Upstream(hyper_util::client::legacy::Error),
     /// The upstream did not answer within the response timeout.
     UpstreamTimeout,
+    /// A fail-closed filter could not run (trap, deadline, memory cap, unavailable plugin).
+    Filter(FilterFailure),
 }
 
 impl ProxyError {
@@ -40,6 +43,7 @@ impl ProxyError {
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Filter(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -68,6 +72,8 @@ impl fmt::Display for ProxyError {
             ProxyError::Upstream(e) if e.is_connect() => f.write_str("upstream connection failed"),
             ProxyError::Upstream(_) => f.write_str("upstream request failed"),
             ProxyError::UpstreamTimeout => f.write_str("upstream timed out"),
+            // The plugin's name only: details stay in the log.
+            ProxyError::Filter(failure) => write!(f, "filter {} failed", failure.plugin),
         }
     }
 }

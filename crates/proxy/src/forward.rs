@@ -18,10 +18,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ipnet::IpNet;
-use sluice_config::{BackendProtocol, Target};
-use sluice_route::{Route, Snapshot, normalize_path};
+use sluice_config::{BackendProtocol, PathMatch, Target};
+use sluice_filter::{Exchange, RequestContext, Route, Snapshot};
+use sluice_route::normalize_path;
 
-use crate::body::{ResponseBody, Upstream};
+use crate::body::{ResponseBody, Upstream, full};
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamError};
 use crate::server::{Conn, Handler};
@@ -70,6 +71,8 @@ struct Routed {
     host: String,
     /// Whether the response gets `Strict-Transport-Security`: HTTPS to a host with TLS.
     hsts: bool,
+    /// What the route's filters may read; `None` when it has none.
+    filters: Option<RequestContext>,
 }
 
 /// Forwards requests according to the published snapshot.
@@ -158,19 +161,77 @@ impl Proxy {
         let snapshot = self.snapshot.load();
         let route = snapshot.table.route(&host, &path).ok_or(ProxyError::NoRoute)?.clone();
         let tls_host = snapshot.tls.get(&host);
-        let Some(tls) = &conn.tls else {
-            if route.ingress.force_ssl_redirect || (route.ingress.ssl_redirect && tls_host.is_some()) {
+        match &conn.tls {
+            None if route.ingress.force_ssl_redirect || (route.ingress.ssl_redirect && tls_host.is_some()) => {
                 return Err(ProxyError::RedirectToHttps(self.https_location(&host, &parts.uri)?));
             }
-            return Ok(Routed { route, host, hsts: false });
-        };
-        if let (Some(name), Some(own)) = (&tls.server_name, tls_host.and_then(|h| h.certificate.as_ref())) {
-            let negotiated = snapshot.tls.get(name).and_then(|h| h.certificate.as_ref());
-            if !negotiated.is_some_and(|negotiated| Arc::ptr_eq(negotiated, own)) {
-                return Err(ProxyError::Misdirected);
+            None => {}
+            Some(tls) => {
+                if let (Some(name), Some(own)) = (&tls.server_name, tls_host.and_then(|h| h.certificate.as_ref())) {
+                    let negotiated = snapshot.tls.get(name).and_then(|h| h.certificate.as_ref());
+                    if !negotiated.is_some_and(|negotiated| Arc::ptr_eq(negotiated, own)) {
+                        return Err(ProxyError::Misdirected);
+                    }
+                }
             }
         }
-        Ok(Routed { route, host, hsts: tls_host.is_some() })
+        let filters = (!route.filters.is_empty()).then(|| RequestContext {
+            client: conn.remote,
+            scheme: if conn.tls.is_some() { "https" } else { "http" },
+            host: Authority::try_from(host.as_str())
+                .map_or_else(|_| host.to_ascii_lowercase(), |a| a.host().trim_end_matches('.').to_ascii_lowercase()),
+            route: route.name.clone(),
+            regex: match &route.path {
+                Some(PathMatch::Regex(pattern)) => snapshot.regex(pattern).cloned(),
+                _ => None,
+            },
+            matched_path: path.into_owned(),
+            backend: route.backend.clone(),
+            chosen: None,
+            served: None,
+        });
+        let hsts = conn.tls.is_some() && tls_host.is_some();
+        Ok(Routed { route, host, hsts, filters })
+    }
+
+    /// Runs the route's filters around forwarding: request phases, then the upstream unless a
+    /// filter answered, then response phases.
+    async fn filter_and_forward(
+        &self,
+        routed: Routed,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        conn: &Conn,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let Routed { route, host, filters, .. } = routed;
+        let Some(context) = filters else { return self.forward(&route, host, parts, body, conn, None).await };
+        let chain = &route.filters;
+        let mut exchange = Exchange::new(context, chain);
+        let answer = chain.on_request(&mut exchange, &mut parts).await;
+        self.skipped_filters(&mut exchange);
+        let response = match answer.map_err(ProxyError::Filter)? {
+            Some(answer) => answer.map(full),
+            None => {
+                let chosen = exchange.chosen_endpoint();
+                let response = self.forward(&route, host, parts, body, conn, chosen).await?;
+                let served = response.extensions().get::<UpstreamAddress>().and_then(|a| a.0.as_str().parse().ok());
+                exchange.set_served(served);
+                response
+            }
+        };
+        let (mut head, body) = response.into_parts();
+        let result = chain.on_response(&mut exchange, &mut head).await;
+        self.skipped_filters(&mut exchange);
+        result.map_err(ProxyError::Filter)?;
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// Logs and counts the fail-open filters that failed and were skipped.
+    fn skipped_filters(&self, exchange: &mut Exchange) {
+        for failure in exchange.failures.drain(..) {
+            tracing::warn!(plugin = %failure.plugin, kind = failure.kind.as_str(), "{failure}; skipped (failure: open)");
+            self.metrics.filter_failure(&failure, false);
+        }
     }
 
     /// `https://HOST[:PORT]/PATH?QUERY` for a request that arrived over plain HTTP.
@@ -193,6 +254,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: Incoming,
         conn: &Conn,
+        chosen: Option<usize>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // An HTTP/1.1 Upgrade (WebSocket) keeps its Upgrade header end to end; the connection
         // is taken over once the backend answers 101.
@@ -235,7 +297,7 @@ impl Proxy {
                 .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
             let headers = std::mem::take(&mut parts.headers);
             let request = upstream_request(&parts, protocol, authority, path_and_query, headers, Either::Left(body));
-            return self.send(protocol, request, None, &mut downstream).await;
+            return self.send(protocol, request, None, &mut downstream, !route.filters.is_empty()).await;
         }
 
         // A request without a body can be sent again: if connecting to one endpoint fails
@@ -244,7 +306,12 @@ impl Proxy {
         let mut body = Some(body);
         let mut failed = None;
         loop {
-            let (index, active) = balance::pick(backend, failed).ok_or(ProxyError::NoEndpoint)?;
+            // A filter's choice goes first; if connecting to it fails, the balancer picks another.
+            let picked = match (chosen, failed) {
+                (Some(index), None) => balance::pin(backend, index),
+                _ => balance::pick(backend, failed),
+            };
+            let (index, active) = picked.ok_or(ProxyError::NoEndpoint)?;
             let last = !retryable || failed.is_some();
             let (headers, body) = if last {
                 (std::mem::take(&mut parts.headers), body.take().map_or(Either::Right(Empty::new()), Either::Left))
@@ -254,7 +321,7 @@ impl Proxy {
             let authority = Authority::try_from(backend.endpoints[index].addr.to_string())
                 .expect("a socket address is a valid authority");
             let request = upstream_request(&parts, protocol, authority, path_and_query.clone(), headers, body);
-            match self.send(protocol, request, Some(active), &mut downstream).await {
+            match self.send(protocol, request, Some(active), &mut downstream, !route.filters.is_empty()).await {
                 Err(ProxyError::Upstream(e)) if !last && e.is_connect() => {
                     tracing::debug!(endpoint = %backend.endpoints[index].addr, "connect failed, trying another endpoint");
                     failed = Some(index);
@@ -270,8 +337,10 @@ impl Proxy {
         request: Request<UpstreamBody>,
         mut active: Option<balance::ActiveGuard>,
         downstream: &mut Option<OnUpgrade>,
+        note_upstream: bool,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let upstream = self.config.access_log.then(|| request.uri().authority().cloned()).flatten();
+        let note_upstream = note_upstream || self.config.access_log;
+        let upstream = note_upstream.then(|| request.uri().authority().cloned()).flatten();
         let mut response =
             tokio::time::timeout(self.config.response_timeout, self.upstreams.request(protocol, request))
                 .await
@@ -311,8 +380,9 @@ impl Handler for Proxy {
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         let logged = self.config.access_log.then(|| (parts.method.clone(), parts.uri.clone(), parts.version));
         let (route, result, hsts) = match self.route(&parts, &conn) {
-            Ok(Routed { route, host, hsts }) => {
-                let result = self.forward(&route, host, parts, body, &conn).await;
+            Ok(routed) => {
+                let (route, hsts) = (routed.route.clone(), routed.hsts);
+                let result = self.filter_and_forward(routed, parts, body, &conn).await;
                 (Some(route), result, hsts)
             }
             Err(error) => (None, Err(error), false),
@@ -360,6 +430,12 @@ impl Proxy {
             ProxyError::Upstream(e) if e.is_connect() => UpstreamError::Connect,
             ProxyError::Upstream(_) => UpstreamError::Other,
             ProxyError::UpstreamTimeout => UpstreamError::Timeout,
+            ProxyError::Filter(failure) => {
+                let route = route.map(|r| &*r.name.ingress).unwrap_or_default();
+                tracing::warn!(plugin = %failure.plugin, kind = failure.kind.as_str(), route, "{failure}; answered 500");
+                self.metrics.filter_failure(failure, true);
+                return;
+            }
             _ => {
                 tracing::debug!("{error}");
                 return;

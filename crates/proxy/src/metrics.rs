@@ -11,7 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sluice_route::{RouteName, Snapshot};
+use sluice_filter::{FilterFailure, Snapshot};
+use sluice_route::RouteName;
 
 /// Labels of a request: its route and the class of its status.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -41,6 +42,13 @@ struct UpstreamLabels {
 }
 
 /// How an upstream failed, for `sluice_upstream_errors_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FilterLabels {
+    plugin: Arc<str>,
+    kind: &'static str,
+    policy: &'static str,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum UpstreamError {
     Connect,
@@ -69,6 +77,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     upstream_errors: Family<UpstreamLabels, Counter>,
+    filter_failures: Family<FilterLabels, Counter>,
     open_connections: Gauge,
     tls_handshakes: Family<HandshakeLabels, Counter>,
     config_generation: Gauge,
@@ -85,6 +94,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
         let upstream_errors = Family::default();
+        let filter_failures = Family::default();
         let (open_connections, config_generation, config_errors) =
             (Gauge::default(), Gauge::default(), Gauge::default());
         let config_reloads = Counter::default();
@@ -97,6 +107,11 @@ impl Default for Metrics {
             duration.clone(),
         );
         registry.register("upstream_errors", "Upstream failures by backend and kind", upstream_errors.clone());
+        registry.register(
+            "filter_failures",
+            "Filters that failed for a request, by plugin, kind (trap, timeout, memory, unavailable, invalid_response) and policy",
+            filter_failures.clone(),
+        );
         registry.register("open_connections", "Downstream connections open now", open_connections.clone());
         registry.register("tls_handshakes", "TLS handshakes by result", tls_handshakes.clone());
         registry.register("config_generation", "Generation of the active configuration", config_generation.clone());
@@ -107,6 +122,7 @@ impl Default for Metrics {
             requests,
             duration,
             upstream_errors,
+            filter_failures,
             open_connections,
             tls_handshakes,
             config_generation,
@@ -157,6 +173,13 @@ impl Metrics {
             UpstreamError::Other => "other",
         };
         self.upstream_errors.get_or_create(&UpstreamLabels { backend, error }).inc();
+    }
+
+    /// Counts a filter that failed for a request; `closed` when the request was answered 500.
+    pub fn filter_failure(&self, failure: &FilterFailure, closed: bool) {
+        let policy = if closed { "closed" } else { "open" };
+        let labels = FilterLabels { plugin: failure.plugin.clone(), kind: failure.kind.as_str(), policy };
+        self.filter_failures.get_or_create(&labels).inc();
     }
 
     /// The metrics in Prometheus text format, with the configuration figures read from the

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use sluice_route::Snapshot;
+use sluice_filter::Snapshot;
 use tokio_rustls::TlsAcceptor;
 
 /// Picks the certificate for a handshake from the snapshot in force at that moment, so a

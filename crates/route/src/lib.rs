@@ -15,6 +15,6 @@ mod tls;
 
 pub use host::HostMap;
 pub use path::{PathError, normalize_path};
-pub use snapshot::{Backend, Endpoint, Route, RouteName, Snapshot};
+pub use snapshot::{Backend, Endpoint, PluginInfo, Route, RouteName, Snapshot};
 pub use table::{HostRoutes, InsertError, RegexCache, RouteTable};
 pub use tls::{CertificateCache, TlsHost, TlsTable, load_certificate};

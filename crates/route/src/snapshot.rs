@@ -1,8 +1,9 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, PathMatch, Target};
 
@@ -10,23 +11,40 @@ use crate::table::{InsertError, RegexCache, RouteTable};
 use crate::tls::{CertificateCache, TlsHost, TlsTable, load_certificate};
 
 /// One published configuration. Requests load it once and use it to the end.
+///
+/// `F` is what an Ingress's routes run before going upstream (the proxy's Wasm filter chains);
+/// this crate only carries it, so it stays free of the Wasm runtime.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub struct Snapshot<F = ()> {
     /// Increases by one with every published snapshot.
     pub generation: u64,
-    pub table: RouteTable<Arc<Route>>,
+    pub table: RouteTable<Arc<Route<F>>>,
     pub backends: BTreeMap<BackendKey, Arc<Backend>>,
     /// Hosts served over TLS, with their certificates.
     pub tls: TlsTable,
     /// Everything wrong with the configuration this snapshot was built from.
     pub errors: Vec<ConfigError>,
+    /// The plugin modules the control plane knows, for `/config`.
+    pub plugins: Vec<PluginInfo>,
     regexes: RegexCache,
     certificates: CertificateCache,
 }
 
+/// A plugin module as `/config` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    /// SHA-256 of the module, when it loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Why it did not load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Where a matched request goes, and why (for logs and `/config`).
 #[derive(Debug)]
-pub struct Route {
+pub struct Route<F = ()> {
     pub ingress: Arc<IngressInfo>,
     pub host: HostMatch,
     /// `None` for an Ingress default backend.
@@ -34,6 +52,8 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// The route as logs and metrics name it.
     pub name: RouteName,
+    /// The Ingress's filters; shared by all its routes.
+    pub filters: F,
 }
 
 /// A route's identity in logs and metrics, formatted once when the snapshot is built so that
@@ -91,10 +111,22 @@ impl Backend {
 }
 
 impl Snapshot {
+    /// [`Snapshot::compile_with`] for routes without filters.
+    pub fn compile(model: Model, previous: &Snapshot) -> Snapshot {
+        Snapshot::compile_with(model, previous, |_, _| ())
+    }
+}
+
+impl<F: Clone + Serialize> Snapshot<F> {
     /// Builds the snapshot that follows `previous`. What did not change is shared with it:
     /// backends whose endpoints are the same keep their load counters, and regexes are not
-    /// compiled again.
-    pub fn compile(model: Model, previous: &Snapshot) -> Snapshot {
+    /// compiled again. `filters` builds an Ingress's filters (once per Ingress), adding
+    /// what is wrong with them to the errors.
+    pub fn compile_with(
+        model: Model,
+        previous: &Snapshot<F>,
+        mut filters: impl FnMut(&Arc<IngressInfo>, &mut Vec<ConfigError>) -> F,
+    ) -> Snapshot<F> {
         let Model { routes, mut default_backends, backends, mut tls, mut errors } = model;
         let backends: BTreeMap<BackendKey, Arc<Backend>> = backends
             .into_iter()
@@ -107,6 +139,10 @@ impl Snapshot {
             })
             .collect();
 
+        let mut chains: HashMap<*const IngressInfo, F> = HashMap::new();
+        let mut chain = |ingress: &Arc<IngressInfo>, errors: &mut Vec<ConfigError>| {
+            chains.entry(Arc::as_ptr(ingress)).or_insert_with(|| filters(ingress, errors)).clone()
+        };
         let mut table = RouteTable::default();
         // Oldest first, so the oldest Ingress keeps a contested host and path. Indices are
         // sorted, not the (large) specs themselves.
@@ -119,6 +155,7 @@ impl Snapshot {
                 path: Some(spec.path.clone()),
                 backend: backends[&spec.backend].clone(),
                 name: RouteName::new(&spec.ingress, &spec.host, Some(&spec.path)),
+                filters: chain(&spec.ingress, &mut errors),
             });
             let message = match table.insert(&spec.host, &spec.path, route, &previous.regexes) {
                 Ok(()) => continue,
@@ -141,6 +178,7 @@ impl Snapshot {
                 path: None,
                 backend: backends[&default.backend].clone(),
                 name: RouteName::new(&default.ingress, &HostMatch::Any, None),
+                filters: chain(&default.ingress, &mut errors),
             });
             for host in &default.hosts {
                 table.set_fallback(host, route.clone());
@@ -181,7 +219,21 @@ impl Snapshot {
         let regexes = table.regex_cache();
         errors.sort();
         errors.dedup();
-        Snapshot { generation: previous.generation + 1, table, backends, tls: tls_table, errors, regexes, certificates }
+        Snapshot {
+            generation: previous.generation + 1,
+            table,
+            backends,
+            tls: tls_table,
+            errors,
+            plugins: Vec::new(),
+            regexes,
+            certificates,
+        }
+    }
+
+    /// The compiled regex of a regex path of this snapshot.
+    pub fn regex(&self, pattern: &str) -> Option<&regex::Regex> {
+        self.regexes.get(pattern)
     }
 
     /// The snapshot as JSON for `/config` and golden tests: hosts with their routes in
@@ -196,11 +248,16 @@ impl Snapshot {
                     .paths()
                     .into_iter()
                     .map(|(path, route)| {
-                        json!({
+                        let mut entry = json!({
                             "path": path,
                             "ingress": route.ingress.id.to_string(),
                             "backend": route.backend.key,
-                        })
+                        });
+                        let filters = json!(route.filters);
+                        if !(filters.is_null() || filters.as_array().is_some_and(Vec::is_empty)) {
+                            entry["filters"] = filters;
+                        }
+                        entry
                     })
                     .collect();
                 let mut entry = json!({ "host": host.to_string(), "paths": paths });
@@ -227,6 +284,7 @@ impl Snapshot {
                 "backend": r.backend.key,
             })),
             "backends": backends,
+            "plugins": self.plugins,
             "errors": self.errors,
         })
     }

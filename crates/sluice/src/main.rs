@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
 use http::HeaderValue;
-use sluice_control::{FileSource, Publisher, watch_files};
+use sluice_control::{FileSource, Plugins, Publisher, watch_files};
+use sluice_filter::{Engine, Limits, Snapshot};
 use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, acceptor, bind_reuseport, serve};
-use sluice_route::Snapshot;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -50,7 +50,45 @@ enum Command {
         /// The IngressClass whose Ingresses are checked.
         #[arg(long, default_value = "sluice")]
         ingress_class: String,
+        #[command(flatten)]
+        plugins: PluginArgs,
     },
+}
+
+/// Where filter plugins come from and what they may use.
+#[derive(Debug, clap::Args)]
+struct PluginArgs {
+    /// Directory of filter plugin modules: `NAME.wasm`, with optional limits in
+    /// `NAME.limits.yaml` (`deadline: 20ms`, `memory: 128m`). Watched; changes apply live.
+    #[arg(long, value_name = "DIR")]
+    plugins: Option<PathBuf>,
+    /// Where compiled plugin code is cached, keyed by module hash and engine settings
+    /// [default: $XDG_CACHE_HOME/sluice or ~/.cache/sluice].
+    #[arg(long, value_name = "DIR")]
+    plugin_cache: Option<PathBuf>,
+    /// How long one filter call may run before it is stopped (per-plugin override: limits file).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = humantime::parse_duration)]
+    filter_deadline: Duration,
+    /// The most memory one filter instance may use (per-plugin override: limits file).
+    #[arg(long, value_name = "SIZE", default_value = "64m", value_parser = sluice_config::annotations::parse_size)]
+    filter_memory: u64,
+}
+
+impl PluginArgs {
+    /// The plugin registry these arguments describe (nothing loaded yet).
+    fn registry(&self) -> anyhow::Result<Plugins> {
+        let cache = self.plugin_cache.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+            Some(base.join("sluice"))
+        });
+        let engine = Engine::new(cache).map_err(|e| anyhow::anyhow!("starting the Wasm engine: {e:#}"))?;
+        let memory = usize::try_from(self.filter_memory).context("--filter-memory is too large")?;
+        anyhow::ensure!(memory <= sluice_filter::MAX_MEMORY, "--filter-memory is above 512m");
+        let limits = Limits { deadline: self.filter_deadline, memory };
+        Ok(Plugins::new(engine, self.plugins.clone(), limits))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +133,8 @@ struct ServeArgs {
     /// (`10.0.0.0/8,192.168.1.7/32`). From anyone else those headers are replaced.
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
     trusted_proxies: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    plugins: PluginArgs,
     /// Log every request (target `sluice::access`): client, method, URI, status, duration,
     /// route, upstream endpoint, request ID. Off by default: it costs CPU on every request.
     #[arg(long)]
@@ -110,7 +150,7 @@ fn main() -> ExitCode {
     let access_log = matches!(&cli.command, Command::Serve(args) if args.access_log);
     let _logs = init_logging(cli.log_format, access_log);
     let result = match cli.command {
-        Command::Check { paths, ingress_class } => check(paths, &ingress_class),
+        Command::Check { paths, ingress_class, plugins } => check(paths, &ingress_class, &plugins),
         Command::Serve(args) => serve_command(*args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
@@ -137,11 +177,14 @@ fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_bl
     guard
 }
 
-fn check(paths: Vec<PathBuf>, ingress_class: &str) -> anyhow::Result<ExitCode> {
+fn check(paths: Vec<PathBuf>, ingress_class: &str, plugins: &PluginArgs) -> anyhow::Result<ExitCode> {
     let mut source = FileSource::new(paths);
     source.refresh();
-    let publisher = Publisher::new(Arc::new(ArcSwap::from_pointee(Snapshot::default())), ingress_class.to_owned());
-    let snapshot = publisher.publish(source.manifests(), source.errors().cloned());
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let mut publisher = Publisher::new(snapshot, ingress_class.to_owned(), plugins.registry()?);
+    publisher.refresh_plugins();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let snapshot = runtime.block_on(publisher.publish(source.manifests(), source.errors().cloned()));
     for error in &snapshot.errors {
         println!("error: {error}");
     }
@@ -167,10 +210,11 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
     let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let state = Arc::new(AdminState::default());
-    let publisher = Publisher::new(snapshot.clone(), args.ingress_class);
+    let mut publisher = Publisher::new(snapshot.clone(), args.ingress_class, args.plugins.registry()?);
     let mut source = FileSource::new(args.manifests);
     source.refresh();
-    publisher.publish(source.manifests(), source.errors().cloned());
+    publisher.refresh_plugins();
+    publisher.publish(source.manifests(), source.errors().cloned()).await;
     let _watch = watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?;
 
     let hsts = Some(args.hsts.as_str()).filter(|v| !v.is_empty()).map(HeaderValue::try_from).transpose();

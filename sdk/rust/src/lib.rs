@@ -48,9 +48,7 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::filter::host::{config, config_id, log};
-pub use bindings::sluice::filter::types::{
-    Action, Endpoint, ImmediateResponse, LogLevel, Request, Response, Route,
-};
+pub use bindings::sluice::filter::types::{Action, Endpoint, ImmediateResponse, LogLevel, Request, Response, Route};
 
 /// A filter. One value of `Config` is parsed per attachment; the phases receive it by reference.
 pub trait Filter: 'static {

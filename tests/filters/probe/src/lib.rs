@@ -53,14 +53,16 @@ impl Filter for Probe {
 
     fn on_request(config: &Config, request: &Request) -> Action {
         match config.fail.as_deref() {
-            Some("loop") => {
+            Some("loop") =>
+            {
                 #[allow(clippy::empty_loop)]
                 loop {}
             }
             Some("bomb") => {
+                // Grows memory without touching it, so the cap trips before the deadline.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1; 1 << 20]);
+                    hoard.push(std::hint::black_box(Vec::with_capacity(1 << 20)));
                 }
             }
             Some("trap") => panic!("asked to trap"),
@@ -81,10 +83,10 @@ impl Filter for Probe {
         if let Some(prefix) = &config.prefix {
             request.set_path(&format!("{prefix}{}", request.path())).unwrap();
         }
-        if let Some(header) = &config.pick {
-            if let Some(index) = request.header(header).and_then(|v| v.parse().ok()) {
-                request.choose_endpoint(index).unwrap();
-            }
+        if let Some(header) = &config.pick
+            && let Some(index) = request.header(header).and_then(|v| v.parse().ok())
+        {
+            request.choose_endpoint(index).unwrap();
         }
         if config.count {
             request.set_header("x-instance-requests", &seen.to_string()).unwrap();
@@ -98,6 +100,7 @@ impl Filter for Probe {
     }
 
     fn on_response(config: &Config, response: &Response) {
+        response.set_header("x-filter", "probe").unwrap();
         if let Some(state) = response.state() {
             response.add_header("x-chain-response", &String::from_utf8_lossy(&state)).unwrap();
         }

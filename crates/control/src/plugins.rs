@@ -1,0 +1,205 @@
+//! Plugin modules from the `--plugins` directory, and the filter chains Ingresses attach.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_config::annotations::parse_size;
+use sluice_config::{ConfigError, FILTERS, FailurePolicy, FilterSpec, IngressInfo, Isolation, Model};
+use sluice_filter::{Attachment, Chain, Engine, Limits, Plugin};
+use sluice_route::PluginInfo;
+
+use crate::files::Stamp;
+
+/// The loaded plugin modules: `NAME.wasm` in the plugin directory, with optional limits in
+/// `NAME.limits.yaml` (`deadline: 20ms`, `memory: 128m`).
+pub struct Plugins {
+    engine: Engine,
+    dir: Option<PathBuf>,
+    defaults: Limits,
+    modules: BTreeMap<String, Module>,
+    /// Results of the plugins' own configuration checks, by module hash and configuration.
+    validated: HashMap<(String, String), Result<(), String>>,
+    no_filters: Arc<Chain>,
+}
+
+struct Module {
+    /// The stamps of the module and its limits file, to tell a change without reading.
+    stamp: (Option<Stamp>, Option<Stamp>),
+    origin: Arc<str>,
+    plugin: Result<Arc<Plugin>, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    deadline: Option<String>,
+    memory: Option<String>,
+}
+
+impl Plugins {
+    /// Plugins from `dir` (none without one), run by `engine` with `defaults` unless a plugin's
+    /// limits file says otherwise. Nothing is loaded until [`Plugins::refresh`].
+    pub fn new(engine: Engine, dir: Option<PathBuf>, defaults: Limits) -> Self {
+        let no_filters = Arc::new(Chain::default());
+        Self { engine, dir, defaults, modules: BTreeMap::new(), validated: HashMap::new(), no_filters }
+    }
+
+    /// The plugin directory, for watching.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Loads modules that are new or changed and forgets removed ones. Compiling happens here,
+    /// off the request path; requests keep using the previous module until the snapshot that
+    /// refers to the new one is published. Returns whether anything changed.
+    pub fn refresh(&mut self) -> bool {
+        let Some(dir) = &self.dir else { return false };
+        let mut present = HashSet::new();
+        let mut changed = false;
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".wasm")) else {
+                continue;
+            };
+            if !sluice_config::valid_plugin_name(name) {
+                continue;
+            }
+            present.insert(name.to_owned());
+            let limits_path = dir.join(format!("{name}.limits.yaml"));
+            let stamp = (Stamp::read(&path), Stamp::read(&limits_path));
+            if self.modules.get(name).is_some_and(|m| m.stamp == stamp) {
+                continue;
+            }
+            let plugin = self.load(name, &path, &limits_path).map(Arc::new);
+            if let Err(e) = &plugin {
+                tracing::warn!(plugin = name, "plugin not loaded: {e}");
+            }
+            let origin = Arc::from(path.display().to_string());
+            self.modules.insert(name.to_owned(), Module { stamp, origin, plugin });
+            changed = true;
+        }
+        let before = self.modules.len();
+        self.modules.retain(|name, _| present.contains(name));
+        changed || self.modules.len() != before
+    }
+
+    fn load(&self, name: &str, path: &Path, limits_path: &Path) -> Result<Plugin, String> {
+        let limits = match std::fs::read_to_string(limits_path) {
+            Ok(text) => self.limits(&text).map_err(|e| format!("{}: {e}", limits_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.defaults,
+            Err(e) => return Err(format!("{}: {e}", limits_path.display())),
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        self.engine.load(name, &bytes, limits)
+    }
+
+    fn limits(&self, text: &str) -> Result<Limits, String> {
+        let file: LimitsFile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let deadline = file.deadline.map(|d| humantime::parse_duration(&d).map_err(|e| format!("deadline: {e}")));
+        let memory = file.memory.map(|m| parse_size(&m).map_err(|e| format!("memory: {e}")));
+        Ok(Limits {
+            deadline: deadline.transpose()?.unwrap_or(self.defaults.deadline).max(Duration::from_millis(1)),
+            memory: memory.transpose()?.map_or(self.defaults.memory, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+        })
+    }
+
+    /// Runs each loaded plugin's configuration check on every configuration the model
+    /// attaches it with that has not been checked yet.
+    pub async fn validate(&mut self, model: &Model) {
+        let ingresses =
+            model.routes.iter().map(|r| &r.ingress).chain(model.default_backends.iter().map(|d| &d.ingress));
+        let mut seen = HashSet::new();
+        let mut validated = HashMap::new();
+        for ingress in ingresses {
+            if !seen.insert(Arc::as_ptr(ingress)) {
+                continue;
+            }
+            for spec in ingress.filters.iter().flatten() {
+                let Some(Ok(plugin)) = self.modules.get(&spec.plugin).map(|m| &m.plugin) else { continue };
+                let key = (plugin.hash.clone(), spec.config.clone());
+                if validated.contains_key(&key) {
+                    continue;
+                }
+                let result = match self.validated.remove(&key) {
+                    Some(result) => result,
+                    None => plugin.validate_config(&spec.config).await,
+                };
+                validated.insert(key, result);
+            }
+        }
+        self.validated = validated;
+    }
+
+    /// The chain of an Ingress's filters. What cannot run (a missing or broken module, a
+    /// rejected configuration) stays in the chain, failing by its policy, and is reported.
+    pub fn chain(&self, ingress: &IngressInfo, errors: &mut Vec<ConfigError>) -> Arc<Chain> {
+        let specs = match &ingress.filters {
+            Ok(specs) if specs.is_empty() => return self.no_filters.clone(),
+            Ok(specs) => specs,
+            Err(why) => {
+                // Reported by the translation; every route of the Ingress fails closed.
+                let spec = FilterSpec {
+                    plugin: FILTERS.to_owned(),
+                    config: "null".to_owned(),
+                    failure: FailurePolicy::Closed,
+                    isolation: Isolation::Instance,
+                };
+                let attachment = Attachment::new(spec, Err(format!("invalid annotation: {why}")));
+                return Arc::new(Chain { filters: Box::new([attachment]) });
+            }
+        };
+        let filters = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let plugin = self.plugin(spec);
+                if let Err(why) = &plugin {
+                    let field = format!("metadata.annotations[{FILTERS}][{i}]");
+                    let effect = match spec.failure {
+                        FailurePolicy::Closed => "its routes answer 500",
+                        FailurePolicy::Open => "the filter is skipped",
+                    };
+                    errors.push(ConfigError::field(&ingress.origin, &ingress.id, field, format!("{why}; {effect}")));
+                }
+                Attachment::new(spec.clone(), plugin)
+            })
+            .collect();
+        Arc::new(Chain { filters })
+    }
+
+    fn plugin(&self, spec: &FilterSpec) -> Result<Arc<Plugin>, String> {
+        let name = &spec.plugin;
+        let plugin = match self.modules.get(name) {
+            None => return Err(format!("plugin {name} is not loaded (no {name}.wasm in the plugin directory)")),
+            Some(Module { plugin: Err(e), .. }) => return Err(format!("plugin {name} failed to load: {e}")),
+            Some(Module { plugin: Ok(plugin), .. }) => plugin,
+        };
+        match self.validated.get(&(plugin.hash.clone(), spec.config.clone())) {
+            Some(Err(why)) => Err(format!("plugin {name} rejects the configuration: {why}")),
+            // Not validated means `validate` has not seen this model; it always runs first.
+            _ => Ok(plugin.clone()),
+        }
+    }
+
+    /// The modules, for `/config`.
+    pub fn describe(&self) -> Vec<PluginInfo> {
+        self.modules
+            .iter()
+            .map(|(name, module)| PluginInfo {
+                name: name.clone(),
+                hash: module.plugin.as_ref().ok().map(|p| p.hash.clone()),
+                error: module.plugin.as_ref().err().cloned(),
+            })
+            .collect()
+    }
+
+    /// Modules that failed to load, as configuration errors.
+    pub fn errors(&self) -> impl Iterator<Item = ConfigError> + '_ {
+        self.modules.values().filter_map(|m| {
+            m.plugin.as_ref().err().map(|e| ConfigError::file(&m.origin, format!("plugin not loaded: {e}")))
+        })
+    }
+}
