@@ -189,6 +189,7 @@ pub fn test_filters() -> &'static Path {
     DIR.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let target = root.parent().expect("tests/ is in the workspace").join("target/guests");
+        ensure_wasm_target();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = std::process::Command::new(cargo)
             .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
@@ -197,9 +198,68 @@ pub fn test_filters() -> &'static Path {
             .arg(&target)
             .status()
             .expect("running cargo build for the test filters");
-        assert!(status.success(), "building the test filters failed (is the wasm32-wasip2 target installed?)");
+        assert!(status.success(), "building the test filters failed");
         target.join("wasm32-wasip2/release")
     })
+}
+
+/// Installs the `wasm32-wasip2` standard library with rustup if the toolchain lacks it, so
+/// that `cargo test` works on a fresh machine.
+fn ensure_wasm_target() {
+    let sysroot = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("running rustc --print sysroot");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib/wasm32-wasip2").exists() {
+        return;
+    }
+    let status = std::process::Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+    assert!(status.is_ok_and(|s| s.success()), "the wasm32-wasip2 target is missing: rustup target add wasm32-wasip2");
+}
+
+/// The Python test filter (`tests/filters/python/app.py`) as a component, built with
+/// componentize-py (installed with pip if missing) when it is missing or stale.
+pub fn python_filter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+        let (app, wit) = (root.join("tests/filters/python"), root.join("sdk/wit"));
+        let wasm = test_filters().join("python.wasm");
+        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let inputs = [app.join("app.py"), wit.join("filter.wit")];
+        if modified(&wasm).is_some_and(|built| inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built))) {
+            return wasm;
+        }
+        let tool = "componentize-py";
+        if !on_path(tool) {
+            let status = std::process::Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "componentize-py==0.25.1"])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "installing componentize-py with pip failed");
+        }
+        let status = std::process::Command::new(tool)
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "filter", "componentize", "app", "-p"])
+            .arg(&app)
+            .arg("-o")
+            .arg(&wasm)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running componentize-py");
+        assert!(status.success(), "building the Python filter failed");
+        wasm
+    })
+}
+
+/// Whether `program` is on the PATH.
+pub fn on_path(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A compiled-plugin cache shared by the tests (`--plugin-cache`), so each test filter is
@@ -260,7 +320,9 @@ impl Gateway {
             .context("starting sluice")?;
         let gateway = Gateway { http, https, admin, child };
         let client = Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Plugins are compiled before the gateway turns ready: tens of seconds for a Python
+        // component that is not in the compile cache yet.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(reply) = client.get(&format!("http://{admin}/readyz"), "admin").await
                 && reply.status == 200

@@ -2,7 +2,9 @@
 //! (when installed) through nginx as a reverse proxy, in plain HTTP, HTTPS with keep-alive, and
 //! HTTPS with a new connection (handshake) per request; prints requests/s, p50/p99 latency and
 //! the CPU time the server under test spent per request (the backend for `direct`; all nginx
-//! processes), and Sluice's figures relative to nginx. On a shared 2-core machine requests/s
+//! processes), and Sluice's figures relative to nginx. Plain HTTP is also run on a route with a
+//! chain of three Wasm filters (the test filter `probe`: set a header; keep state for the
+//! response phase; set a response header), against the same route without filters. On a shared 2-core machine requests/s
 //! moves with whatever else runs; CPU per request is the steadier comparison.
 //!
 //! Build with `cargo build --release --workspace` and run `target/release/loadtest`. Needs `wrk`
@@ -15,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use sluice_tests::tls::Certificate;
-use sluice_tests::{Gateway, free_port, sluice_bin};
+use sluice_tests::{Gateway, free_port, on_path, sluice_bin};
 use tokio::process::{Child, Command};
 
 #[derive(Parser)]
@@ -89,8 +91,16 @@ async fn main() -> anyhow::Result<()> {
         certificate.secret("load-tls"),
         ingress,
     ];
+    let chain = "- plugin: probe\n  config: {set: [[x-tenant, acme]]}\n- plugin: probe\n  config: {name: audit}\n\
+                 - plugin: probe\n  config: {}\n";
+    let filtered =
+        sluice_tests::manifests::filtered_ingress("filtered", "load.test", &[("/filtered", "Prefix", "load")], chain);
     std::fs::write(dir.path().join("load.yaml"), manifests.join("---\n"))?;
-    let sluice = Gateway::start(dir.path(), &[]).await?;
+    std::fs::write(dir.path().join("filtered.yaml"), filtered)?;
+    let plugins = tempfile::tempdir()?;
+    std::fs::copy(sluice_tests::test_filters().join("probe.wasm"), plugins.path().join("probe.wasm"))?;
+    let plugin_args = ["--plugins", plugins.path().to_str().context("UTF-8 path")?];
+    let sluice = Gateway::start(dir.path(), &plugin_args).await?;
     let sluice_pid = sluice.child.id().context("sluice exited")?;
 
     let mut results =
@@ -104,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("nginx is not installed (apt-get install -y nginx-light): comparing with the backend only");
         None
     };
+    results.push(("sluice http 3 filters".to_owned(), wrk(&args, &sluice.url("/filtered"), false, sluice_pid).await?));
     for mode in [Mode::Http, Mode::Https, Mode::Handshakes] {
         let url = &sluice_urls[usize::from(mode != Mode::Http)].1;
         let close = mode == Mode::Handshakes;
@@ -130,18 +141,17 @@ async fn main() -> anyhow::Result<()> {
             println!("sluice/nginx {:<15} throughput {rps:.2}, CPU per request {cpu:.2}", mode.label());
         }
     }
+    if let (Some(filtered), Some(http)) = (find("sluice http 3 filters".into()), find("sluice http".into())) {
+        let added = (filtered.cpu_us_per_request - http.cpu_us_per_request) / 3.0;
+        println!(
+            "sluice 3-filter chain / no filters: throughput {:.2}, CPU per filter per request {added:.1} us",
+            filtered.rps / http.rps
+        );
+    }
     if let (Some(https), Some(http)) = (find("sluice https".into()), find("sluice http".into())) {
         println!("sluice https/http keep-alive throughput: {:.2}", https.rps / http.rps);
     }
     Ok(())
-}
-
-fn on_path(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn spawn(command: &mut Command) -> std::io::Result<Child> {
