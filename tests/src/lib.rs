@@ -355,6 +355,14 @@ impl Gateway {
         Gateway::launch(manifests, args, Stdio::inherit()).await
     }
 
+    /// [`Gateway::start`] with the plugin modules of `plugins` and the tests' shared compile
+    /// cache ([`plugin_cache`]).
+    pub async fn start_with_plugins(manifests: &Path, plugins: &Path) -> anyhow::Result<Gateway> {
+        let cache = plugin_cache();
+        let (plugins, cache) = (plugins.to_str().context("UTF-8 path")?, cache.to_str().context("UTF-8 path")?);
+        Gateway::start(manifests, &["--plugins", plugins, "--plugin-cache", cache]).await
+    }
+
     /// [`Gateway::start`], handing over the gateway's log lines (stderr) as they come.
     pub async fn start_capturing_logs(
         manifests: &Path,

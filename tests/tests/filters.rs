@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_tests::manifests::{filtered_ingress, service};
-use sluice_tests::{Client, Gateway, Pods, Reply, plugin_cache, sluice_bin, test_filters, write_atomic};
+use sluice_tests::{Client, Gateway, Pods, Reply, sluice_bin, test_filters, write_atomic};
 
 /// A plugin directory holding `modules` as `(name, test filter)`.
 fn plugins(modules: &[(&str, &str)]) -> tempfile::TempDir {
@@ -23,9 +23,7 @@ fn values(reply: &Reply, name: &str) -> Vec<String> {
 }
 
 async fn start(manifests: &Path, plugins: &Path) -> Gateway {
-    let cache = plugin_cache();
-    let args = ["--plugins", plugins.to_str().unwrap(), "--plugin-cache", cache.to_str().unwrap()];
-    Gateway::start(manifests, &args).await.unwrap()
+    Gateway::start_with_plugins(manifests, plugins).await.unwrap()
 }
 
 #[tokio::test]

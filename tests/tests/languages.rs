@@ -1,39 +1,54 @@
 //! Filters written in other languages than Rust, built from source and run by the real binary.
 
+use std::path::Path;
+
 use sluice_tests::manifests::{filtered_ingress, service};
-use sluice_tests::{Client, Gateway, Pods, c_filter, plugin_cache, python_filter};
+use sluice_tests::{Client, Gateway, Pods, c_filter, python_filter};
+
+/// A gateway serving `module` as plugin `name` to an echo pod at `ip`: `good.test` attaches it
+/// with `good` as the rest of the attachment, `bad.test` with `bad`.
+struct Served {
+    gateway: Gateway,
+    _pods: Pods,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+async fn serve(ip: &str, module: &Path, name: &str, good: &str, bad: &str) -> Served {
+    let pods = Pods::start(&[ip]).await.unwrap();
+    let (manifests, plugins) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::copy(module, plugins.path().join(format!("{name}.wasm"))).unwrap();
+    let attach = |rest: &str| format!("- plugin: {name}\n{rest}");
+    let objects = [
+        service("app", &pods.addrs, &[]),
+        filtered_ingress("good", "good.test", &[("/", "Prefix", "app")], &attach(good)),
+        filtered_ingress("bad", "bad.test", &[("/", "Prefix", "app")], &attach(bad)),
+    ];
+    std::fs::write(manifests.path().join("app.yaml"), objects.join("---\n")).unwrap();
+    let gateway = Gateway::start_with_plugins(manifests.path(), plugins.path()).await.unwrap();
+    Served { gateway, _pods: pods, _dirs: [manifests, plugins] }
+}
 
 #[tokio::test]
 async fn a_python_filter_changes_requests_answers_and_keeps_state() {
-    let pods = Pods::start(&["127.0.0.28"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(python_filter(), plugins.path().join("tagger.wasm")).unwrap();
-    let manifests = [
-        service("app", &pods.addrs, &[]),
-        filtered_ingress(
-            "py",
-            "py.test",
-            &[("/", "Prefix", "app")],
-            "- plugin: tagger\n  config: {tag: hello, deny: badbot}\n",
-        ),
-        filtered_ingress("bad", "bad.test", &[("/", "Prefix", "app")], "- plugin: tagger\n  config: {deny: x}\n"),
-    ];
-    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
-    let cache = plugin_cache();
-    let args = ["--plugins", plugins.path().to_str().unwrap(), "--plugin-cache", cache.to_str().unwrap()];
-    let gateway = Gateway::start(dir.path(), &args).await.unwrap();
+    let served = serve(
+        "127.0.0.28",
+        python_filter(),
+        "tagger",
+        "  config: {tag: hello, deny: badbot}\n",
+        "  config: {deny: x}\n",
+    )
+    .await;
+    let gateway = &served.gateway;
     let client = Client::new();
-
     for _ in 0..3 {
-        let reply = client.get(&gateway.url("/some/path?x=1"), "py.test").await.unwrap();
+        let reply = client.get(&gateway.url("/some/path?x=1"), "good.test").await.unwrap();
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.json()["headers"]["x-python"], "hello");
         assert_eq!(reply.headers["x-filter-lang"], "python");
         assert_eq!(reply.headers["x-python-path"], "/some/path");
     }
     let denied = client
-        .request(http::Method::GET, &gateway.url("/"), "py.test", &[("user-agent", "badbot/1.0")], Default::default())
+        .request(http::Method::GET, &gateway.url("/"), "good.test", &[("user-agent", "badbot/1.0")], Default::default())
         .await
         .unwrap();
     assert_eq!((denied.status, denied.body.as_str()), (403, "denied by python\n"));
@@ -47,26 +62,15 @@ async fn a_python_filter_changes_requests_answers_and_keeps_state() {
 
 #[tokio::test]
 async fn a_c_filter_changes_requests_and_answers() {
-    let pods = Pods::start(&["127.0.0.30"]).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(c_filter(), plugins.path().join("guard.wasm")).unwrap();
-    let manifests = [
-        service("app", &pods.addrs, &[]),
-        filtered_ingress("c", "c.test", &[("/", "Prefix", "app")], "- plugin: guard\n"),
-        filtered_ingress("bad", "bad.test", &[("/", "Prefix", "app")], "- plugin: guard\n  config: {x: 1}\n"),
-    ];
-    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
-    let cache = plugin_cache();
-    let args = ["--plugins", plugins.path().to_str().unwrap(), "--plugin-cache", cache.to_str().unwrap()];
-    let gateway = Gateway::start(dir.path(), &args).await.unwrap();
+    let served = serve("127.0.0.30", c_filter(), "guard", "", "  config: {x: 1}\n").await;
+    let gateway = &served.gateway;
     let client = Client::new();
 
-    let reply = client.get(&gateway.url("/four"), "c.test").await.unwrap();
+    let reply = client.get(&gateway.url("/four"), "good.test").await.unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["headers"]["x-c-path-length"], "5");
     assert_eq!(reply.headers["x-filter-lang"], "c");
-    let private = client.get(&gateway.url("/private/x"), "c.test").await.unwrap();
+    let private = client.get(&gateway.url("/private/x"), "good.test").await.unwrap();
     assert_eq!((private.status, private.body.as_str()), (401, "private\n"));
     assert_eq!(private.headers["x-filter-lang"], "c");
     assert_eq!(client.get(&gateway.url("/"), "bad.test").await.unwrap().status, 500);

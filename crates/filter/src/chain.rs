@@ -7,6 +7,7 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
@@ -15,7 +16,7 @@ use sluice_config::{FailurePolicy, FilterSpec, Isolation};
 use wasmtime::Store;
 use wasmtime::component::Resource;
 
-use crate::engine::{Plugin, deadline_ticks};
+use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
 use crate::host::sluice::filter::types::{Action, ImmediateResponse};
 use crate::host::{Call, Filter, Head, RequestContext, State};
 
@@ -26,10 +27,10 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub async fn new(plugin: &Plugin) -> wasmtime::Result<Self> {
+    /// A new instance; start-up code runs under `deadline`.
+    pub async fn new(plugin: &Plugin, deadline: Duration) -> wasmtime::Result<Self> {
         let mut store = plugin.engine.store(plugin);
-        // Start-up code runs under the same deadline as a call.
-        store.set_epoch_deadline(deadline_ticks(plugin.limits.deadline));
+        store.set_epoch_deadline(deadline_ticks(deadline));
         let filter = plugin.pre.instantiate_async(&mut store).await?;
         Ok(Self { store, filter })
     }
@@ -185,7 +186,7 @@ impl Attachment {
         };
         let mut live = match live {
             Some(live) => live,
-            None => match Live::new(plugin).await {
+            None => match Live::new(plugin, plugin.limits.deadline.max(START_DEADLINE)).await {
                 Ok(live) => live,
                 Err(e) => return (head, Err(FilterFailure::of(&self.name, &e))),
             },

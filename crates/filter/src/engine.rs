@@ -19,6 +19,10 @@ const TICK: Duration = Duration::from_millis(1);
 /// The largest memory cap a plugin may ask for; pooled memory slots are this large.
 pub const MAX_MEMORY: usize = 512 << 20;
 
+/// The least time a configuration check or an instance's start-up code gets. Python and
+/// JavaScript components start an interpreter; on a busy machine that must not fail requests.
+pub(crate) const START_DEADLINE: Duration = Duration::from_secs(1);
+
 /// Limits of one filter instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -184,12 +188,13 @@ impl fmt::Debug for Plugin {
 
 impl Plugin {
     /// Runs the plugin's own check of an attachment's configuration, in a fresh instance.
+    /// It runs off the request path, when configuration loads, so it gets [`START_DEADLINE`]
+    /// at least: a busy machine must not turn a slow start-up into a rejected configuration.
     pub async fn validate_config(&self, config: &str) -> Result<(), String> {
-        let mut live = crate::chain::Live::new(self).await.map_err(|e| e.to_string())?;
-        live.store.set_epoch_deadline(deadline_ticks(self.limits.deadline));
-        match live.filter.call_validate_config(&mut live.store, config).await {
-            Ok(result) => result,
-            Err(e) => Err(crate::chain::FailureKind::of(&e).to_string()),
-        }
+        let deadline = self.limits.deadline.max(START_DEADLINE);
+        let failed = |e: wasmtime::Error| format!("the plugin {} while checking it", crate::chain::FailureKind::of(&e));
+        let mut live = crate::chain::Live::new(self, deadline).await.map_err(failed)?;
+        live.store.set_epoch_deadline(deadline_ticks(deadline));
+        live.filter.call_validate_config(&mut live.store, config).await.map_err(failed)?
     }
 }
