@@ -301,6 +301,34 @@ pub fn c_filter() -> &'static Path {
     })
 }
 
+/// The JavaScript test filter (`tests/filters/js/filter.js`) as a component, built with
+/// componentize-js (installed with npm under `target/guests` if missing) when it is missing or
+/// stale.
+pub fn js_filter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let (root, wit) = source_dirs();
+        let source = root.join("tests/filters/js/filter.js");
+        let wasm = test_filters().join("js.wasm");
+        if is_fresh(&wasm, &[&source, &wit.join("filter.wit")]) {
+            return wasm;
+        }
+        let tools = test_filters().join("js-tools");
+        let tool = tools.join("node_modules/.bin/componentize-js");
+        if !tool.exists() {
+            let mut install = std::process::Command::new("npm");
+            install.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(&tools);
+            run(install.arg("@bytecodealliance/componentize-js@0.23.0"), "npm install componentize-js");
+        }
+        let mut build = std::process::Command::new(tool);
+        build.arg("--wit").arg(&wit).args(["--world-name", "filter"]);
+        // WASI features the filter does not use are left out of the component.
+        build.args(["-d", "stdio", "random", "clocks", "http", "fetch-event", "-o"]).arg(&wasm).arg(&source);
+        run(build.stdout(Stdio::null()), "building the JavaScript filter");
+        wasm
+    })
+}
+
 /// The repository root and the WIT directory.
 fn source_dirs() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned();

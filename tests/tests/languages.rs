@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use sluice_tests::manifests::{filtered_ingress, service};
-use sluice_tests::{Client, Gateway, Pods, c_filter, python_filter};
+use sluice_tests::{Client, Gateway, Pods, c_filter, js_filter, python_filter};
 
 /// A gateway serving `module` as plugin `name` to an echo pod at `ip`: `good.test` attaches it
 /// with `good` as the rest of the attachment, `bad.test` with `bad`.
@@ -76,4 +76,28 @@ async fn a_c_filter_changes_requests_and_answers() {
     assert_eq!(client.get(&gateway.url("/"), "bad.test").await.unwrap().status, 500);
     let errors = gateway.config().await.unwrap()["errors"].to_string();
     assert!(errors.contains("takes no configuration"), "{errors}");
+}
+
+#[tokio::test]
+async fn a_javascript_filter_keeps_instance_state_and_answers() {
+    let served = serve("127.0.0.31", js_filter(), "limiter", "  config: {limit: 3}\n", "  config: {}\n").await;
+    let gateway = &served.gateway;
+    let client = Client::new();
+
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let reply = client.get(&gateway.url("/"), "good.test").await.unwrap();
+        assert_eq!(reply.headers["x-filter-lang"], "js");
+        if reply.status == 200 {
+            assert_eq!(reply.json()["headers"]["x-js-method"], "GET");
+        }
+        statuses.push(reply.status);
+    }
+    // The count lives in the (reused) instance: one per worker thread, three requests each.
+    assert_eq!(&statuses[..3], [200, 200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+
+    assert_eq!(client.get(&gateway.url("/"), "bad.test").await.unwrap().status, 500);
+    let errors = gateway.config().await.unwrap()["errors"].to_string();
+    assert!(errors.contains("expected {limit"), "{errors}");
 }
