@@ -94,7 +94,8 @@ async fn main() -> anyhow::Result<()> {
     let chain = "- plugin: probe\n  config: {set: [[x-tenant, acme]]}\n- plugin: probe\n  config: {name: audit}\n\
                  - plugin: probe\n  config: {}\n";
     let filtered =
-        sluice_tests::manifests::filtered_ingress("filtered", "load.test", &[("/filtered", "Prefix", "load")], chain);
+        sluice_tests::manifests::filtered_ingress("filtered", "load.test", &[("/filtered", "Prefix", "load")], chain)
+            .replace("  annotations:\n", "  annotations:\n    nginx.ingress.kubernetes.io/ssl-redirect: \"false\"\n");
     std::fs::write(dir.path().join("load.yaml"), manifests.join("---\n"))?;
     std::fs::write(dir.path().join("filtered.yaml"), filtered)?;
     let plugins = tempfile::tempdir()?;
@@ -114,6 +115,11 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("nginx is not installed (apt-get install -y nginx-light): comparing with the backend only");
         None
     };
+    // wrk counts only statuses above 399 as errors: make sure the routes answer 200, not a redirect.
+    for path in ["/", "/filtered"] {
+        let reply = sluice_tests::Client::new().get(&sluice.url(path), "load.test").await?;
+        anyhow::ensure!(reply.status == 200, "{path} answered {}: {}", reply.status, reply.body);
+    }
     results.push(("sluice http 3 filters".to_owned(), wrk(&args, &sluice.url("/filtered"), false, sluice_pid).await?));
     for mode in [Mode::Http, Mode::Https, Mode::Handshakes] {
         let url = &sluice_urls[usize::from(mode != Mode::Http)].1;
