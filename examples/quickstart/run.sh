@@ -12,6 +12,7 @@ cat <<'TRY'
 Sluice is starting on http://127.0.0.1:8080 (admin on 127.0.0.1:9090). Try:
   curl -H 'Host: shop.example.com' http://127.0.0.1:8080/        # web pods 127.0.0.2/.3, never .4 (not ready)
   curl -H 'Host: shop.example.com' http://127.0.0.1:8080/api/v1  # api pod 127.0.0.5
+  curl -i -H 'Host: legacy.example.com' http://127.0.0.1:8080/store/cart  # as /cart, with a sticky cookie
   curl http://127.0.0.1:9090/config                              # the active routes, backends, errors
 Edit examples/quickstart/manifests.yaml and the routes change live.
 

@@ -110,10 +110,15 @@ async fn echo(pod: String, request: Request<Incoming>) -> Result<Response<Full<B
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let status = path.strip_prefix("/status/").and_then(|c| c.parse().ok()).unwrap_or(200);
+    // A header sent several times shows as its values joined with ", ".
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
-        .iter()
-        .map(|(name, value)| (name.to_string(), json!(String::from_utf8_lossy(value.as_bytes()))))
+        .keys()
+        .map(|name| {
+            let values: Vec<_> =
+                parts.headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+            (name.to_string(), json!(values.join(", ")))
+        })
         .collect();
     let reply = json!({
         "pod": pod,
@@ -190,7 +195,8 @@ pub fn test_filters() -> &'static Path {
     DIR.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let target = root.parent().expect("tests/ is in the workspace").join("target/guests");
-        ensure_wasm_target();
+        // Building the gateway installs the wasm32-wasip2 target (crates/sluice/build.rs).
+        sluice_bin();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         // The SDK's template too: the walk-through in sdk/README.md must keep working.
         for manifest in [root.join("filters/Cargo.toml"), root.join("../sdk/template/Cargo.toml")] {
@@ -205,21 +211,6 @@ pub fn test_filters() -> &'static Path {
         }
         target.join("wasm32-wasip2/release")
     })
-}
-
-/// Installs the `wasm32-wasip2` standard library with rustup if the toolchain lacks it, so
-/// that `cargo test` works on a fresh machine.
-fn ensure_wasm_target() {
-    let sysroot = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
-        .args(["--print", "sysroot"])
-        .output()
-        .expect("running rustc --print sysroot");
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    if sysroot.join("lib/rustlib/wasm32-wasip2").exists() {
-        return;
-    }
-    let status = std::process::Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
-    assert!(status.is_ok_and(|s| s.success()), "the wasm32-wasip2 target is missing: rustup target add wasm32-wasip2");
 }
 
 /// The Python test filter (`tests/filters/python/app.py`) as a component, built with

@@ -40,7 +40,18 @@ pub fn ingress(name: &str, host: &str, paths: &[(&str, &str, &str)]) -> String {
 
 /// [`ingress`] with the `sluice.dev/filters` annotation set to `filters` (a YAML list).
 pub fn filtered_ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], filters: &str) -> String {
-    let filters: String = filters.lines().map(|line| format!("      {line}\n")).collect();
-    let annotated = format!("metadata:\n  name: {name}\n  annotations:\n    sluice.dev/filters: |\n{filters}");
+    annotated_ingress(name, host, paths, &[("sluice.dev/filters", filters)])
+}
+
+/// [`ingress`] with `annotations` (values may span lines).
+pub fn annotated_ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], annotations: &[(&str, &str)]) -> String {
+    let annotations: String = annotations
+        .iter()
+        .map(|(key, value)| {
+            let value: String = value.lines().map(|line| format!("      {line}\n")).collect();
+            format!("    {key}: |-\n{value}")
+        })
+        .collect();
+    let annotated = format!("metadata:\n  name: {name}\n  annotations:\n{annotations}");
     ingress(name, host, paths).replacen(&format!("metadata: {{name: {name}}}\n"), &annotated, 1)
 }

@@ -20,6 +20,53 @@ pub const NGINX_BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-pr
 /// ingress-nginx: the largest request body accepted (`8m`, `512k`, `0` for no limit).
 pub const NGINX_PROXY_BODY_SIZE: &str = "nginx.ingress.kubernetes.io/proxy-body-size";
 
+/// ingress-nginx: redirect requests for `/` to this path (302).
+pub const NGINX_APP_ROOT: &str = "nginx.ingress.kubernetes.io/app-root";
+/// ingress-nginx: send this value upstream as `X-Forwarded-Prefix`.
+pub const NGINX_X_FORWARDED_PREFIX: &str = "nginx.ingress.kubernetes.io/x-forwarded-prefix";
+/// ingress-nginx: answer every request with a redirect to this URL (301 by default).
+pub const NGINX_PERMANENT_REDIRECT: &str = "nginx.ingress.kubernetes.io/permanent-redirect";
+/// ingress-nginx: the status of `permanent-redirect`.
+pub const NGINX_PERMANENT_REDIRECT_CODE: &str = "nginx.ingress.kubernetes.io/permanent-redirect-code";
+/// ingress-nginx: answer every request with a redirect to this URL (302 by default).
+pub const NGINX_TEMPORAL_REDIRECT: &str = "nginx.ingress.kubernetes.io/temporal-redirect";
+/// ingress-nginx: the status of `temporal-redirect`.
+pub const NGINX_TEMPORAL_REDIRECT_CODE: &str = "nginx.ingress.kubernetes.io/temporal-redirect-code";
+
+/// ingress-nginx: session affinity; `cookie` is the one kind.
+pub const NGINX_AFFINITY: &str = "nginx.ingress.kubernetes.io/affinity";
+/// ingress-nginx: `balanced` (default) or `persistent`.
+pub const NGINX_AFFINITY_MODE: &str = "nginx.ingress.kubernetes.io/affinity-mode";
+/// ingress-nginx: the affinity cookie's name (default `INGRESSCOOKIE`).
+pub const NGINX_SESSION_COOKIE_NAME: &str = "nginx.ingress.kubernetes.io/session-cookie-name";
+/// ingress-nginx: the affinity cookie's `Path`.
+pub const NGINX_SESSION_COOKIE_PATH: &str = "nginx.ingress.kubernetes.io/session-cookie-path";
+/// ingress-nginx: the affinity cookie's `Domain`.
+pub const NGINX_SESSION_COOKIE_DOMAIN: &str = "nginx.ingress.kubernetes.io/session-cookie-domain";
+/// ingress-nginx: the affinity cookie's `Max-Age` in seconds.
+pub const NGINX_SESSION_COOKIE_MAX_AGE: &str = "nginx.ingress.kubernetes.io/session-cookie-max-age";
+/// ingress-nginx: the affinity cookie's `Expires`, in seconds from now.
+pub const NGINX_SESSION_COOKIE_EXPIRES: &str = "nginx.ingress.kubernetes.io/session-cookie-expires";
+/// ingress-nginx: the affinity cookie's `SameSite` (`None`, `Lax`, `Strict`).
+pub const NGINX_SESSION_COOKIE_SAMESITE: &str = "nginx.ingress.kubernetes.io/session-cookie-samesite";
+/// ingress-nginx: leave out `SameSite=None` for clients that reject it.
+pub const NGINX_SESSION_COOKIE_CONDITIONAL_SAMESITE_NONE: &str =
+    "nginx.ingress.kubernetes.io/session-cookie-conditional-samesite-none";
+/// ingress-nginx: the affinity cookie's `Secure` (default: whether the request is HTTPS).
+pub const NGINX_SESSION_COOKIE_SECURE: &str = "nginx.ingress.kubernetes.io/session-cookie-secure";
+/// ingress-nginx: re-point the cookie when its endpoint failed and another one served.
+pub const NGINX_SESSION_COOKIE_CHANGE_ON_FAILURE: &str = "nginx.ingress.kubernetes.io/session-cookie-change-on-failure";
+
+/// ingress-nginx: response headers from a ConfigMap (`NAMESPACE/NAME`).
+pub const NGINX_CUSTOM_HEADERS: &str = "nginx.ingress.kubernetes.io/custom-headers";
+/// ingress-nginx: the `Host` header sent upstream.
+pub const NGINX_UPSTREAM_VHOST: &str = "nginx.ingress.kubernetes.io/upstream-vhost";
+
+/// Header changes on requests: YAML `{remove: [...], set: {...}, add: {...}}`.
+pub const REQUEST_HEADERS: &str = "sluice.dev/request-headers";
+/// Header changes on responses, like [`REQUEST_HEADERS`].
+pub const RESPONSE_HEADERS: &str = "sluice.dev/response-headers";
+
 /// Parses an nginx size: bytes, or a number with `k`, `m` or `g` (any case).
 pub fn parse_size(value: &str) -> Result<u64, String> {
     let value = value.trim();

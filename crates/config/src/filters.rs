@@ -14,6 +14,9 @@ pub struct FilterSpec {
     pub config: String,
     pub failure: FailurePolicy,
     pub isolation: Isolation,
+    /// Where the attachment was declared (`metadata.annotations[...]`), for error messages.
+    #[serde(skip)]
+    pub field: String,
 }
 
 /// What a request gets when its filter cannot run (trap, deadline, memory cap, missing or
@@ -70,6 +73,7 @@ pub fn parse_filters(value: &str) -> Result<Vec<FilterSpec>, String> {
                 config: entry.config.to_string(),
                 failure: entry.failure,
                 isolation: entry.isolation,
+                field: format!("metadata.annotations[{FILTERS}][{i}]"),
             })
         })
         .collect()

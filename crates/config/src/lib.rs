@@ -5,6 +5,7 @@
 //! [`ConfigError`]s. An error names the file, the object and the field it is about, and only the
 //! broken part is dropped: every other Ingress, rule and path keeps working.
 
+mod builtins;
 mod error;
 mod filters;
 mod manifest;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::de::DeserializeOwned;
@@ -19,6 +19,8 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     /// Only Secrets of type `kubernetes.io/tls` are kept.
     Secret(Box<Secret>),
+    /// Header lists (`custom-headers`).
+    ConfigMap(Box<ConfigMap>),
 }
 
 impl Object {
@@ -36,6 +38,7 @@ impl Object {
             Object::Service(o) => ("Service", &o.metadata),
             Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
             Object::Secret(o) => ("Secret", &o.metadata),
+            Object::ConfigMap(o) => ("ConfigMap", &o.metadata),
         };
         (kind, meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE), meta.name.as_deref().unwrap_or_default())
     }
@@ -107,6 +110,7 @@ fn parse_document(origin: &Arc<str>, document: Value, place: &str, out: &mut Par
         ("networking.k8s.io/v1", "Ingress") => typed(origin, "Ingress", document).map(Object::Ingress),
         ("networking.k8s.io/v1", "IngressClass") => typed(origin, "IngressClass", document).map(Object::IngressClass),
         ("v1", "Service") => typed(origin, "Service", document).map(Object::Service),
+        ("v1", "ConfigMap") => typed(origin, "ConfigMap", document).map(Object::ConfigMap),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(origin, "EndpointSlice", document).map(Object::EndpointSlice),
         ("v1", "Secret") if document.get("type").and_then(Value::as_str) == Some(TLS_SECRET_TYPE) => {
             typed(origin, "Secret", document).map(Object::Secret)

@@ -1,15 +1,16 @@
 //! Ingress objects to the routing model.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use crate::annotations;
+use crate::builtins::builtin_filters;
 use crate::error::{ConfigError, ObjectRef};
 use crate::filters::{FILTERS, FilterSpec, parse_filters};
 use crate::manifest::{Manifest, Object};
@@ -60,6 +61,7 @@ struct Index<'a> {
     classes: HashMap<&'a str, &'a IngressClass>,
     services: HashMap<(&'a str, &'a str), &'a Service>,
     secrets: HashMap<(&'a str, &'a str), &'a Secret>,
+    config_maps: HashMap<(&'a str, &'a str), &'a ConfigMap>,
     /// EndpointSlices by (namespace, service name).
     slices: HashMap<(&'a str, &'a str), Vec<Slice<'a>>>,
 }
@@ -84,6 +86,7 @@ impl<'a> Index<'a> {
             classes: HashMap::new(),
             services: HashMap::new(),
             secrets: HashMap::new(),
+            config_maps: HashMap::new(),
             slices: HashMap::new(),
         };
         let mut seen: HashMap<(&'static str, &str, &str), &Arc<str>> = HashMap::new();
@@ -109,6 +112,10 @@ impl<'a> Index<'a> {
                 Object::EndpointSlice(o) => index.add_slice(&manifest.origin, o, errors),
                 Object::Secret(o) => {
                     index.secrets.insert((namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default()), o);
+                }
+                Object::ConfigMap(o) => {
+                    let key = (namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default());
+                    index.config_maps.insert(key, o);
                 }
             }
         }
@@ -299,7 +306,7 @@ struct IngressOptions {
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
-fn read_annotations(ingress: &Ingress, errors: &mut Vec<(String, String)>) -> IngressOptions {
+fn read_annotations(ingress: &Ingress, index: &Index, errors: &mut Vec<(String, String)>) -> IngressOptions {
     let annotations = ingress.metadata.annotations.as_ref();
     let annotation = |name: &str| annotations.and_then(|a| a.get(name));
     let mut flag = |name: &str, default: bool| match annotation(name) {
@@ -326,13 +333,25 @@ fn read_annotations(ingress: &Ingress, errors: &mut Vec<(String, String)>) -> In
             None
         })
         .filter(|&limit| limit > 0);
-    let filters = annotation(FILTERS).map_or(Ok(Vec::new()), |value| {
-        parse_filters(value).map_err(|message| {
-            let message = format!("{message}; every route of this Ingress answers 500 until it is fixed");
-            errors.push((format!("metadata.annotations[{FILTERS}]"), message.clone()));
-            message
-        })
-    });
+    // Built-ins first, then the Ingress's own filters. A broken value anywhere fails every
+    // route closed: a rewrite, redirect or guard filter must not silently disappear.
+    let mut filter_errors = Vec::new();
+    let config_maps = |ns: &str, name: &str| index.config_maps.get(&(ns, name)).copied();
+    let empty = BTreeMap::new();
+    let all = annotations.unwrap_or(&empty);
+    let mut filters = builtin_filters(all, namespace(&ingress.metadata), &config_maps, &mut filter_errors);
+    match annotation(FILTERS).map(|value| parse_filters(value)) {
+        Some(Ok(specs)) => filters.extend(specs),
+        Some(Err(message)) => filter_errors.push((format!("metadata.annotations[{FILTERS}]"), message)),
+        None => {}
+    }
+    let filters = match filter_errors.first() {
+        None => Ok(filters),
+        Some((field, message)) => Err(format!("{field}: {message}")),
+    };
+    errors.extend(filter_errors.into_iter().map(|(field, message)| {
+        (field, format!("{message}; every route of this Ingress answers 500 until it is fixed"))
+    }));
     IngressOptions {
         regex_mode: use_regex || rewrite,
         ssl_redirect,
@@ -347,7 +366,7 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
     let id = ObjectRef::new("Ingress", namespace(&ingress.metadata), ingress.metadata.name.clone().unwrap_or_default());
     let created = ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut annotation_errors = Vec::new();
-    let options = read_annotations(ingress, &mut annotation_errors);
+    let options = read_annotations(ingress, index, &mut annotation_errors);
     let info = IngressInfo {
         id,
         origin: origin.clone(),

@@ -7,18 +7,23 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_config::annotations::parse_size;
-use sluice_config::{ConfigError, FILTERS, FailurePolicy, FilterSpec, IngressInfo, Isolation, Model};
+use sluice_config::{ConfigError, FailurePolicy, FilterSpec, IngressInfo, Isolation, Model};
 use sluice_filter::{Attachment, Chain, Engine, Limits, Plugin};
 use sluice_route::PluginInfo;
 
 use crate::files::Stamp;
 
-/// The loaded plugin modules: `NAME.wasm` in the plugin directory, with optional limits in
-/// `NAME.limits.yaml` (`deadline: 20ms`, `memory: 128m`).
+/// Names the attachment that stands for an Ingress's invalid filter annotations.
+const INVALID: &str = "invalid-annotations";
+
+/// The loaded plugin modules: the built-ins, and `NAME.wasm` in the plugin directory with
+/// optional limits in `NAME.limits.yaml` (`deadline: 20ms`, `memory: 128m`).
 pub struct Plugins {
     engine: Engine,
     dir: Option<PathBuf>,
     defaults: Limits,
+    /// Compiled into the binary; their names are taken.
+    builtins: BTreeMap<&'static str, Result<Arc<Plugin>, String>>,
     modules: BTreeMap<String, Module>,
     /// Results of the plugins' own configuration checks, by module hash and configuration.
     validated: HashMap<(String, String), Result<(), String>>,
@@ -40,11 +45,22 @@ struct LimitsFile {
 }
 
 impl Plugins {
-    /// Plugins from `dir` (none without one), run by `engine` with `defaults` unless a plugin's
-    /// limits file says otherwise. Nothing is loaded until [`Plugins::refresh`].
-    pub fn new(engine: Engine, dir: Option<PathBuf>, defaults: Limits) -> Self {
+    /// The `builtins` (name, component) and the plugins of `dir` (none without one), run by
+    /// `engine` with `defaults` unless a plugin's limits file says otherwise. The built-ins
+    /// are compiled here; the directory's modules are loaded by [`Plugins::refresh`].
+    pub fn new(engine: Engine, dir: Option<PathBuf>, defaults: Limits, builtins: &[(&'static str, &[u8])]) -> Self {
+        let builtins = builtins
+            .iter()
+            .map(|&(name, bytes)| {
+                let plugin = engine.load(name, bytes, defaults).map(Arc::new);
+                if let Err(e) = &plugin {
+                    tracing::error!(plugin = name, "built-in plugin not loaded: {e}");
+                }
+                (name, plugin)
+            })
+            .collect();
         let no_filters = Arc::new(Chain::default());
-        Self { engine, dir, defaults, modules: BTreeMap::new(), validated: HashMap::new(), no_filters }
+        Self { engine, dir, defaults, builtins, modules: BTreeMap::new(), validated: HashMap::new(), no_filters }
     }
 
     /// The plugin directory, for watching.
@@ -73,7 +89,11 @@ impl Plugins {
             if self.modules.get(name).is_some_and(|m| m.stamp == stamp) {
                 continue;
             }
-            let plugin = self.load(name, &path, &limits_path).map(Arc::new);
+            let plugin = if self.builtins.contains_key(name) {
+                Err(format!("{name} is the name of a built-in plugin; rename the module"))
+            } else {
+                self.load(name, &path, &limits_path).map(Arc::new)
+            };
             if let Err(e) = &plugin {
                 tracing::warn!(plugin = name, "plugin not loaded: {e}");
             }
@@ -118,7 +138,7 @@ impl Plugins {
                 continue;
             }
             for spec in ingress.filters.iter().flatten() {
-                let Some(Ok(plugin)) = self.modules.get(&spec.plugin).map(|m| &m.plugin) else { continue };
+                let Some(Ok(plugin)) = self.module(&spec.plugin).cloned() else { continue };
                 let key = (plugin.hash.clone(), spec.config.clone());
                 if validated.contains_key(&key) {
                     continue;
@@ -142,10 +162,11 @@ impl Plugins {
             Err(why) => {
                 // Reported by the translation; every route of the Ingress fails closed.
                 let spec = FilterSpec {
-                    plugin: FILTERS.to_owned(),
+                    plugin: INVALID.to_owned(),
                     config: "null".to_owned(),
                     failure: FailurePolicy::Closed,
                     isolation: Isolation::Instance,
+                    field: "metadata.annotations".to_owned(),
                 };
                 let attachment = Attachment::new(spec, Err(format!("invalid annotation: {why}")));
                 return Arc::new(Chain { filters: Box::new([attachment]) });
@@ -153,11 +174,10 @@ impl Plugins {
         };
         let filters = specs
             .iter()
-            .enumerate()
-            .map(|(i, spec)| {
+            .map(|spec| {
                 let plugin = self.plugin(spec);
                 if let Err(why) = &plugin {
-                    let field = format!("metadata.annotations[{FILTERS}][{i}]");
+                    let field = spec.field.clone();
                     let effect = match spec.failure {
                         FailurePolicy::Closed => "its routes answer 500",
                         FailurePolicy::Open => "the filter is skipped",
@@ -172,10 +192,10 @@ impl Plugins {
 
     fn plugin(&self, spec: &FilterSpec) -> Result<Arc<Plugin>, String> {
         let name = &spec.plugin;
-        let plugin = match self.modules.get(name) {
+        let plugin = match self.module(name) {
             None => return Err(format!("plugin {name} is not loaded (no {name}.wasm in the plugin directory)")),
-            Some(Module { plugin: Err(e), .. }) => return Err(format!("plugin {name} failed to load: {e}")),
-            Some(Module { plugin: Ok(plugin), .. }) => plugin,
+            Some(Err(e)) => return Err(format!("plugin {name} failed to load: {e}")),
+            Some(Ok(plugin)) => plugin,
         };
         match self.validated.get(&(plugin.hash.clone(), spec.config.clone())) {
             Some(Err(why)) => Err(format!("plugin {name} rejects the configuration: {why}")),
@@ -184,14 +204,22 @@ impl Plugins {
         }
     }
 
-    /// The modules, for `/config`.
+    /// A built-in or the directory's module of that name.
+    fn module(&self, name: &str) -> Option<&Result<Arc<Plugin>, String>> {
+        self.builtins.get(name).or_else(|| self.modules.get(name).map(|m| &m.plugin))
+    }
+
+    /// The modules, for `/config`: built-ins first.
     pub fn describe(&self) -> Vec<PluginInfo> {
-        self.modules
-            .iter()
-            .map(|(name, module)| PluginInfo {
-                name: name.clone(),
-                hash: module.plugin.as_ref().ok().map(|p| p.hash.clone()),
-                error: module.plugin.as_ref().err().cloned(),
+        let builtins = self.builtins.iter().map(|(name, plugin)| (*name, plugin, true));
+        let modules = self.modules.iter().map(|(name, module)| (name.as_str(), &module.plugin, false));
+        builtins
+            .chain(modules)
+            .map(|(name, plugin, builtin)| PluginInfo {
+                name: name.to_owned(),
+                builtin,
+                hash: plugin.as_ref().ok().map(|p| p.hash.clone()),
+                error: plugin.as_ref().err().cloned(),
             })
             .collect()
     }

@@ -40,8 +40,13 @@ fn chains(c: &mut Criterion) {
     let mut group = c.benchmark_group("chain");
     for isolation in [Isolation::Instance, Isolation::Request] {
         for length in [0, 1, 3, 10] {
-            let spec =
-                FilterSpec { plugin: "probe".into(), config: "null".into(), failure: FailurePolicy::Closed, isolation };
+            let spec = FilterSpec {
+                plugin: "probe".into(),
+                config: "null".into(),
+                failure: FailurePolicy::Closed,
+                isolation,
+                field: String::new(),
+            };
             let filters = (0..length).map(|_| Attachment::new(spec.clone(), Ok(plugin.clone()))).collect();
             let chain = Chain { filters };
             let name = format!("{isolation:?}").to_lowercase();

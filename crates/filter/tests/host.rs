@@ -15,7 +15,7 @@ fn probe(engine: &Engine, limits: Limits) -> Arc<Plugin> {
 }
 
 fn attach(plugin: &Arc<Plugin>, config: &str, failure: FailurePolicy, isolation: Isolation) -> Attachment {
-    let spec = FilterSpec { plugin: "probe".into(), config: config.into(), failure, isolation };
+    let spec = FilterSpec { plugin: "probe".into(), config: config.into(), failure, isolation, field: String::new() };
     Attachment::new(spec, Ok(plugin.clone()))
 }
 

@@ -204,7 +204,8 @@ impl Proxy {
         conn: &Conn,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let Routed { route, host, filters, .. } = routed;
-        let Some(context) = filters else { return self.forward(&route, host, parts, body, conn, None).await };
+        let upgrade = self.upstream_head(&route, &host, &mut parts, conn)?;
+        let Some(context) = filters else { return self.forward(&route, parts, body, upgrade, None).await };
         let chain = &route.filters;
         let mut exchange = Exchange::new(context, chain);
         let answer = chain.on_request(&mut exchange, &mut parts).await;
@@ -213,7 +214,7 @@ impl Proxy {
             Some(answer) => answer.map(full),
             None => {
                 let chosen = exchange.chosen_endpoint();
-                let response = self.forward(&route, host, parts, body, conn, chosen).await?;
+                let response = self.forward(&route, parts, body, upgrade, chosen).await?;
                 let served = response.extensions().get::<UpstreamAddress>().and_then(|a| a.0.as_str().parse().ok());
                 exchange.set_served(served);
                 response
@@ -247,38 +248,51 @@ impl Proxy {
             .map_err(|_| ProxyError::BadRequest("invalid redirect target".into()))
     }
 
-    async fn forward(
+    /// Makes the request head what the upstream should see, before the filters run (so that
+    /// they see it too, and may change it): hop-by-hop headers removed, the Host it was routed
+    /// by, X-Forwarded-*. Returns the protocol of an HTTP/1.1 Upgrade (WebSocket), which keeps
+    /// its Upgrade header end to end.
+    fn upstream_head(
         &self,
         route: &Route,
-        host: String,
-        mut parts: http::request::Parts,
-        body: Incoming,
+        host: &str,
+        parts: &mut http::request::Parts,
         conn: &Conn,
-        chosen: Option<usize>,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        // An HTTP/1.1 Upgrade (WebSocket) keeps its Upgrade header end to end; the connection
-        // is taken over once the backend answers 101.
+    ) -> Result<Option<HeaderValue>, ProxyError> {
         let upgrade = upgrade_protocol(&parts.headers, parts.version);
-        let mut downstream = upgrade.as_ref().and_then(|_| parts.extensions.remove::<OnUpgrade>());
         // gRPC needs `te: trailers` end to end; it is the one TE value HTTP/2 allows.
-        let protocol = route.ingress.backend_protocol;
-        let h2 = matches!(protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs);
+        let h2 = matches!(route.ingress.backend_protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs);
         let te_trailers =
             h2 && parts.headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(&mut parts.headers);
         if te_trailers {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        if let Some(protocol) = upgrade {
-            keep_upgrade(&mut parts.headers, protocol);
+        if let Some(protocol) = &upgrade {
+            keep_upgrade(&mut parts.headers, protocol.clone());
         }
         // The backend must see the host the request was routed by: HTTP/2 and absolute-form
         // requests carry it in the URI, and there it overrides any Host header (RFC 9112 3.2.2).
+        // X-Forwarded-Host keeps it when a filter changes Host (`upstream-vhost`).
         if parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST) {
-            let host = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
+            let host = HeaderValue::from_str(host).map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
             parts.headers.insert(header::HOST, host);
         }
         set_forwarding_headers(&mut parts.headers, conn, &self.config.trusted_proxies);
+        Ok(upgrade)
+    }
+
+    async fn forward(
+        &self,
+        route: &Route,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        upgrade: Option<HeaderValue>,
+        chosen: Option<usize>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        // An upgraded connection is taken over once the backend answers 101.
+        let mut downstream = upgrade.and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        let protocol = route.ingress.backend_protocol;
         // Declared too large: refused before a backend is bothered. Streamed bodies are cut off
         // at the limit as they flow (see `send`).
         let max = route.ingress.max_body_size;

@@ -34,6 +34,9 @@ pub struct Snapshot<F = ()> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginInfo {
     pub name: String,
+    /// Compiled into the gateway (not from the plugin directory).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub builtin: bool,
     /// SHA-256 of the module, when it loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,

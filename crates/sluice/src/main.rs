@@ -17,6 +17,10 @@ use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, acc
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+mod builtins {
+    include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+}
+
 // Reloads build and drop hundreds of thousands of small objects at 10k Ingresses; glibc's
 // allocator spent half of a recompile consolidating free lists (measured: 136 ms vs 75 ms).
 #[global_allocator]
@@ -87,7 +91,7 @@ impl PluginArgs {
         let memory = usize::try_from(self.filter_memory).context("--filter-memory is too large")?;
         anyhow::ensure!(memory <= sluice_filter::MAX_MEMORY, "--filter-memory is above 512m");
         let limits = Limits { deadline: self.filter_deadline, memory };
-        Ok(Plugins::new(engine, self.plugins.clone(), limits))
+        Ok(Plugins::new(engine, self.plugins.clone(), limits, builtins::BUILTINS))
     }
 }
 

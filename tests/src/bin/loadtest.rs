@@ -4,7 +4,9 @@
 //! the CPU time the server under test spent per request (the backend for `direct`; all nginx
 //! processes), and Sluice's figures relative to nginx. Plain HTTP is also run on a route with a
 //! chain of three Wasm filters (the test filter `probe`: set a header; keep state for the
-//! response phase; set a response header), against the same route without filters. On a shared 2-core machine requests/s
+//! response phase; set a response header), and on a route with the built-in rewrite, headers
+//! and cookie-affinity filters (ingress-nginx annotations), against the same route without
+//! filters. On a shared 2-core machine requests/s
 //! moves with whatever else runs; CPU per request is the steadier comparison.
 //!
 //! Build with `cargo build --release --workspace` and run `target/release/loadtest`. Needs `wrk`
@@ -98,6 +100,19 @@ async fn main() -> anyhow::Result<()> {
             .replace("  annotations:\n", "  annotations:\n    nginx.ingress.kubernetes.io/ssl-redirect: \"false\"\n");
     std::fs::write(dir.path().join("load.yaml"), manifests.join("---\n"))?;
     std::fs::write(dir.path().join("filtered.yaml"), filtered)?;
+    let builtins = sluice_tests::manifests::annotated_ingress(
+        "builtins",
+        "load.test",
+        &[("/builtins(/|$)(.*)", "ImplementationSpecific", "load")],
+        &[
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+            ("sluice.dev/request-headers", "set: {x-env: load}"),
+            ("sluice.dev/response-headers", "set: {x-frame-options: DENY}"),
+        ],
+    );
+    std::fs::write(dir.path().join("builtins.yaml"), builtins)?;
     let plugins = tempfile::tempdir()?;
     std::fs::copy(sluice_tests::test_filters().join("probe.wasm"), plugins.path().join("probe.wasm"))?;
     let plugin_args = ["--plugins", plugins.path().to_str().context("UTF-8 path")?];
@@ -105,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let sluice_pid = sluice.child.id().context("sluice exited")?;
 
     let mut results =
-        vec![("direct http".to_owned(), wrk(&args, &format!("http://{backend_addr}/"), false, backend_pid).await?)];
+        vec![("direct http".to_owned(), wrk(&args, &format!("http://{backend_addr}/"), &[], backend_pid).await?)];
     let sluice_urls = [(Mode::Http, sluice.url("/")), (Mode::Https, format!("https://{}/", sluice.https))];
     let nginx = if on_path("nginx") {
         let (port, tls_port) = (free_port("127.0.0.1")?, free_port("127.0.0.1")?);
@@ -116,14 +131,20 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     // wrk counts only statuses above 399 as errors: make sure the routes answer 200, not a redirect.
-    for path in ["/", "/filtered"] {
+    for path in ["/", "/filtered", "/builtins/x"] {
         let reply = sluice_tests::Client::new().get(&sluice.url(path), "load.test").await?;
         anyhow::ensure!(reply.status == 200, "{path} answered {}: {}", reply.status, reply.body);
     }
-    results.push(("sluice http 3 filters".to_owned(), wrk(&args, &sluice.url("/filtered"), false, sluice_pid).await?));
+    results.push(("sluice http 3 filters".to_owned(), wrk(&args, &sluice.url("/filtered"), &[], sluice_pid).await?));
+    // Rewrite + headers + affinity: clients that keep their session, and clients that each
+    // start one (a new key and a Set-Cookie on every response).
+    let session = "Cookie: INGRESSCOOKIE=0123456789abcdef";
+    let url = sluice.url("/builtins/x");
+    results.push(("sluice http built-ins".to_owned(), wrk(&args, &url, &[session], sluice_pid).await?));
+    results.push(("sluice http built-ins new".to_owned(), wrk(&args, &url, &[], sluice_pid).await?));
     for mode in [Mode::Http, Mode::Https, Mode::Handshakes] {
         let url = &sluice_urls[usize::from(mode != Mode::Http)].1;
-        let close = mode == Mode::Handshakes;
+        let close: &[&str] = if mode == Mode::Handshakes { &["Connection: close"] } else { &[] };
         results.push((format!("sluice {}", mode.label()), wrk(&args, url, close, sluice_pid).await?));
         if let Some((child, port, tls_port)) = &nginx {
             let url = match mode {
@@ -154,6 +175,15 @@ async fn main() -> anyhow::Result<()> {
             filtered.rps / http.rps
         );
     }
+    for (name, label) in [("sluice http built-ins", "sessions kept"), ("sluice http built-ins new", "new sessions")] {
+        if let (Some(builtins), Some(http)) = (find(name.into()), find("sluice http".into())) {
+            println!(
+                "sluice rewrite+headers+affinity ({label}) / no filters: throughput {:.2}, CPU per request +{:.1} us",
+                builtins.rps / http.rps,
+                builtins.cpu_us_per_request - http.cpu_us_per_request
+            );
+        }
+    }
     if let (Some(https), Some(http)) = (find("sluice https".into()), find("sluice http".into())) {
         println!("sluice https/http keep-alive throughput: {:.2}", https.rps / http.rps);
     }
@@ -164,12 +194,12 @@ fn spawn(command: &mut Command) -> std::io::Result<Child> {
     command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()
 }
 
-/// Runs wrk against `url`; with `close`, every request opens a new connection.
-async fn wrk(args: &Args, url: &str, close: bool, server_pid: u32) -> anyhow::Result<Figures> {
+/// Runs wrk against `url` with extra request `headers` (`Name: value`).
+async fn wrk(args: &Args, url: &str, headers: &[&str], server_pid: u32) -> anyhow::Result<Figures> {
     let cpu_before = cpu_seconds(server_pid)?;
     let mut command = Command::new("wrk");
-    if close {
-        command.args(["-H", "Connection: close"]);
+    for header in headers {
+        command.args(["-H", header]);
     }
     let output = command
         .args(["--latency", "-H", "Host: load.test"])

@@ -1,0 +1,42 @@
+//! The built-in filters' configurations and logic.
+//!
+//! The gateway compiles annotations (ours and ingress-nginx's) into configurations of three
+//! built-in plugins, which run as WebAssembly components from `plugins/` like any user filter.
+//! This crate is what both sides share: the configuration types (the gateway serializes them,
+//! the plugins deserialize them), the checks on every value (run when the Ingress is loaded,
+//! so a bad value is reported against its annotation), and the plugins' pure logic, tested here
+//! on the host.
+//!
+//! In a chain the built-ins come first, in the order [`REWRITE`], [`HEADERS`], [`AFFINITY`],
+//! then the Ingress's own `sluice.dev/filters`; response phases run in reverse.
+
+pub mod affinity;
+pub mod check;
+pub mod headers;
+pub mod rewrite;
+
+use serde::de::DeserializeOwned;
+
+pub use affinity::{Affinity, AffinityMode, SameSite};
+pub use headers::{HeaderOps, Headers};
+pub use rewrite::{Redirect, Rewrite};
+
+/// The rewrite and redirect plugin.
+pub const REWRITE: &str = "rewrite";
+/// The request and response header plugin.
+pub const HEADERS: &str = "headers";
+/// The cookie session affinity plugin.
+pub const AFFINITY: &str = "affinity";
+
+/// A built-in plugin's configuration: every value checked after parsing.
+pub trait Config: DeserializeOwned {
+    /// Checks every value; the error names the field.
+    fn validate(&self) -> Result<(), String>;
+}
+
+/// Parses and checks a configuration (JSON text): what each built-in's `parse_config` does.
+pub fn parse<T: Config>(json: &str) -> Result<T, String> {
+    let config: T = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    config.validate()?;
+    Ok(config)
+}

@@ -1,0 +1,63 @@
+//! The built-in `headers` filter: sets, adds and removes request and response headers.
+
+use sluice_builtins::{HeaderOps, Headers};
+use sluice_sdk::{Action, Filter, Request, Response};
+
+struct HeadersFilter;
+
+/// The header calls requests and responses share.
+trait Target {
+    fn remove(&self, name: &str);
+    fn set(&self, name: &str, value: &str) -> Result<(), String>;
+    fn add(&self, name: &str, value: &str) -> Result<(), String>;
+}
+
+/// Requests and responses have the same header calls, as distinct generated types.
+macro_rules! header_target {
+    ($($type:ty),*) => {$(
+        impl Target for $type {
+            fn remove(&self, name: &str) {
+                self.remove_header(name);
+            }
+            fn set(&self, name: &str, value: &str) -> Result<(), String> {
+                self.set_header(name, value)
+            }
+            fn add(&self, name: &str, value: &str) -> Result<(), String> {
+                self.add_header(name, value)
+            }
+        }
+    )*};
+}
+
+header_target!(Request, Response);
+
+fn apply(ops: &HeaderOps, target: &impl Target) {
+    for name in &ops.remove {
+        target.remove(name);
+    }
+    for (name, value) in &ops.set {
+        target.set(name, value).expect("checked header");
+    }
+    for (name, value) in &ops.add {
+        target.add(name, value).expect("checked header");
+    }
+}
+
+impl Filter for HeadersFilter {
+    type Config = Headers;
+
+    fn parse_config(config: &str) -> Result<Headers, String> {
+        sluice_builtins::parse(config)
+    }
+
+    fn on_request(config: &Headers, request: &Request) -> Action {
+        apply(&config.request, request);
+        Action::Continue
+    }
+
+    fn on_response(config: &Headers, response: &Response) {
+        apply(&config.response, response);
+    }
+}
+
+sluice_sdk::filter!(HeadersFilter);

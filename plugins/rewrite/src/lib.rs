@@ -1,0 +1,40 @@
+//! The built-in `rewrite` filter: ingress-nginx's redirects, `app-root` and `rewrite-target`.
+
+use sluice_builtins::{Rewrite, rewrite};
+use sluice_sdk::{Action, Filter, Request, respond};
+
+struct RewriteFilter;
+
+impl Filter for RewriteFilter {
+    type Config = Rewrite;
+
+    fn parse_config(config: &str) -> Result<Rewrite, String> {
+        sluice_builtins::parse(config)
+    }
+
+    fn on_request(config: &Rewrite, request: &Request) -> Action {
+        if let Some(redirect) = &config.redirect {
+            return respond(redirect.status, &[("location", &redirect.location)], "");
+        }
+        if let Some(root) = &config.app_root
+            && request.path() == "/"
+        {
+            // The Host header keeps the port the client used.
+            let host = request.header("host").unwrap_or_else(|| request.host());
+            let location = format!("{}://{host}{root}", request.scheme());
+            return respond(302, &[("location", &location)], "");
+        }
+        if let Some(target) = &config.target {
+            let (path, query) = rewrite::expand(target, &request.captures(), request.query().as_deref());
+            // Checked targets and captures of a routed path always make a valid path.
+            request.set_path(&path).expect("a rewritten path is valid");
+            request.set_query(query.as_deref()).expect("a rewritten query is valid");
+        }
+        if let Some(prefix) = &config.forwarded_prefix {
+            request.set_header("x-forwarded-prefix", prefix).expect("checked header value");
+        }
+        Action::Continue
+    }
+}
+
+sluice_sdk::filter!(RewriteFilter);

@@ -1,0 +1,364 @@
+//! The built-in filters end to end: ingress-nginx's rewrite, redirect, header and cookie
+//! affinity annotations on the real binary, with real echo pods and real clients.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sluice_tests::manifests::{annotated_ingress, ingress, service};
+use sluice_tests::{Client, Gateway, Pods, Reply, test_filters, write_atomic};
+
+const REWRITE_TARGET: &str = "nginx.ingress.kubernetes.io/rewrite-target";
+
+async fn get(client: &Client, gateway: &Gateway, path: &str, host: &str, headers: &[(&str, &str)]) -> Reply {
+    client.request(http::Method::GET, &gateway.url(path), host, headers, Default::default()).await.unwrap()
+}
+
+fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+    reply.headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+fn write(dir: &Path, manifests: &[String]) {
+    write_atomic(&dir.join("app.yaml"), &manifests.join("---\n")).unwrap();
+}
+
+#[tokio::test]
+async fn rewrites_and_redirects_as_ingress_nginx_documents_them() {
+    let pods = Pods::start(&["127.0.0.40", "127.0.0.41"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let regex = [("/something(/|$)(.*)", "ImplementationSpecific", "app")];
+    let app = [("/", "Prefix", "app")];
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        annotated_ingress(
+            "rewrite",
+            "rewrite.test",
+            &regex,
+            &[(REWRITE_TARGET, "/$2"), ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/something")],
+        ),
+        annotated_ingress("root", "root.test", &app, &[("nginx.ingress.kubernetes.io/app-root", "/app1")]),
+        annotated_ingress(
+            "moved",
+            "moved.test",
+            &app,
+            &[("nginx.ingress.kubernetes.io/permanent-redirect", "https://new.example.com/landing")],
+        ),
+        annotated_ingress(
+            "moved308",
+            "moved308.test",
+            &app,
+            &[
+                ("nginx.ingress.kubernetes.io/permanent-redirect", "https://new.example.com/"),
+                ("nginx.ingress.kubernetes.io/permanent-redirect-code", "308"),
+            ],
+        ),
+        annotated_ingress(
+            "away",
+            "away.test",
+            &app,
+            &[("nginx.ingress.kubernetes.io/temporal-redirect", "/maintenance")],
+        ),
+        annotated_ingress("broken", "broken.test", &app, &[("nginx.ingress.kubernetes.io/app-root", "app1")]),
+        ingress("plain", "plain.test", &app),
+    ];
+    write(dir.path(), &manifests);
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+
+    // The rewrite-target example of the ingress-nginx documentation, query string kept.
+    for (path, upstream) in [
+        ("/something", "/"),
+        ("/something/", "/"),
+        ("/something/new", "/new"),
+        ("/something/new/deeper?page=2", "/new/deeper?page=2"),
+        ("/SOMETHING/case", "/case"),
+    ] {
+        let reply = get(&client, &gateway, path, "rewrite.test", &[]).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        let echo = reply.json();
+        assert_eq!(echo["uri"], upstream, "{path}");
+        assert_eq!(echo["headers"]["x-forwarded-prefix"], "/something");
+    }
+
+    // app-root: `/` answers 302 to the app root on the same host; other paths pass.
+    let root = get(&client, &gateway, "/", "root.test:8080", &[]).await;
+    assert_eq!((root.status, header(&root, "location")), (302, Some("http://root.test:8080/app1")));
+    assert_eq!(get(&client, &gateway, "/app1/x", "root.test", &[]).await.json()["uri"], "/app1/x");
+
+    // Redirects answer every path, with their default or configured status.
+    let moved = get(&client, &gateway, "/any/path?q=1", "moved.test", &[]).await;
+    assert_eq!((moved.status, header(&moved, "location")), (301, Some("https://new.example.com/landing")));
+    let moved = get(&client, &gateway, "/", "moved308.test", &[]).await;
+    assert_eq!((moved.status, header(&moved, "location")), (308, Some("https://new.example.com/")));
+    let away = get(&client, &gateway, "/cart", "away.test", &[]).await;
+    assert_eq!((away.status, header(&away, "location")), (302, Some("/maintenance")));
+
+    // An invalid value fails that Ingress closed and says why; the others keep serving.
+    assert_eq!(get(&client, &gateway, "/", "broken.test", &[]).await.status, 500);
+    assert_eq!(get(&client, &gateway, "/", "plain.test", &[]).await.status, 200);
+    let config = gateway.config().await.unwrap();
+    let errors = config["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["object"], "Ingress default/broken");
+    assert_eq!(errors[0]["field"], "metadata.annotations[nginx.ingress.kubernetes.io/app-root]");
+    assert!(errors[0]["message"].as_str().unwrap().contains("is not an absolute path"), "{errors:?}");
+    let builtins: Vec<&str> = config["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["builtin"] == true && p["hash"].is_string())
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(builtins, ["affinity", "headers", "rewrite"]);
+}
+
+#[tokio::test]
+async fn headers_are_set_added_and_removed_on_both_sides_before_user_filters() {
+    let pods = Pods::start(&["127.0.0.42", "127.0.0.43"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = [("/", "Prefix", "app")];
+    let custom = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: security-headers}\n\
+                  data: {X-Frame-Options: SAMEORIGIN, X-Content-Type-Options: nosniff}\n";
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        custom.to_owned(),
+        annotated_ingress(
+            "headers",
+            "headers.test",
+            &app,
+            &[
+                (
+                    "sluice.dev/request-headers",
+                    "remove: [x-debug]\nset: {x-env: prod, x-order: builtin}\nadd: {x-tag: gateway}",
+                ),
+                (
+                    "sluice.dev/response-headers",
+                    "remove: [content-type]\nset: {x-frame-options: DENY}\nadd: {x-served: sluice}",
+                ),
+                ("nginx.ingress.kubernetes.io/custom-headers", "default/security-headers"),
+                ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.app.svc"),
+                ("sluice.dev/filters", "- plugin: probe\n  config: {set: [[x-order, user]]}"),
+            ],
+        ),
+    ];
+    write(dir.path(), &manifests);
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(test_filters().join("probe.wasm"), plugins.path().join("probe.wasm")).unwrap();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+
+    let reply = get(&client, &gateway, "/", "headers.test", &[("x-debug", "1"), ("x-tag", "client")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echo = reply.json();
+    let seen = &echo["headers"];
+    assert!(seen.get("x-debug").is_none());
+    assert_eq!(seen["x-env"], "prod");
+    assert_eq!(seen["x-tag"], "client, gateway", "added after the client's value");
+    assert_eq!(seen["host"], "internal.app.svc");
+    assert_eq!(seen["x-forwarded-host"], "headers.test", "the client's host stays visible");
+    assert_eq!(seen["x-order"], "user", "user filters run after the built-ins");
+    assert_eq!(header(&reply, "content-type"), None);
+    assert_eq!(header(&reply, "x-frame-options"), Some("DENY"), "our annotation wins over the ConfigMap");
+    assert_eq!(header(&reply, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(&reply, "x-served"), Some("sluice"));
+}
+
+/// Cookie affinity: an Ingress per mode and option set, over the same pods.
+fn affinity_manifests(ready: &[std::net::SocketAddr], not_ready: &[std::net::SocketAddr]) -> Vec<String> {
+    let app = [("/", "Prefix", "app")];
+    let cookie = ("nginx.ingress.kubernetes.io/affinity", "cookie");
+    let persistent = ("nginx.ingress.kubernetes.io/affinity-mode", "persistent");
+    let change = ("nginx.ingress.kubernetes.io/session-cookie-change-on-failure", "true");
+    vec![
+        service("app", ready, not_ready),
+        annotated_ingress("balanced", "balanced.test", &[("/shop", "Prefix", "app")], &[cookie]),
+        annotated_ingress("persistent", "persistent.test", &app, &[cookie, persistent]),
+        annotated_ingress("change", "change.test", &app, &[cookie, persistent, change]),
+        annotated_ingress(
+            "attributes",
+            "attributes.test",
+            &app,
+            &[
+                cookie,
+                ("nginx.ingress.kubernetes.io/session-cookie-name", "route"),
+                ("nginx.ingress.kubernetes.io/session-cookie-path", "/"),
+                ("nginx.ingress.kubernetes.io/session-cookie-domain", ".attributes.test"),
+                ("nginx.ingress.kubernetes.io/session-cookie-max-age", "172800"),
+                ("nginx.ingress.kubernetes.io/session-cookie-expires", "172800"),
+                ("nginx.ingress.kubernetes.io/session-cookie-samesite", "None"),
+                ("nginx.ingress.kubernetes.io/session-cookie-conditional-samesite-none", "true"),
+                ("nginx.ingress.kubernetes.io/session-cookie-secure", "true"),
+            ],
+        ),
+    ]
+}
+
+/// `NAME=VALUE` of a `Set-Cookie`.
+fn issued(reply: &Reply, name: &str) -> Option<String> {
+    let cookie = header(reply, "set-cookie")?;
+    let pair = cookie.split(';').next()?;
+    pair.strip_prefix(&format!("{name}=")).map(str::to_owned)
+}
+
+/// Where each of `keys` (balanced cookies) goes.
+async fn placements(client: &Client, gateway: &Gateway, keys: &[String]) -> Vec<String> {
+    let mut pods = Vec::new();
+    for key in keys {
+        let cookie = format!("INGRESSCOOKIE={key}");
+        let reply = get(client, gateway, "/shop", "balanced.test", &[("cookie", &cookie)]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(header(&reply, "set-cookie"), None, "a valid key is kept");
+        pods.push(reply.pod());
+    }
+    pods
+}
+
+/// Repeats `check` until it holds (the gateway reloads a rewritten manifest), for at most 10 s.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn cookie_affinity_sticks_fails_over_and_rebalances_across_replicas() {
+    let pods = Pods::start(&["127.0.0.44", "127.0.0.45", "127.0.0.46", "127.0.0.47"]).await.unwrap();
+    let (first3, fourth) = (&pods.addrs[..3], &pods.addrs[3..]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &affinity_manifests(first3, fourth));
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let other = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+
+    // Stickiness: the first answer issues a cookie; 100 requests with it reach one pod, on
+    // either replica.
+    for host in ["balanced.test", "persistent.test"] {
+        let path = if host == "balanced.test" { "/shop/cart" } else { "/" };
+        let first = get(&client, &gateway, path, host, &[]).await;
+        let set_cookie = header(&first, "set-cookie").unwrap().to_owned();
+        let expected_path = if host == "balanced.test" { "; Path=/shop; HttpOnly" } else { "; Path=/; HttpOnly" };
+        assert!(set_cookie.ends_with(expected_path), "{set_cookie}");
+        let value = issued(&first, "INGRESSCOOKIE").unwrap();
+        assert!(pods.addrs.iter().all(|a| !value.contains(&a.ip().to_string())), "the cookie shows no address");
+        let cookie = format!("INGRESSCOOKIE={value}");
+        let mut seen = HashSet::new();
+        for i in 0..100 {
+            let replica = if i % 2 == 0 { &gateway } else { &other };
+            let reply = get(&client, replica, path, host, &[("cookie", &cookie)]).await;
+            assert_eq!(header(&reply, "set-cookie"), None);
+            seen.insert(reply.pod());
+        }
+        assert_eq!(seen.len(), 1, "{host}: {seen:?}");
+        assert!(seen.contains(&first.pod()));
+    }
+
+    // Cookie attributes, and SameSite=None left out for a client known to reject it.
+    let reply = get(&client, &gateway, "/", "attributes.test", &[]).await;
+    let cookie = header(&reply, "set-cookie").unwrap();
+    let expires = cookie.split("; Expires=").nth(1).unwrap().split(';').next().unwrap();
+    let expires = httpdate::parse_http_date(expires).unwrap();
+    let ahead = expires.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(ahead > Duration::from_secs(172_700) && ahead <= Duration::from_secs(172_800), "{cookie}");
+    let without_expiry = cookie.replace(&format!("; Expires={}", httpdate::fmt_http_date(expires)), "");
+    assert!(without_expiry.starts_with("route="), "{cookie}");
+    assert!(
+        without_expiry.ends_with("; Path=/; Domain=.attributes.test; Max-Age=172800; SameSite=None; Secure; HttpOnly"),
+        "{cookie}"
+    );
+    let chrome60 =
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/60.0.3112.90 Safari/537.36";
+    let old = get(&client, &gateway, "/", "attributes.test", &[("user-agent", chrome60)]).await;
+    assert!(!header(&old, "set-cookie").unwrap().contains("SameSite"));
+
+    // Balanced mode: keys spread over the pods; scaling from 3 to 4 moves about a quarter of
+    // them, each to the new pod, and both replicas agree on every placement.
+    let keys: Vec<String> = (0..400).map(|_| format!("{:016x}", fastrand::u64(..))).collect();
+    let before = placements(&client, &gateway, &keys).await;
+    assert_eq!(before, placements(&client, &other, &keys).await);
+    let mut spread: HashMap<&String, usize> = HashMap::new();
+    before.iter().for_each(|pod| *spread.entry(pod).or_default() += 1);
+    assert!(spread.len() == 3 && spread.values().all(|&n| n > 80), "{spread:?}");
+    let first = get(&client, &gateway, "/", "persistent.test", &[]).await;
+    let persistent_cookie = format!("INGRESSCOOKIE={}", issued(&first, "INGRESSCOOKIE").unwrap());
+    let persistent_pod = get(&client, &gateway, "/", "persistent.test", &[("cookie", &persistent_cookie)]).await.pod();
+
+    write(dir.path(), &affinity_manifests(&pods.addrs, &[]));
+    let new_pod = pods.addrs[3].to_string();
+    for replica in [&gateway, &other] {
+        eventually("the fourth pod serves", || async {
+            placements(&client, replica, &keys[..40]).await.contains(&new_pod)
+        })
+        .await;
+    }
+    let after = placements(&client, &gateway, &keys).await;
+    assert_eq!(after, placements(&client, &other, &keys).await);
+    let moved: Vec<usize> = (0..keys.len()).filter(|&i| before[i] != after[i]).collect();
+    assert!(moved.iter().all(|&i| after[i] == new_pod), "keys only move to the new pod");
+    assert!((50..=150).contains(&moved.len()), "{} of 400 keys moved; about 100 expected", moved.len());
+    // Persistent mode never rebalances.
+    for _ in 0..20 {
+        let reply = get(&client, &gateway, "/", "persistent.test", &[("cookie", &persistent_cookie)]).await;
+        assert_eq!(reply.pod(), persistent_pod);
+    }
+
+    // Failover: the sticky pod stops being ready; its requests go elsewhere and the persistent
+    // cookie is re-issued for the pod that served, which then sticks.
+    let sticky: std::net::SocketAddr = persistent_pod.parse().unwrap();
+    let rest: Vec<_> = pods.addrs.iter().copied().filter(|a| *a != sticky).collect();
+    write(dir.path(), &affinity_manifests(&rest, &[sticky]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reissued = loop {
+        let reply = get(&client, &gateway, "/", "persistent.test", &[("cookie", &persistent_cookie)]).await;
+        assert_eq!(reply.status, 200);
+        if reply.pod() != persistent_pod {
+            break (issued(&reply, "INGRESSCOOKIE").expect("the cookie is re-issued"), reply.pod());
+        }
+        assert!(Instant::now() < deadline, "the sticky pod kept serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (value, pod) = reissued;
+    let cookie = format!("INGRESSCOOKIE={value}");
+    for _ in 0..20 {
+        let reply = get(&client, &gateway, "/", "persistent.test", &[("cookie", &cookie)]).await;
+        assert_eq!((reply.pod(), header(&reply, "set-cookie")), (pod.clone(), None));
+    }
+    // Balanced sessions of the pod that left carry on elsewhere.
+    let cut = placements(&client, &gateway, &keys).await;
+    assert!(cut.iter().all(|p| *p != persistent_pod));
+}
+
+#[tokio::test]
+async fn change_on_failure_repoints_the_cookie_when_its_pod_fails() {
+    let mut pods = Pods::start(&["127.0.0.48", "127.0.0.49"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &affinity_manifests(&pods.addrs, &[]));
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+
+    // Cookies naming pod 0, for an Ingress with and one without change-on-failure.
+    let mut cookies = HashMap::new();
+    for host in ["change.test", "persistent.test"] {
+        for _ in 0..50 {
+            let reply = get(&client, &gateway, "/", host, &[]).await;
+            if reply.pod() == pods.addrs[0].to_string() {
+                cookies.insert(host, format!("INGRESSCOOKIE={}", issued(&reply, "INGRESSCOOKIE").unwrap()));
+                break;
+            }
+        }
+    }
+    // Pod 0 dies before its EndpointSlice says so: the request is retried on pod 1.
+    pods.kill(0);
+    // Let the gateway see its pooled connections to pod 0 close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let survivor = pods.addrs[1].to_string();
+    let reply = get(&client, &gateway, "/", "change.test", &[("cookie", &cookies["change.test"])]).await;
+    assert_eq!(reply.pod(), survivor);
+    let repointed = format!("INGRESSCOOKIE={}", issued(&reply, "INGRESSCOOKIE").expect("the cookie is changed"));
+    let next = get(&client, &gateway, "/", "change.test", &[("cookie", &repointed)]).await;
+    assert_eq!((next.pod(), header(&next, "set-cookie")), (survivor.clone(), None));
+    // Without change-on-failure the cookie keeps naming pod 0.
+    let reply = get(&client, &gateway, "/", "persistent.test", &[("cookie", &cookies["persistent.test"])]).await;
+    assert_eq!((reply.pod(), header(&reply, "set-cookie")), (survivor, None));
+}
