@@ -30,16 +30,22 @@ pub struct Affinity {
     pub mode: AffinityMode,
     /// The cookie's `Path`; by default the path of the route that matched (`/` for regex
     /// routes and default backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
     /// `Max-Age`, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_age: Option<u64>,
     /// `Expires`, in seconds from when the cookie is issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub same_site: Option<SameSite>,
     /// Leave out `SameSite=None` for clients known to reject such cookies.
     pub conditional_same_site_none: bool,
     /// `Secure`; by default, whether the request came over HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secure: Option<bool>,
     /// When the sticky endpoint failed and another served the request, point the cookie there.
     pub change_on_failure: bool,
@@ -137,10 +143,12 @@ pub struct Decision {
 #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     /// The balanced key; `None` in persistent mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Issue a cookie whatever endpoint serves.
     pub issue: bool,
     /// The sticky endpoint's address, to notice that another one served.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sticky: Option<String>,
     /// The ready endpoints, to find a key for the one that served (balanced mode with
     /// change-on-failure only).

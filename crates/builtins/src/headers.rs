@@ -11,8 +11,10 @@ use crate::{Config, check};
 #[serde(default, deny_unknown_fields)]
 pub struct Headers {
     /// Applied to the request before it goes upstream.
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
     pub request: HeaderOps,
     /// Applied to the response before it goes to the client.
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
     pub response: HeaderOps,
 }
 
@@ -22,10 +24,13 @@ pub struct Headers {
 #[serde(default, deny_unknown_fields)]
 pub struct HeaderOps {
     /// Headers removed (every value).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
     /// Headers set, replacing every value they had.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub set: BTreeMap<String, String>,
     /// Values added after the ones a header already has.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub add: BTreeMap<String, String>,
 }
 

@@ -11,13 +11,17 @@ use crate::{Config, check};
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Rewrite {
     /// Every request is answered with this redirect.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
     /// Requests for `/` are redirected (302) to this path on the same host.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_root: Option<String>,
     /// The path sent upstream; `$1`..`$9` are the route regex's capture groups. A `?` starts
     /// new query arguments; the request's own are appended unless the target ends with `?`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Sent upstream as `X-Forwarded-Prefix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarded_prefix: Option<String>,
 }
 

@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(errors, vec![]);
         let plugins: Vec<&str> = specs.iter().map(|s| s.plugin.as_str()).collect();
         assert_eq!(plugins, ["rewrite", "headers", "affinity"]);
-        assert_eq!(specs[0].config, r#"{"redirect":null,"app-root":null,"target":"/$2","forwarded-prefix":null}"#);
+        assert_eq!(specs[0].config, r#"{"target":"/$2"}"#);
         let headers: Headers = sluice_builtins::parse(&specs[1].config).unwrap();
         assert_eq!(headers.request.set["host"], "internal.example");
         assert_eq!(headers.response.set["x-frame-options"], "DENY");

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sluice_config::{TranslateOptions, parse_manifests, translate};
+use sluice_config::{IngressInfo, TranslateOptions, parse_manifests, translate};
 use sluice_route::Snapshot;
 
 fn compile(name: &str, text: &str) -> serde_json::Value {
@@ -12,7 +12,13 @@ fn compile(name: &str, text: &str) -> serde_json::Value {
     let parsed = parse_manifests(&origin, text);
     let mut model = translate(&parsed.manifests, &TranslateOptions { ingress_class: "sluice" });
     model.errors.extend(parsed.errors);
-    let mut description = Snapshot::compile(model, &Snapshot::default()).describe();
+    // Each route shows the filters its Ingress attaches (built-ins compiled from annotations
+    // first), or why they are invalid.
+    let filters = |ingress: &Arc<IngressInfo>, _: &mut Vec<_>| match &ingress.filters {
+        Ok(specs) => serde_json::json!(specs),
+        Err(why) => serde_json::json!({ "invalid": why }),
+    };
+    let mut description = Snapshot::compile_with(model, &Snapshot::default(), filters).describe();
     description.as_object_mut().unwrap().remove("generation");
     description
 }
