@@ -34,6 +34,8 @@ async fn chains_run_in_order_answer_choose_endpoints_and_carry_state() {
   config: {name: a, prefix: /a, set: [[x-a, "1"]]}
 - plugin: probe
   config: {name: b, prefix: /b, set: [[x-a, "2"], [x-b, "1"]], remove: [x-drop], served: true}
+- plugin: probe
+  config: {name: c, skip_response: true}
 "#;
     let pick = "- plugin: probe\n  config: {pick: x-endpoint, served: true}\n  isolation: request\n";
     let deny = "- plugin: probe\n  config: {respond: 403, body: denied}\n- plugin: probe\n  config: {name: never}\n";
@@ -60,6 +62,8 @@ async fn chains_run_in_order_answer_choose_endpoints_and_carry_state() {
     assert_eq!(echo["headers"]["x-a"], "2");
     assert_eq!(echo["headers"]["x-b"], "1");
     assert!(echo["headers"].get("x-drop").is_none());
+    assert_eq!(echo["headers"]["x-chain"], "a, b, c");
+    // c asked not to be called for the response (`skip-response`).
     assert_eq!(values(&reply, "x-chain-response"), ["b", "a"]);
     assert_eq!(values(&reply, "x-served-by"), [reply.pod()]);
 

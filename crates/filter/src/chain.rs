@@ -199,6 +199,7 @@ impl Attachment {
             config: self.config.clone(),
             config_id: self.config_id,
             state: exchange.states[index].take(),
+            skip_response: false,
         });
         live.store.set_epoch_deadline(deadline_ticks(plugin.limits.deadline));
         let result = match request_phase {
@@ -208,6 +209,9 @@ impl Attachment {
         let call = live.store.data_mut().call.take().expect("a call's inputs stay in the store");
         exchange.context = Some(call.context);
         exchange.states[index] = call.state;
+        if request_phase {
+            exchange.skip_response[index] = call.skip_response;
+        }
         let result = match result {
             Ok(action) => {
                 // An instance that failed is dropped: its memory may be inconsistent.
@@ -320,6 +324,9 @@ impl Chain {
         parts: &mut http::response::Parts,
     ) -> Result<(), FilterFailure> {
         for index in (0..exchange.ran).rev() {
+            if exchange.skip_response[index] {
+                continue;
+            }
             let attachment = &self.filters[index];
             let head = Head::Response(std::mem::replace(parts, empty_response()));
             let (head, result) = attachment.invoke(index, exchange, head).await;
@@ -339,6 +346,8 @@ impl Chain {
 pub struct Exchange {
     context: Option<Box<RequestContext>>,
     states: Vec<Option<Vec<u8>>>,
+    /// Filters whose request phase asked not to be called for the response.
+    skip_response: Vec<bool>,
     fresh: Vec<Option<Live>>,
     ran: usize,
     /// Failures of fail-open filters, which were skipped.
@@ -351,6 +360,7 @@ impl Exchange {
         Self {
             context: Some(Box::new(context)),
             states: vec![None; filters],
+            skip_response: vec![false; filters],
             fresh: (0..filters).map(|_| None).collect(),
             ran: 0,
             failures: Vec::new(),

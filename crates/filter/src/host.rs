@@ -68,6 +68,8 @@ pub struct Call {
     pub config_id: u64,
     /// This filter's state, from `set-state` in its request phase.
     pub state: Option<Vec<u8>>,
+    /// The request phase said the response phase has nothing to do (`skip-response`).
+    pub skip_response: bool,
 }
 
 /// The data of a filter instance's store.
@@ -289,6 +291,12 @@ impl types::HostRequest for State {
     fn set_state(&mut self, _: Resource<RequestHandle>, state: Vec<u8>) -> Outcome<()> {
         self.request()?;
         self.call()?.state = Some(state);
+        Ok(())
+    }
+
+    fn skip_response(&mut self, _: Resource<RequestHandle>) -> Outcome<()> {
+        self.request()?;
+        self.call()?.skip_response = true;
         Ok(())
     }
 

@@ -30,6 +30,7 @@ impl Filter for AffinityFilter {
         }
         // The common case, a client with a good cookie, ends here: no state, no cookie.
         if !decision.issue && !config.change_on_failure {
+            request.skip_response();
             return Action::Continue;
         }
         let rekey = config.change_on_failure && config.mode == AffinityMode::Balanced;

@@ -52,6 +52,9 @@ impl Filter for HeadersFilter {
 
     fn on_request(config: &Headers, request: &Request) -> Action {
         apply(&config.request, request);
+        if config.response.is_empty() {
+            request.skip_response();
+        }
         Action::Continue
     }
 

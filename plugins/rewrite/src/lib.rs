@@ -13,6 +13,7 @@ impl Filter for RewriteFilter {
     }
 
     fn on_request(config: &Rewrite, request: &Request) -> Action {
+        request.skip_response();
         if let Some(redirect) = &config.redirect {
             return respond(redirect.status, &[("location", &redirect.location)], "");
         }
@@ -25,10 +26,13 @@ impl Filter for RewriteFilter {
             return respond(302, &[("location", &location)], "");
         }
         if let Some(target) = &config.target {
-            let (path, query) = rewrite::expand(target, &request.captures(), request.query().as_deref());
+            let original = request.query();
+            let (path, query) = rewrite::expand(target, &request.captures(), original.as_deref());
             // Checked targets and captures of a routed path always make a valid path.
             request.set_path(&path).expect("a rewritten path is valid");
-            request.set_query(query.as_deref()).expect("a rewritten query is valid");
+            if query != original {
+                request.set_query(query.as_deref()).expect("a rewritten query is valid");
+            }
         }
         if let Some(prefix) = &config.forwarded_prefix {
             request.set_header("x-forwarded-prefix", prefix).expect("checked header value");

@@ -29,6 +29,8 @@ struct Config {
     fail: Option<String>,
     /// Reject this configuration when it is validated.
     reject: bool,
+    /// Ask not to be called for the response phase.
+    skip_response: bool,
 }
 
 thread_local! {
@@ -90,6 +92,9 @@ impl Filter for Probe {
         }
         if config.count {
             request.set_header("x-instance-requests", &seen.to_string()).unwrap();
+        }
+        if config.skip_response {
+            request.skip_response();
         }
         if let Some(status) = config.respond {
             log(LogLevel::Info, &format!("answering {status} for {}", request.path()));
