@@ -156,6 +156,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if let Some((child, ..)) = nginx {
+        stop_nginx(child).await;
+    }
+
     println!("\n{:<22} {:>12} {:>10} {:>10} {:>14}", "target", "requests/s", "p50", "p99", "CPU us/request");
     for (name, f) in &results {
         println!("{name:<22} {:>12.0} {:>10} {:>10} {:>14.1}", f.rps, f.p50, f.p99, f.cpu_us_per_request);
@@ -248,6 +252,14 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         }
     }
     Ok(total)
+}
+
+/// nginx's workers outlive a killed master: ask the master to stop them (SIGQUIT) and wait.
+async fn stop_nginx(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill").args(["-QUIT", &pid.to_string()]).status().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
 
 async fn start_nginx(
