@@ -226,8 +226,30 @@ impl Plugins {
 
     /// Modules that failed to load, as configuration errors.
     pub fn errors(&self) -> impl Iterator<Item = ConfigError> + '_ {
-        self.modules.values().filter_map(|m| {
+        let origin: Arc<str> = Arc::from("built-in plugins");
+        let builtins = self.builtins.iter().filter_map(move |(name, plugin)| {
+            plugin.as_ref().err().map(|e| ConfigError::file(&origin, format!("built-in plugin {name} not loaded: {e}")))
+        });
+        let modules = self.modules.values().filter_map(|m| {
             m.plugin.as_ref().err().map(|e| ConfigError::file(&m.origin, format!("plugin not loaded: {e}")))
-        })
+        });
+        builtins.chain(modules)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_built_in_that_does_not_load_is_an_error_and_keeps_its_name() {
+        let engine = Engine::new(None).unwrap();
+        let mut plugins = Plugins::new(engine, None, Limits::default(), &[("rewrite", b"not a component")]);
+        let errors: Vec<String> = plugins.errors().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("built-in plugins: built-in plugin rewrite not loaded: "), "{errors:?}");
+        assert!(!plugins.refresh(), "no plugin directory");
+        assert_eq!(plugins.describe()[0].name, "rewrite");
+        assert!(plugins.describe()[0].builtin);
     }
 }
