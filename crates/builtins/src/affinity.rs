@@ -116,10 +116,7 @@ impl Config for Affinity {
     fn validate(&self) -> Result<(), String> {
         check::cookie_name(&self.cookie).map_err(|e| format!("cookie: {e}"))?;
         if let Some(path) = &self.path {
-            check::absolute_path(path).map_err(|e| format!("path: {e}"))?;
-            if path.contains(';') {
-                return Err(format!("path: {path:?} holds a ';'"));
-            }
+            check::cookie_path(path).map_err(|e| format!("path: {e}"))?;
         }
         if let Some(domain) = &self.domain {
             check::cookie_domain(domain).map_err(|e| format!("domain: {e}"))?;

@@ -22,6 +22,12 @@ pub fn absolute_path(path: &str) -> Result<(), String> {
     visible(path)
 }
 
+/// A cookie `Path`: an absolute path without `;`, which would end the attribute.
+pub fn cookie_path(path: &str) -> Result<(), String> {
+    absolute_path(path)?;
+    if path.contains(';') { Err(format!("{path:?} holds a ';'")) } else { Ok(()) }
+}
+
 /// A redirect target: an `http(s)://` URL with a host, or an absolute path.
 pub fn redirect_location(location: &str) -> Result<(), String> {
     visible(location)?;
@@ -79,6 +85,7 @@ mod tests {
         assert!(header_value("a\r\nb").is_err());
         assert!(absolute_path("/app").is_ok());
         assert!(absolute_path("app").is_err() && absolute_path("/a b").is_err());
+        assert!(cookie_path("/app").is_ok() && cookie_path("/a;b").is_err() && cookie_path("app").is_err());
         for ok in ["https://example.com", "http://example.com/x?y#z", "/elsewhere"] {
             assert!(redirect_location(ok).is_ok(), "{ok}");
         }

@@ -155,10 +155,7 @@ fn affinity_config(r: &mut Reader) -> Option<Affinity> {
     Some(Affinity {
         cookie: r.checked(names::NGINX_SESSION_COOKIE_NAME, check::cookie_name).unwrap_or(defaults.cookie),
         mode: r.parsed(names::NGINX_AFFINITY_MODE, str::parse).unwrap_or(defaults.mode),
-        path: r.checked(names::NGINX_SESSION_COOKIE_PATH, |v| {
-            check::absolute_path(v)?;
-            if v.contains(';') { Err(format!("{v:?} holds a ';'")) } else { Ok(()) }
-        }),
+        path: r.checked(names::NGINX_SESSION_COOKIE_PATH, check::cookie_path),
         domain: r.checked(names::NGINX_SESSION_COOKIE_DOMAIN, check::cookie_domain),
         max_age: r.parsed(names::NGINX_SESSION_COOKIE_MAX_AGE, seconds),
         expires: r.parsed(names::NGINX_SESSION_COOKIE_EXPIRES, seconds),
