@@ -2,6 +2,7 @@
 //! loopback, and an HTTP client. Used by the tests in `tests/tests`, the quickstart and the
 //! load and reload benchmarks.
 
+use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,6 +22,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
+pub mod fake_api;
 pub mod manifests;
 pub mod tls;
 
@@ -358,7 +360,13 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `sluice serve --manifests DIR` with extra `args`, and waits until it is ready.
     pub async fn start(manifests: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
-        Gateway::launch(manifests, args, Stdio::inherit()).await
+        Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, false).await
+    }
+
+    /// Starts `sluice serve --kube --kubeconfig PATH` with extra `args`, and waits until it is
+    /// ready.
+    pub async fn start_kube(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
+        Gateway::launch(&[OsStr::new("--kube"), OsStr::new("--kubeconfig"), kubeconfig.as_os_str()], args, false).await
     }
 
     /// [`Gateway::start`] with the plugin modules of `plugins` and the tests' shared compile
@@ -375,7 +383,7 @@ impl Gateway {
         args: &[&str],
     ) -> anyhow::Result<(Gateway, tokio::sync::mpsc::UnboundedReceiver<String>)> {
         use tokio::io::AsyncBufReadExt;
-        let mut gateway = Gateway::launch(manifests, args, Stdio::piped()).await?;
+        let mut gateway = Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, true).await?;
         let stderr = gateway.child.stderr.take().context("stderr is piped")?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -389,35 +397,57 @@ impl Gateway {
         Ok((gateway, rx))
     }
 
-    async fn launch(manifests: &Path, args: &[&str], stderr: Stdio) -> anyhow::Result<Gateway> {
+    /// Spawns the gateway routing from `source` on free loopback ports and waits for
+    /// `/readyz`. A free port can be taken by another process before the gateway binds it; a
+    /// gateway that exits before it is ready is started again on other ports (a few times).
+    /// `capture` pipes its stderr.
+    async fn launch(source: &[&OsStr], args: &[&str], capture: bool) -> anyhow::Result<Gateway> {
+        for _ in 0..3 {
+            let mut gateway = Gateway::spawn(source, args, capture)?;
+            if gateway.ready().await? {
+                return Ok(gateway);
+            }
+        }
+        bail!("sluice exited before it was ready, three times")
+    }
+
+    /// Spawns the gateway routing from `source` on free loopback ports, without waiting.
+    pub fn spawn(source: &[&OsStr], args: &[&str], capture: bool) -> anyhow::Result<Gateway> {
         let http: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let https: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let child = Command::new(sluice_bin())
             .arg("serve")
-            .arg("--manifests")
-            .arg(manifests)
+            .args(source)
             .args(["--http", &http.to_string(), "--https", &https.to_string(), "--admin", &admin.to_string()])
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
-            .stderr(stderr)
+            .stderr(if capture { Stdio::piped() } else { Stdio::inherit() })
             .kill_on_drop(true)
             .spawn()
             .context("starting sluice")?;
-        let gateway = Gateway { http, https, admin, child };
+        Ok(Gateway { http, https, admin, child })
+    }
+
+    /// Waits until the gateway is ready (true) or has exited (false).
+    pub async fn ready(&mut self) -> anyhow::Result<bool> {
         let client = Client::new();
         // Plugins are compiled before the gateway turns ready: tens of seconds for a Python
-        // component that is not in the compile cache yet.
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // component that is not in the compile cache yet, more on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            if let Ok(reply) = client.get(&format!("http://{admin}/readyz"), "admin").await
+            if let Ok(reply) = client.get(&format!("http://{}/readyz", self.admin), "admin").await
                 && reply.status == 200
             {
-                return Ok(gateway);
+                return Ok(true);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                eprintln!("sluice exited before it was ready ({status})");
+                return Ok(false);
             }
             if Instant::now() > deadline {
-                bail!("sluice did not become ready on {admin}");
+                bail!("sluice did not become ready on {} within 300 s", self.admin);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

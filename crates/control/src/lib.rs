@@ -5,10 +5,12 @@
 //! shares what did not change with the previous one, and swaps it in with one atomic store.
 //! Compiling happens on a blocking thread, never on the threads serving requests.
 
+mod cluster;
 mod files;
 mod plugins;
 mod publish;
 
+pub use cluster::{CUSTOM_HEADERS_LABEL, KubeSource, PLUGIN_LABEL, watch_kube};
 pub use files::{FileSource, watch_files};
 pub use plugins::Plugins;
 pub use publish::Publisher;

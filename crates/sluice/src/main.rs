@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
 use http::HeaderValue;
-use sluice_control::{FileSource, Plugins, Publisher, watch_files};
+use sluice_control::{FileSource, KubeSource, Plugins, Publisher, watch_files, watch_kube};
 use sluice_filter::{Engine, Limits, Snapshot};
 use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, acceptor, bind_reuseport, serve};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
 
 mod builtins {
     include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
@@ -98,8 +99,19 @@ impl PluginArgs {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Manifest files or directories to route from (watched; changes apply live).
-    #[arg(long = "manifests", value_name = "DIR", required = true)]
+    #[arg(long = "manifests", value_name = "DIR", required_unless_present = "kube", conflicts_with = "kube")]
     manifests: Vec<PathBuf>,
+    /// Route from the Kubernetes API server (in-cluster service account, `--kubeconfig`, or
+    /// `KUBECONFIG`), watching Ingresses, IngressClasses, Services, EndpointSlices, TLS Secrets
+    /// and ConfigMaps labelled `sluice.dev/plugin` or `sluice.dev/custom-headers`.
+    #[arg(long)]
+    kube: bool,
+    /// The kubeconfig file for `--kube`.
+    #[arg(long, value_name = "PATH", requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// With `--kube`, watch this namespace only (IngressClasses are cluster-wide).
+    #[arg(long, value_name = "NAMESPACE", requires = "kube")]
+    watch_namespace: Option<String>,
     /// Address of the plain HTTP listener.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
@@ -143,7 +155,7 @@ struct ServeArgs {
     /// route, upstream endpoint, request ID. Off by default: it costs CPU on every request.
     #[arg(long)]
     access_log: bool,
-    /// How long file changes must settle before they are applied.
+    /// How long file or API changes must settle before they are applied.
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = humantime::parse_duration)]
     reload_debounce: Duration,
 }
@@ -214,12 +226,21 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
     let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let state = Arc::new(AdminState::default());
-    let mut publisher = Publisher::new(snapshot.clone(), args.ingress_class, args.plugins.registry()?);
-    let mut source = FileSource::new(args.manifests);
-    source.refresh();
+    let mut publisher = Publisher::new(snapshot.clone(), args.ingress_class.clone(), args.plugins.registry()?);
     publisher.refresh_plugins();
-    publisher.publish(source.manifests(), source.errors().cloned()).await;
-    let _watch = watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?;
+    let (ready_tx, ready) = oneshot::channel();
+    let _watch = if args.kube {
+        let source = KubeSource::connect(args.kubeconfig.as_deref(), args.watch_namespace.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API server: {e}"))?;
+        watch_kube(source, publisher, args.reload_debounce, ready_tx)
+    } else {
+        let mut source = FileSource::new(args.manifests.clone());
+        source.refresh();
+        publisher.publish(source.manifests(), source.errors().cloned()).await;
+        let _ = ready_tx.send(());
+        watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?
+    };
 
     let hsts = Some(args.hsts.as_str()).filter(|v| !v.is_empty()).map(HeaderValue::try_from).transpose();
     let config = ProxyConfig {
@@ -253,7 +274,16 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
         });
         workers.push(worker.context("starting a data-plane thread")?);
     }
-    state.set_ready();
+    // Ready once the first snapshot is published: at once from files, after every kind's first
+    // list from the API server.
+    tokio::spawn({
+        let state = state.clone();
+        async move {
+            if ready.await.is_ok() {
+                state.set_ready();
+            }
+        }
+    });
     let admin_handler = Arc::new(Admin::new(snapshot, state.clone(), metrics));
     let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout, None, None));
     tracing::info!(http = %args.http, https = %args.https, admin = %args.admin, workers = workers.len(), "serving");

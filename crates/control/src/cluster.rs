@@ -1,0 +1,225 @@
+//! Objects from the Kubernetes API server: one watcher per kind, trimmed to what routing reads,
+//! batched into snapshots.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use futures_util::stream::{BoxStream, SelectAll};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use sluice_config::{Manifest, Object, ObjectRef};
+use tokio::sync::oneshot;
+
+use crate::publish::Publisher;
+
+/// The label that marks a ConfigMap holding a plugin module (`sluice.dev/plugin=NAME`).
+pub const PLUGIN_LABEL: &str = "sluice.dev/plugin";
+/// The label that marks a ConfigMap an Ingress's `custom-headers` annotation may name.
+pub const CUSTOM_HEADERS_LABEL: &str = "sluice.dev/custom-headers";
+/// The annotation `kubectl apply` keeps a whole copy of the object in; never read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Any error, for connecting.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What is watched: a name for logs, and the stream of its events.
+type Watch = BoxStream<'static, (&'static str, Result<watcher::Event<Object>, watcher::Error>)>;
+
+/// Where the objects come from: the whole cluster, or one namespace (IngressClasses are
+/// cluster-wide either way).
+#[derive(Clone)]
+pub struct KubeSource {
+    client: Client,
+    namespace: Option<String>,
+}
+
+impl KubeSource {
+    /// Connects with `kubeconfig`, or else as the environment says (in-cluster service account,
+    /// then `KUBECONFIG` or `~/.kube/config`); watches `namespace` only when given.
+    pub async fn connect(kubeconfig: Option<&Path>, namespace: Option<String>) -> Result<Self, BoxError> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path)?;
+                kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
+            }
+            None => kube::Config::infer().await?,
+        };
+        Ok(Self { client: Client::try_from(config)?, namespace })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// One watcher per kind. Secrets are only those of type `kubernetes.io/tls`; ConfigMaps only
+    /// those labelled as plugin modules or custom-headers lists.
+    fn watches(&self) -> Vec<Watch> {
+        let config = watcher::Config::default;
+        vec![
+            watch("IngressClass", Api::all(self.client.clone()), config(), Object::IngressClass),
+            watch("Ingress", self.api(), config(), Object::Ingress),
+            watch("Service", self.api(), config(), Object::Service),
+            watch("EndpointSlice", self.api(), config(), Object::EndpointSlice),
+            watch("Secret", self.api(), config().fields("type=kubernetes.io/tls"), Object::Secret),
+            watch::<ConfigMap>("plugin ConfigMap", self.api(), config().labels(PLUGIN_LABEL), Object::ConfigMap),
+            watch::<ConfigMap>(
+                "custom-headers ConfigMap",
+                self.api(),
+                config().labels(CUSTOM_HEADERS_LABEL),
+                Object::ConfigMap,
+            ),
+        ]
+    }
+}
+
+/// The watcher of one kind: relists with backoff after any error (API server restarts, dropped
+/// watches, `410 Gone`), with every object trimmed and wrapped as an [`Object`].
+fn watch<K>(what: &'static str, api: Api<K>, config: watcher::Config, wrap: fn(Box<K>) -> Object) -> Watch
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let events = watcher(api, config).default_backoff().modify(trim);
+    events.map(move |event| (what, event.map(|event| map_event(event, |object| wrap(Box::new(object)))))).boxed()
+}
+
+/// Drops what routing never reads and costs memory on every object: managed fields and the
+/// copy `kubectl apply` keeps in an annotation.
+fn trim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+fn map_event<K>(event: watcher::Event<K>, wrap: impl Fn(K) -> Object) -> watcher::Event<Object> {
+    use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+    match event {
+        Apply(object) => Apply(wrap(object)),
+        Delete(object) => Delete(wrap(object)),
+        Init => Init,
+        InitApply(object) => InitApply(wrap(object)),
+        InitDone => InitDone,
+    }
+}
+
+/// The latest version of every watched object, and which watchers have finished their first
+/// list.
+#[derive(Default)]
+struct Store {
+    objects: HashMap<ObjectRef, Manifest>,
+    /// Per watcher: the objects of a relist in progress, swapped in whole when it completes.
+    relisting: HashMap<&'static str, HashMap<ObjectRef, Manifest>>,
+    /// Per watcher: what its last complete list held, to drop what a relist no longer has.
+    listed: HashMap<&'static str, Vec<ObjectRef>>,
+}
+
+impl Store {
+    /// Applies one watch event; returns whether the objects changed.
+    fn apply(&mut self, what: &'static str, event: watcher::Event<Object>, origin: &Arc<str>) -> bool {
+        let manifest = |object: Object| Manifest { origin: origin.clone(), object };
+        match event {
+            watcher::Event::Init => {
+                self.relisting.insert(what, HashMap::new());
+                false
+            }
+            watcher::Event::InitApply(object) => {
+                let relist = self.relisting.entry(what).or_default();
+                relist.insert(object.id(), manifest(object));
+                false
+            }
+            watcher::Event::InitDone => {
+                let fresh = self.relisting.remove(what).unwrap_or_default();
+                for gone in self.listed.insert(what, fresh.keys().cloned().collect()).unwrap_or_default() {
+                    if !fresh.contains_key(&gone) {
+                        self.objects.remove(&gone);
+                    }
+                }
+                self.objects.extend(fresh);
+                true
+            }
+            watcher::Event::Apply(object) => {
+                let previous = self.objects.insert(object.id(), manifest(object.clone()));
+                previous.is_none_or(|previous| previous.object != object)
+            }
+            watcher::Event::Delete(object) => self.objects.remove(&object.id()).is_some(),
+        }
+    }
+}
+
+/// Watches the API server and publishes a snapshot after each burst of changes, once nothing
+/// has changed for `debounce`. The first snapshot is published when every watcher has listed
+/// its kind, and then `ready` is sent. Until then, and whenever the API server is away, the last
+/// published snapshot keeps serving. The watchers live in the returned task; abort it to stop.
+pub fn watch_kube(
+    source: KubeSource,
+    publisher: Publisher,
+    debounce: Duration,
+    ready: oneshot::Sender<()>,
+) -> tokio::task::JoinHandle<()> {
+    let watches = source.watches();
+    let kinds = watches.len();
+    tokio::spawn(run(futures_util::stream::select_all(watches), kinds, publisher, debounce, ready))
+}
+
+async fn run(
+    mut events: SelectAll<Watch>,
+    kinds: usize,
+    mut publisher: Publisher,
+    debounce: Duration,
+    ready: oneshot::Sender<()>,
+) {
+    let origin: Arc<str> = Arc::from("kube");
+    let mut store = Store::default();
+    let mut ready = Some(ready);
+    let mut changed = false;
+    // A burst is cut off after this long even if events keep coming, so a busy cluster still
+    // sees its changes applied.
+    let longest = debounce * 10;
+    while let Some(first) = events.next().await {
+        let started = tokio::time::Instant::now();
+        let mut next = Some(first);
+        while let Some((what, event)) = next.take() {
+            match event {
+                Ok(event) => changed |= store.apply(what, event, &origin),
+                Err(e) => tracing::warn!(watch = what, error = %e, "watching the API server failed; retrying"),
+            }
+            if started.elapsed() < longest {
+                next = tokio::time::timeout(debounce, events.next()).await.ok().flatten();
+            }
+        }
+        if !changed || store.listed.len() < kinds {
+            continue;
+        }
+        changed = false;
+        // Translating and compiling is blocking work.
+        let published = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current().block_on(publisher.publish(store.objects.values(), []));
+            (store, publisher)
+        });
+        (store, publisher) = match published.await {
+            Ok(back) => back,
+            Err(e) => {
+                tracing::error!(error = %e, "publishing panicked; watching the API server stopped");
+                return;
+            }
+        };
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Cluster mode end to end: the real binary with `--kube`, watching a fake API server that
+//! speaks the list/watch protocol, in front of real echo pods.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sluice_tests::fake_api::FakeApi;
+use sluice_tests::manifests::{ingress, service};
+use sluice_tests::tls::{Certificate, Connection};
+use sluice_tests::{Client, Gateway, Pods};
+
+/// Polls `check` every 20 ms until it holds; fails after 15 s saying `what`.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: never happened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status(client: &Client, gateway: &Gateway, host: &str, path: &str) -> u16 {
+    client.get(&gateway.url(path), host).await.map_or(0, |r| r.status)
+}
+
+#[tokio::test]
+async fn ingresses_go_live_change_and_go_away_once_every_kind_is_listed() {
+    let pods = Pods::start(&["127.0.0.60"]).await.unwrap();
+    let api = FakeApi::start().await.unwrap();
+    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    api.apply_yaml(&ingress("web", "web.test", &[("/", "Prefix", "app")]));
+    // Not ready while one kind cannot be listed: a snapshot without endpoints would answer 503s.
+    api.set_unavailable("EndpointSlice", true);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path()).unwrap();
+    let kube = [std::ffi::OsStr::new("--kube"), "--kubeconfig".as_ref(), kubeconfig.as_os_str()];
+    let mut gateway = Gateway::spawn(&kube, &[], false).unwrap();
+    let client = Client::new();
+    let readyz = format!("http://{}/readyz", gateway.admin);
+    eventually("the admin listener answers", || async { client.get(&readyz, "admin").await.is_ok() }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.get(&readyz, "admin").await.unwrap().status, 503);
+    api.set_unavailable("EndpointSlice", false);
+    assert!(gateway.ready().await.unwrap());
+    assert_eq!(status(&client, &gateway, "web.test", "/").await, 200);
+
+    // Added, edited, deleted.
+    api.apply_yaml(&ingress("api", "api.test", &[("/v1", "Prefix", "app")]));
+    eventually("the new Ingress serves", || async { status(&client, &gateway, "api.test", "/v1/x").await == 200 })
+        .await;
+    api.apply_yaml(&ingress("api", "api.test", &[("/v2", "Prefix", "app")]));
+    eventually("the edit applies", || async { status(&client, &gateway, "api.test", "/v2/x").await == 200 }).await;
+    assert_eq!(status(&client, &gateway, "api.test", "/v1/x").await, 404);
+    api.delete("Ingress", "default", "api");
+    eventually("the deleted Ingress goes away", || async {
+        status(&client, &gateway, "api.test", "/v2/x").await == 404
+    })
+    .await;
+    assert_eq!(status(&client, &gateway, "web.test", "/").await, 200);
+
+    // An Ingress of another class is not ours.
+    let other = ingress("other", "other.test", &[("/", "Prefix", "app")])
+        .replace("ingressClassName: sluice", "ingressClassName: nginx");
+    api.apply_yaml(&other);
+    api.apply_yaml(&ingress("late", "late.test", &[("/", "Prefix", "app")]));
+    eventually("a later Ingress serves", || async { status(&client, &gateway, "late.test", "/").await == 200 }).await;
+    assert_eq!(status(&client, &gateway, "other.test", "/").await, 404);
+}
+
+#[tokio::test]
+async fn endpoint_slices_steer_a_rolling_update_with_no_failed_request() {
+    let mut pods = Pods::start(&["127.0.0.61", "127.0.0.62", "127.0.0.63", "127.0.0.64"]).await.unwrap();
+    let [old_a, old_b, new_a, new_b] = [pods.addrs[0], pods.addrs[1], pods.addrs[2], pods.addrs[3]];
+    let api = FakeApi::start().await.unwrap();
+    api.apply_yaml(&service("app", &[old_a, old_b], &[]));
+    api.apply_yaml(&ingress("web", "web.test", &[("/", "Prefix", "app")]));
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start_kube(&api.kubeconfig(dir.path()).unwrap(), &[]).await.unwrap();
+    let url = gateway.url("/");
+
+    // Clients keep asking throughout; every answer must be a 200.
+    let (stop, sent, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, stop, sent, failed) =
+                (Client::new(), url.clone(), stop.clone(), sent.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = client.get(&url, "web.test").await.is_ok_and(|r| r.status == 200);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let client = Client::new();
+    let served_by = |pod: std::net::SocketAddr| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut pods = std::collections::HashSet::new();
+            for _ in 0..40 {
+                pods.insert(client.get(&url, "web.test").await.map(|r| r.pod()).unwrap_or_default());
+            }
+            pods.contains(&pod.to_string())
+        }
+    };
+    // One old pod at a time: its replacement starts not ready, turns ready; the old one turns not
+    // ready (terminating), and only once the gateway has stopped using it does it exit.
+    let mut ready = vec![old_a, old_b];
+    for (old, new) in [(0, new_a), (1, new_b)] {
+        api.apply_yaml(&service("app", &ready, &[new]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ready.push(new);
+        api.apply_yaml(&service("app", &ready, &[]));
+        eventually("the new pod gets traffic", || served_by(new)).await;
+        let leaving = pods.addrs[old];
+        ready.retain(|addr| *addr != leaving);
+        api.apply_yaml(&service("app", &ready, &[leaving]));
+        eventually("the old pod gets no traffic", || async { !served_by(leaving).await }).await;
+        pods.kill(old);
+        api.apply_yaml(&service("app", &ready, &[]));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent > 100, "only {sent} requests were sent");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed during the rolling update");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_serves_new_handshakes() {
+    let pods = Pods::start(&["127.0.0.65"]).await.unwrap();
+    let api = FakeApi::start().await.unwrap();
+    let (first, second) = (Certificate::new(&["secure.test"]), Certificate::new(&["secure.test"]));
+    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    api.apply_yaml(&first.secret("cert"));
+    let tls = ingress("secure", "secure.test", &[("/", "Prefix", "app")])
+        .replace("  rules:\n", "  tls: [{hosts: [secure.test], secretName: cert}]\n  rules:\n");
+    api.apply_yaml(&tls);
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start_kube(&api.kubeconfig(dir.path()).unwrap(), &[]).await.unwrap();
+    let mut open = Connection::open(gateway.https, Some("secure.test"), false).await.unwrap();
+    assert_eq!(open.peer.as_ref(), Some(&first.der));
+    assert_eq!(open.get("secure.test", "/").await.unwrap().0.status, 200);
+
+    api.apply_yaml(&second.secret("cert"));
+    eventually("the rotated certificate is served", || async {
+        let fresh = Connection::open(gateway.https, Some("secure.test"), false).await.unwrap();
+        fresh.peer.as_ref() == Some(&second.der)
+    })
+    .await;
+    assert_eq!(open.get("secure.test", "/").await.unwrap().0.status, 200, "the open connection was disturbed");
+}
+
+#[tokio::test]
+async fn an_api_server_outage_and_410_gone_keep_the_last_snapshot_then_relist() {
+    let pods = Pods::start(&["127.0.0.66"]).await.unwrap();
+    let mut api = FakeApi::start().await.unwrap();
+    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    api.apply_yaml(&ingress("stays", "stays.test", &[("/", "Prefix", "app")]));
+    api.apply_yaml(&ingress("goes", "goes.test", &[("/", "Prefix", "app")]));
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start_kube(&api.kubeconfig(dir.path()).unwrap(), &[]).await.unwrap();
+    let client = Client::new();
+    assert_eq!(status(&client, &gateway, "goes.test", "/").await, 200);
+
+    // The API server goes away mid-watch: nothing about it fails a request.
+    api.stop();
+    for _ in 0..20 {
+        assert_eq!(status(&client, &gateway, "stays.test", "/").await, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // While it is away, an Ingress is deleted and another added, and the history is compacted:
+    // resuming the watches gets 410 Gone, so the gateway must list again and notice both.
+    api.delete("Ingress", "default", "goes");
+    api.apply_yaml(&ingress("new", "new.test", &[("/", "Prefix", "app")]));
+    api.compact();
+    api.restart().await.unwrap();
+    eventually("the Ingress added during the outage serves", || async {
+        status(&client, &gateway, "new.test", "/").await == 200
+    })
+    .await;
+    eventually("the Ingress deleted during the outage is gone", || async {
+        status(&client, &gateway, "goes.test", "/").await == 404
+    })
+    .await;
+    assert_eq!(status(&client, &gateway, "stays.test", "/").await, 200);
+    assert!(gateway.config().await.unwrap()["errors"].as_array().unwrap().is_empty());
+}
