@@ -34,6 +34,8 @@ struct Change {
 /// A write the gateway made (anything but GET).
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// The client's User-Agent.
+    pub agent: String,
     pub method: Method,
     pub path: String,
     pub body: Value,
@@ -334,8 +336,10 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
     }
     let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let agent = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let mut locked = shared.state.lock().unwrap();
     locked.writes.push(Recorded {
+        agent,
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
         body: body.clone(),
@@ -356,7 +360,11 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         (&Method::POST, None, None) => {
             let mut object = body;
             object["metadata"]["namespace"] = json!(namespace);
-            let name = object["metadata"]["name"].as_str().unwrap_or("generated").to_owned();
+            if object["metadata"]["name"].is_null() {
+                let prefix = object["metadata"]["generateName"].as_str().unwrap_or("generated-").to_owned();
+                object["metadata"]["name"] = json!(format!("{prefix}{}", locked.version + 1));
+            }
+            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
             let key = (target.resource.clone(), namespace, name);
             if locked.objects.contains_key(&key) {
                 status(StatusCode::CONFLICT, "AlreadyExists", "already exists")

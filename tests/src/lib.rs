@@ -360,13 +360,24 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `sluice serve --manifests DIR` with extra `args`, and waits until it is ready.
     pub async fn start(manifests: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
-        Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, false).await
+        Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, &[], false).await
     }
 
     /// Starts `sluice serve --kube --kubeconfig PATH` with extra `args`, and waits until it is
     /// ready.
     pub async fn start_kube(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
-        Gateway::launch(&[OsStr::new("--kube"), OsStr::new("--kubeconfig"), kubeconfig.as_os_str()], args, false).await
+        Gateway::start_kube_as("", kubeconfig, args).await
+    }
+
+    /// [`Gateway::start_kube`] as the replica `pod` (`POD_NAME`), unless `pod` is empty.
+    pub async fn start_kube_as(pod: &str, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
+        let env: &[_] = if pod.is_empty() { &[] } else { &[("POD_NAME", pod)] };
+        Gateway::launch(&Gateway::kube(kubeconfig), args, env, false).await
+    }
+
+    /// The arguments that make the gateway watch the API server of `kubeconfig`.
+    pub fn kube(kubeconfig: &Path) -> [&OsStr; 3] {
+        [OsStr::new("--kube"), OsStr::new("--kubeconfig"), kubeconfig.as_os_str()]
     }
 
     /// [`Gateway::start`] with the plugin modules of `plugins` and the tests' shared compile
@@ -383,7 +394,7 @@ impl Gateway {
         args: &[&str],
     ) -> anyhow::Result<(Gateway, tokio::sync::mpsc::UnboundedReceiver<String>)> {
         use tokio::io::AsyncBufReadExt;
-        let mut gateway = Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, true).await?;
+        let mut gateway = Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, &[], true).await?;
         let stderr = gateway.child.stderr.take().context("stderr is piped")?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -401,9 +412,9 @@ impl Gateway {
     /// `/readyz`. A free port can be taken by another process before the gateway binds it; a
     /// gateway that exits before it is ready is started again on other ports (a few times).
     /// `capture` pipes its stderr.
-    async fn launch(source: &[&OsStr], args: &[&str], capture: bool) -> anyhow::Result<Gateway> {
+    async fn launch(source: &[&OsStr], args: &[&str], env: &[(&str, &str)], capture: bool) -> anyhow::Result<Gateway> {
         for _ in 0..3 {
-            let mut gateway = Gateway::spawn(source, args, capture)?;
+            let mut gateway = Gateway::spawn(source, args, env, capture)?;
             if gateway.ready().await? {
                 return Ok(gateway);
             }
@@ -411,8 +422,9 @@ impl Gateway {
         bail!("sluice exited before it was ready, three times")
     }
 
-    /// Spawns the gateway routing from `source` on free loopback ports, without waiting.
-    pub fn spawn(source: &[&OsStr], args: &[&str], capture: bool) -> anyhow::Result<Gateway> {
+    /// Spawns the gateway routing from `source` on free loopback ports, with extra environment
+    /// `env`, without waiting.
+    pub fn spawn(source: &[&OsStr], args: &[&str], env: &[(&str, &str)], capture: bool) -> anyhow::Result<Gateway> {
         let http: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let https: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
@@ -422,6 +434,7 @@ impl Gateway {
             .args(["--http", &http.to_string(), "--https", &https.to_string(), "--admin", &admin.to_string()])
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(if capture { Stdio::piped() } else { Stdio::inherit() })
             .kill_on_drop(true)

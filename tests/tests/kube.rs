@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_tests::fake_api::FakeApi;
-use sluice_tests::manifests::{ingress, service};
+use sluice_tests::manifests::{annotated_ingress, ingress, service};
 use sluice_tests::tls::{Certificate, Connection};
 use sluice_tests::{Client, Gateway, Pods};
 
@@ -34,8 +34,7 @@ async fn ingresses_go_live_change_and_go_away_once_every_kind_is_listed() {
     api.set_unavailable("EndpointSlice", true);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.kubeconfig(dir.path()).unwrap();
-    let kube = [std::ffi::OsStr::new("--kube"), "--kubeconfig".as_ref(), kubeconfig.as_os_str()];
-    let mut gateway = Gateway::spawn(&kube, &[], false).unwrap();
+    let mut gateway = Gateway::spawn(&Gateway::kube(&kubeconfig), &[], &[], false).unwrap();
     let client = Client::new();
     let readyz = format!("http://{}/readyz", gateway.admin);
     eventually("the admin listener answers", || async { client.get(&readyz, "admin").await.is_ok() }).await;
@@ -193,4 +192,71 @@ async fn an_api_server_outage_and_410_gone_keep_the_last_snapshot_then_relist() 
     .await;
     assert_eq!(status(&client, &gateway, "stays.test", "/").await, 200);
     assert!(gateway.config().await.unwrap()["errors"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_ingress_status_and_events() {
+    let pods = Pods::start(&["127.0.0.67"]).await.unwrap();
+    let api = FakeApi::start().await.unwrap();
+    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    api.apply_yaml(&ingress("web", "web.test", &[("/", "Prefix", "app")]));
+    let broken = annotated_ingress(
+        "broken",
+        "broken.test",
+        &[("/", "Prefix", "app")],
+        &[("nginx.ingress.kubernetes.io/app-root", "relative")],
+    );
+    api.apply_yaml(&broken);
+    // Carries our address from when it was ours; now another controller's.
+    let ours_before = ingress("moved", "moved.test", &[("/", "Prefix", "app")])
+        .replace("ingressClassName: sluice", "ingressClassName: nginx")
+        + "status: {loadBalancer: {ingress: [{ip: 127.0.0.70}, {hostname: lb.sluice.test}]}}\n";
+    api.apply_yaml(&ours_before);
+    let theirs = ingress("theirs", "theirs.test", &[("/", "Prefix", "app")])
+        .replace("ingressClassName: sluice", "ingressClassName: nginx")
+        + "status: {loadBalancer: {ingress: [{ip: 127.0.0.99}]}}\n";
+    api.apply_yaml(&theirs);
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path()).unwrap();
+    let args = ["--publish-address", "127.0.0.70,lb.sluice.test"];
+    let _a = Gateway::start_kube_as("replica-a", &kubeconfig, &args).await.unwrap();
+    let _b = Gateway::start_kube_as("replica-b", &kubeconfig, &args).await.unwrap();
+    let addresses =
+        |name: &str| api.get("Ingress", "default", name).unwrap()["status"]["loadBalancer"]["ingress"].clone();
+    let published = serde_json::json!([{"ip": "127.0.0.70"}, {"hostname": "lb.sluice.test"}]);
+    eventually("our Ingress shows the address", || async { addresses("web") == published }).await;
+    eventually("the Ingress that is no longer ours is cleared", || async {
+        addresses("moved").as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    let event_about = |name: &str| {
+        api.writes().into_iter().any(|w| w.path.ends_with("/events") && w.body["regarding"]["name"] == name)
+    };
+    eventually("the broken Ingress gets an Event", || async { event_about("broken") }).await;
+    let event = api.writes().into_iter().find(|w| w.path.ends_with("/events")).unwrap().body;
+    assert_eq!(event["type"], "Warning");
+    assert!(event["note"].as_str().unwrap().contains("app-root"), "{event}");
+    assert_eq!(addresses("theirs"), serde_json::json!([{"ip": "127.0.0.99"}]), "another controller's status is kept");
+
+    // Let both replicas run a few election rounds, then check who wrote what.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let lease = api.get("Lease", "default", "sluice-sluice-leader").unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap().to_owned();
+    let writes = api.writes();
+    let status_writes: Vec<_> =
+        writes.iter().filter(|w| w.path.ends_with("/status") || w.path.ends_with("/events")).collect();
+    assert!(status_writes.len() >= 3, "{status_writes:?}");
+    for write in &status_writes {
+        assert!(
+            write.agent.ends_with(&format!("({holder})")),
+            "{} {} by {}, not the holder {holder}",
+            write.method,
+            write.path,
+            write.agent
+        );
+    }
+    let patches = |name: &str| writes.iter().filter(|w| w.path.ends_with(&format!("/ingresses/{name}/status"))).count();
+    assert_eq!((patches("web"), patches("moved"), patches("theirs")), (1, 1, 0), "each status written once");
+    assert!(!event_about("web"), "no Event for a valid Ingress");
 }

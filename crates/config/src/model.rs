@@ -21,6 +21,8 @@ pub struct Model {
     pub backends: BTreeMap<BackendKey, Target>,
     /// The `spec.tls` entries of every Ingress.
     pub tls: Vec<TlsSpec>,
+    /// Every Ingress of our class, whether or not it yielded routes (for Ingress status).
+    pub ingresses: Vec<ObjectRef>,
     pub errors: Vec<ConfigError>,
 }
 

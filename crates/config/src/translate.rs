@@ -41,6 +41,9 @@ pub fn translate<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, options:
     let mut resolver = Resolver { index: &index, resolved: HashMap::new() };
     for (origin, ingress) in &index.ingresses {
         if is_ours(ingress, options.ingress_class, default_class) {
+            let (namespace, name) =
+                (namespace(&ingress.metadata), ingress.metadata.name.as_deref().unwrap_or_default());
+            model.ingresses.push(ObjectRef::new("Ingress", namespace, name));
             translate_ingress(origin, ingress, &index, &mut resolver, &mut model);
         }
     }

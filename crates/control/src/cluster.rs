@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::{BoxStream, SelectAll};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, LoadBalancerIngress};
+use k8s_openapi::api::networking::v1::IngressLoadBalancerIngress;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use sluice_config::{Manifest, Object, ObjectRef};
-use tokio::sync::oneshot;
+use sluice_filter::Snapshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::publish::Publisher;
+use crate::status::{Observed, PublishAddress, SeenIngress, StatusOptions, write_status};
 
 /// The label that marks a ConfigMap holding a plugin module (`sluice.dev/plugin=NAME`).
 pub const PLUGIN_LABEL: &str = "sluice.dev/plugin";
@@ -42,15 +45,21 @@ pub struct KubeSource {
 
 impl KubeSource {
     /// Connects with `kubeconfig`, or else as the environment says (in-cluster service account,
-    /// then `KUBECONFIG` or `~/.kube/config`); watches `namespace` only when given.
-    pub async fn connect(kubeconfig: Option<&Path>, namespace: Option<String>) -> Result<Self, BoxError> {
-        let config = match kubeconfig {
+    /// then `KUBECONFIG` or `~/.kube/config`); watches `namespace` only when given. Requests
+    /// carry `user_agent` (the API server's audit log shows it).
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        namespace: Option<String>,
+        user_agent: &str,
+    ) -> Result<Self, BoxError> {
+        let mut config = match kubeconfig {
             Some(path) => {
                 let file = Kubeconfig::read_from(path)?;
                 kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
             }
             None => kube::Config::infer().await?,
         };
+        config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(user_agent)?));
         Ok(Self { client: Client::try_from(config)?, namespace })
     }
 
@@ -164,24 +173,99 @@ impl Store {
 /// Watches the API server and publishes a snapshot after each burst of changes, once nothing
 /// has changed for `debounce`. The first snapshot is published when every watcher has listed
 /// its kind, and then `ready` is sent. Until then, and whenever the API server is away, the last
-/// published snapshot keeps serving. The watchers live in the returned task; abort it to stop.
+/// published snapshot keeps serving. With `status`, Ingress status and Events are written too
+/// (by the Lease holder among the replicas). The watchers live in the returned task; abort it
+/// to stop.
 pub fn watch_kube(
     source: KubeSource,
     publisher: Publisher,
     debounce: Duration,
     ready: oneshot::Sender<()>,
+    status: Option<StatusOptions>,
 ) -> tokio::task::JoinHandle<()> {
     let watches = source.watches();
     let kinds = watches.len();
-    tokio::spawn(run(futures_util::stream::select_all(watches), kinds, publisher, debounce, ready))
+    let feed = status.map(|options| {
+        let (sender, observed) = watch::channel(Arc::new(Observed::default()));
+        let service = match &options.publish {
+            Some(PublishAddress::Service(service)) => Some(service.clone()),
+            _ => None,
+        };
+        tokio::spawn(write_status(source.client.clone(), options, observed));
+        StatusFeed { sender, service }
+    });
+    let watches = futures_util::stream::select_all(watches);
+    tokio::spawn(run(watches, kinds, publisher, Batching { debounce, ready }, feed))
+}
+
+/// How changes are batched, and whom to tell when the first batch is published.
+struct Batching {
+    debounce: Duration,
+    ready: oneshot::Sender<()>,
+}
+
+/// Where the status writer learns what was published.
+struct StatusFeed {
+    sender: watch::Sender<Arc<Observed>>,
+    /// `--publish-service`, whose load-balancer addresses are ours.
+    service: Option<ObjectRef>,
+}
+
+impl StatusFeed {
+    fn send(&self, store: &Store, snapshot: &Snapshot) {
+        let ingresses = store
+            .objects
+            .values()
+            .filter_map(|manifest| match &manifest.object {
+                Object::Ingress(ingress) => Some(SeenIngress {
+                    id: manifest.object.id(),
+                    uid: ingress.metadata.uid.clone(),
+                    addresses: ingress
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.load_balancer.as_ref())
+                        .and_then(|lb| lb.ingress.clone())
+                        .unwrap_or_default(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let service = self.service.as_ref().and_then(|id| store.objects.get(id));
+        let service_addresses = service.and_then(|manifest| match &manifest.object {
+            Object::Service(service) => {
+                let status = service.status.as_ref().and_then(|s| s.load_balancer.as_ref());
+                let entries = status.and_then(|lb| lb.ingress.as_ref()).into_iter().flatten();
+                let address = |e: &LoadBalancerIngress| IngressLoadBalancerIngress {
+                    ip: e.ip.clone(),
+                    hostname: e.hostname.clone(),
+                    ..Default::default()
+                };
+                Some(entries.map(address).collect())
+            }
+            _ => None,
+        });
+        let observed = Observed {
+            ingresses,
+            ours: snapshot.ingresses.clone(),
+            service_addresses,
+            errors: snapshot.errors.clone(),
+        };
+        self.sender.send_if_modified(|current| {
+            let changed = **current != observed;
+            if changed {
+                *current = Arc::new(observed);
+            }
+            changed
+        });
+    }
 }
 
 async fn run(
     mut events: SelectAll<Watch>,
     kinds: usize,
     mut publisher: Publisher,
-    debounce: Duration,
-    ready: oneshot::Sender<()>,
+    Batching { debounce, ready }: Batching,
+    status: Option<StatusFeed>,
 ) {
     let origin: Arc<str> = Arc::from("kube");
     let mut store = Store::default();
@@ -208,16 +292,20 @@ async fn run(
         changed = false;
         // Translating and compiling is blocking work.
         let published = tokio::task::spawn_blocking(move || {
-            tokio::runtime::Handle::current().block_on(publisher.publish(store.objects.values(), []));
-            (store, publisher)
+            let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish(store.objects.values(), []));
+            (store, publisher, snapshot)
         });
-        (store, publisher) = match published.await {
+        let snapshot;
+        (store, publisher, snapshot) = match published.await {
             Ok(back) => back,
             Err(e) => {
                 tracing::error!(error = %e, "publishing panicked; watching the API server stopped");
                 return;
             }
         };
+        if let Some(status) = &status {
+            status.send(&store, &snapshot);
+        }
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }

@@ -9,8 +9,10 @@ mod cluster;
 mod files;
 mod plugins;
 mod publish;
+mod status;
 
 pub use cluster::{CUSTOM_HEADERS_LABEL, KubeSource, PLUGIN_LABEL, watch_kube};
 pub use files::{FileSource, watch_files};
 pub use plugins::Plugins;
 pub use publish::Publisher;
+pub use status::{PublishAddress, StatusOptions};

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicUsize;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, PathMatch, Target};
+use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, ObjectRef, PathMatch, Target};
 
 use crate::table::{InsertError, RegexCache, RouteTable};
 use crate::tls::{CertificateCache, TlsHost, TlsTable, load_certificate};
@@ -22,6 +22,8 @@ pub struct Snapshot<F = ()> {
     pub backends: BTreeMap<BackendKey, Arc<Backend>>,
     /// Hosts served over TLS, with their certificates.
     pub tls: TlsTable,
+    /// Every Ingress of our class, sorted (whether or not it yielded routes).
+    pub ingresses: Vec<ObjectRef>,
     /// Everything wrong with the configuration this snapshot was built from.
     pub errors: Vec<ConfigError>,
     /// The plugin modules the control plane knows, for `/config`.
@@ -130,7 +132,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
         previous: &Snapshot<F>,
         mut filters: impl FnMut(&Arc<IngressInfo>, &mut Vec<ConfigError>) -> F,
     ) -> Snapshot<F> {
-        let Model { routes, mut default_backends, backends, mut tls, mut errors } = model;
+        let Model { routes, mut default_backends, backends, mut tls, ingresses, mut errors } = model;
         let backends: BTreeMap<BackendKey, Arc<Backend>> = backends
             .into_iter()
             .map(|(key, target)| {
@@ -222,11 +224,14 @@ impl<F: Clone + Serialize> Snapshot<F> {
         let regexes = table.regex_cache();
         errors.sort();
         errors.dedup();
+        let mut ingresses = ingresses;
+        ingresses.sort();
         Snapshot {
             generation: previous.generation + 1,
             table,
             backends,
             tls: tls_table,
+            ingresses,
             errors,
             plugins: Vec::new(),
             regexes,

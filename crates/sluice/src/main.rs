@@ -11,7 +11,10 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand, ValueEnum};
 use http::HeaderValue;
-use sluice_control::{FileSource, KubeSource, Plugins, Publisher, watch_files, watch_kube};
+use sluice_config::ObjectRef;
+use sluice_control::{
+    FileSource, KubeSource, Plugins, PublishAddress, Publisher, StatusOptions, watch_files, watch_kube,
+};
 use sluice_filter::{Engine, Limits, Snapshot};
 use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, acceptor, bind_reuseport, serve};
 use tokio::net::TcpListener;
@@ -112,6 +115,13 @@ struct ServeArgs {
     /// With `--kube`, watch this namespace only (IngressClasses are cluster-wide).
     #[arg(long, value_name = "NAMESPACE", requires = "kube")]
     watch_namespace: Option<String>,
+    /// With `--kube`, the Service whose load-balancer addresses go into our Ingresses'
+    /// `.status.loadBalancer` (written by one replica, the holder of a Lease).
+    #[arg(long, value_name = "NAMESPACE/NAME", requires = "kube", value_parser = parse_service)]
+    publish_service: Option<ObjectRef>,
+    /// With `--kube`, IPs or host names to write into our Ingresses' status instead.
+    #[arg(long, value_name = "ADDR,...", requires = "kube", conflicts_with = "publish_service", value_delimiter = ',')]
+    publish_address: Vec<String>,
     /// Address of the plain HTTP listener.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
@@ -219,6 +229,37 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
     control.block_on(run(args, http.into_iter().zip(https).collect()))
 }
 
+/// `NAMESPACE/NAME` of a Service.
+fn parse_service(value: &str) -> Result<ObjectRef, String> {
+    match value.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectRef::new("Service", namespace, name))
+        }
+        _ => Err(format!("`{value}` is not NAMESPACE/NAME")),
+    }
+}
+
+/// Who this replica is and where its Lease lives: the pod's name and namespace (`POD_NAME`,
+/// `POD_NAMESPACE` from the downward API, else host name and process id, and the service
+/// account's namespace).
+fn status_options(args: &ServeArgs) -> StatusOptions {
+    let publish = match (&args.publish_service, args.publish_address.is_empty()) {
+        (Some(service), _) => Some(PublishAddress::Service(service.clone())),
+        (None, false) => Some(PublishAddress::Addresses(args.publish_address.clone())),
+        (None, true) => None,
+    };
+    let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = read("/proc/sys/kernel/hostname").unwrap_or_else(|| "sluice".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| read("/var/run/secrets/kubernetes.io/serviceaccount/namespace"))
+        .unwrap_or_else(|| "default".into());
+    StatusOptions { publish, lease_namespace, lease_name: format!("sluice-{}-leader", args.ingress_class), identity }
+}
+
 /// Per data-plane thread: its plain-HTTP and its HTTPS listening socket.
 type WorkerListeners = Vec<(std::net::TcpListener, std::net::TcpListener)>;
 
@@ -230,10 +271,12 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
     publisher.refresh_plugins();
     let (ready_tx, ready) = oneshot::channel();
     let _watch = if args.kube {
-        let source = KubeSource::connect(args.kubeconfig.as_deref(), args.watch_namespace.clone())
+        let status = status_options(&args);
+        let agent = format!("sluice/{} ({})", env!("CARGO_PKG_VERSION"), status.identity);
+        let source = KubeSource::connect(args.kubeconfig.as_deref(), args.watch_namespace.clone(), &agent)
             .await
             .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API server: {e}"))?;
-        watch_kube(source, publisher, args.reload_debounce, ready_tx)
+        watch_kube(source, publisher, args.reload_debounce, ready_tx, Some(status))
     } else {
         let mut source = FileSource::new(args.manifests.clone());
         source.refresh();
