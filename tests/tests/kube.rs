@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_tests::fake_api::FakeApi;
-use sluice_tests::manifests::{annotated_ingress, ingress, service};
+use sluice_tests::manifests::{annotated_ingress, filtered_ingress, ingress, service};
 use sluice_tests::tls::{Certificate, Connection};
 use sluice_tests::{Client, Gateway, Pods};
 
@@ -259,4 +259,43 @@ async fn only_the_lease_holder_writes_ingress_status_and_events() {
     let patches = |name: &str| writes.iter().filter(|w| w.path.ends_with(&format!("/ingresses/{name}/status"))).count();
     assert_eq!((patches("web"), patches("moved"), patches("theirs")), (1, 1, 0), "each status written once");
     assert!(!event_about("web"), "no Event for a valid Ingress");
+}
+
+#[tokio::test]
+async fn plugin_modules_published_as_config_maps_hot_load() {
+    use base64::Engine as _;
+    let pods = Pods::start(&["127.0.0.68"]).await.unwrap();
+    let api = FakeApi::start().await.unwrap();
+    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    let filters = "- plugin: add-tenant\n  config: {header: x-tenant, value: acme}\n";
+    api.apply_yaml(&filtered_ingress("shop", "shop.test", &[("/", "Prefix", "app")], filters));
+    let module = |bytes: &[u8]| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "add-tenant", "namespace": "platform", "labels": {"sluice.dev/plugin": "add-tenant"}},
+            "binaryData": {"add-tenant.wasm": base64::engine::general_purpose::STANDARD.encode(bytes)},
+            "data": {"limits.yaml": "deadline: 20ms\n"}})
+    };
+    // First a broken module: the Ingress that uses it fails closed, with the reason in /config.
+    api.apply(module(b"not a component"));
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start_kube(&api.kubeconfig(dir.path()).unwrap(), &[]).await.unwrap();
+    let client = Client::new();
+    assert_eq!(status(&client, &gateway, "shop.test", "/").await, 500);
+    let errors = gateway.config().await.unwrap()["errors"].to_string();
+    assert!(errors.contains("ConfigMap platform/add-tenant") && errors.contains("plugin not loaded"), "{errors}");
+
+    // The fixed module is compiled and swapped in while the gateway runs.
+    let wasm = std::fs::read(sluice_tests::test_filters().join("add_tenant.wasm")).unwrap();
+    api.apply(module(&wasm));
+    eventually("the published module runs", || async { status(&client, &gateway, "shop.test", "/").await == 200 })
+        .await;
+    let reply = client.get(&gateway.url("/"), "shop.test").await.unwrap();
+    assert_eq!(reply.json()["headers"]["x-tenant"], "acme");
+    let plugins = gateway.config().await.unwrap()["plugins"].to_string();
+    assert!(plugins.contains("\"add-tenant\""), "{plugins}");
+
+    // Gone again: the Ingress fails closed rather than running without its filter.
+    api.delete("ConfigMap", "platform", "add-tenant");
+    eventually("the removed module is gone", || async { status(&client, &gateway, "shop.test", "/").await == 500 })
+        .await;
 }

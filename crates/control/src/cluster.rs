@@ -292,6 +292,11 @@ async fn run(
         changed = false;
         // Translating and compiling is blocking work.
         let published = tokio::task::spawn_blocking(move || {
+            let config_maps = store.objects.values().filter_map(|m| match &m.object {
+                Object::ConfigMap(map) => Some(&**map),
+                _ => None,
+            });
+            publisher.set_published_plugins(config_maps);
             let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish(store.objects.values(), []));
             (store, publisher, snapshot)
         });

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 use sluice_config::annotations::parse_size;
-use sluice_config::{ConfigError, FailurePolicy, FilterSpec, IngressInfo, Isolation, Model};
+use sluice_config::{ConfigError, FailurePolicy, FilterSpec, IngressInfo, Isolation, Model, ObjectRef};
 use sluice_filter::{Attachment, Chain, Engine, Limits, Plugin};
 use sluice_route::PluginInfo;
 
+use crate::cluster::PLUGIN_LABEL;
 use crate::files::Stamp;
 
 /// Names the attachment that stands for an Ingress's invalid filter annotations.
@@ -25,14 +27,19 @@ pub struct Plugins {
     /// Compiled into the binary; their names are taken.
     builtins: BTreeMap<&'static str, Result<Arc<Plugin>, String>>,
     modules: BTreeMap<String, Module>,
+    /// Published as ConfigMaps (cluster mode), by plugin name.
+    published: BTreeMap<String, Module>,
+    /// ConfigMaps that publish a name already taken.
+    published_errors: Vec<ConfigError>,
     /// Results of the plugins' own configuration checks, by module hash and configuration.
     validated: HashMap<(String, String), Result<(), String>>,
     no_filters: Arc<Chain>,
 }
 
 struct Module {
-    /// The stamps of the module and its limits file, to tell a change without reading.
-    stamp: (Option<Stamp>, Option<Stamp>),
+    /// Tells a change without reading: the stamps of the module and its limits file, or the
+    /// ConfigMap's resourceVersion.
+    stamp: (Option<Stamp>, Option<Stamp>, Option<String>),
     origin: Arc<str>,
     plugin: Result<Arc<Plugin>, String>,
 }
@@ -60,7 +67,17 @@ impl Plugins {
             })
             .collect();
         let no_filters = Arc::new(Chain::default());
-        Self { engine, dir, defaults, builtins, modules: BTreeMap::new(), validated: HashMap::new(), no_filters }
+        Self {
+            engine,
+            dir,
+            defaults,
+            builtins,
+            modules: BTreeMap::new(),
+            published: BTreeMap::new(),
+            published_errors: Vec::new(),
+            validated: HashMap::new(),
+            no_filters,
+        }
     }
 
     /// The plugin directory, for watching.
@@ -85,7 +102,7 @@ impl Plugins {
             }
             present.insert(name.to_owned());
             let limits_path = dir.join(format!("{name}.limits.yaml"));
-            let stamp = (Stamp::read(&path), Stamp::read(&limits_path));
+            let stamp = (Stamp::read(&path), Stamp::read(&limits_path), None);
             if self.modules.get(name).is_some_and(|m| m.stamp == stamp) {
                 continue;
             }
@@ -104,6 +121,67 @@ impl Plugins {
         let before = self.modules.len();
         self.modules.retain(|name, _| present.contains(name));
         changed || self.modules.len() != before
+    }
+
+    /// Loads the modules published as ConfigMaps labelled `sluice.dev/plugin=NAME`: the module
+    /// in `binaryData` (`NAME.wasm`, or its only key), optional limits in `data["limits.yaml"]`
+    /// as in a limits file. Unchanged ConfigMaps (same resourceVersion) are not recompiled.
+    /// Returns whether anything changed.
+    pub fn set_published<'a>(&mut self, config_maps: impl IntoIterator<Item = &'a ConfigMap>) -> bool {
+        let mut published = BTreeMap::new();
+        let mut errors = Vec::new();
+        for map in config_maps {
+            let Some(name) = map.metadata.labels.as_ref().and_then(|l| l.get(PLUGIN_LABEL)) else { continue };
+            let namespace = map.metadata.namespace.as_deref().unwrap_or("default");
+            let id = ObjectRef::new("ConfigMap", namespace, map.metadata.name.as_deref().unwrap_or_default());
+            let origin: Arc<str> = Arc::from(format!("ConfigMap {namespace}/{}", id.name));
+            let field = format!("metadata.labels[{PLUGIN_LABEL}]");
+            let taken = if !sluice_config::valid_plugin_name(name) {
+                Some(format!("{name:?} is not a plugin name"))
+            } else if self.builtins.contains_key(name.as_str()) || self.modules.contains_key(name) {
+                Some(format!("plugin {name} is built in or in the plugin directory already"))
+            } else if published.contains_key(name) {
+                Some(format!("plugin {name} is published by another ConfigMap already"))
+            } else {
+                None
+            };
+            if let Some(message) = taken {
+                errors.push(ConfigError::field(&origin, &id, field, message));
+                continue;
+            }
+            let stamp = (None, None, map.metadata.resource_version.clone());
+            let module = match self.published.remove(name) {
+                Some(module) if stamp.2.is_some() && module.stamp == stamp => module,
+                _ => {
+                    let plugin = self.load_published(name, map).map(Arc::new);
+                    if let Err(e) = &plugin {
+                        tracing::warn!(plugin = %name, config_map = %id, "plugin not loaded: {e}");
+                    }
+                    Module { stamp, origin, plugin }
+                }
+            };
+            published.insert(name.clone(), module);
+        }
+        let changed = published.len() != self.published.len()
+            || published.iter().zip(&self.published).any(|((a, m), (b, n))| a != b || m.stamp != n.stamp)
+            || errors != self.published_errors;
+        self.published = published;
+        self.published_errors = errors;
+        changed
+    }
+
+    fn load_published(&self, name: &str, map: &ConfigMap) -> Result<Plugin, String> {
+        let binary = map.binary_data.as_ref();
+        let wasm = binary
+            .and_then(|b| b.get(&format!("{name}.wasm")).or_else(|| (b.len() == 1).then(|| b.values().next())?));
+        let Some(wasm) = wasm else {
+            return Err(format!("binaryData holds no {name}.wasm"));
+        };
+        let limits = match map.data.as_ref().and_then(|d| d.get("limits.yaml")) {
+            Some(text) => self.limits(text).map_err(|e| format!("data[limits.yaml]: {e}"))?,
+            None => self.defaults,
+        };
+        self.engine.load(name, &wasm.0, limits)
     }
 
     fn load(&self, name: &str, path: &Path, limits_path: &Path) -> Result<Plugin, String> {
@@ -193,7 +271,11 @@ impl Plugins {
     fn plugin(&self, spec: &FilterSpec) -> Result<Arc<Plugin>, String> {
         let name = &spec.plugin;
         let plugin = match self.module(name) {
-            None => return Err(format!("plugin {name} is not loaded (no {name}.wasm in the plugin directory)")),
+            None => {
+                return Err(format!(
+                    "plugin {name} is not loaded (no {name}.wasm in the plugin directory or ConfigMap)"
+                ));
+            }
             Some(Err(e)) => return Err(format!("plugin {name} failed to load: {e}")),
             Some(Ok(plugin)) => plugin,
         };
@@ -204,15 +286,17 @@ impl Plugins {
         }
     }
 
-    /// A built-in or the directory's module of that name.
+    /// A built-in, the directory's or a published module of that name.
     fn module(&self, name: &str) -> Option<&Result<Arc<Plugin>, String>> {
-        self.builtins.get(name).or_else(|| self.modules.get(name).map(|m| &m.plugin))
+        let module = self.modules.get(name).or_else(|| self.published.get(name));
+        self.builtins.get(name).or_else(|| module.map(|m| &m.plugin))
     }
 
     /// The modules, for `/config`: built-ins first.
     pub fn describe(&self) -> Vec<PluginInfo> {
         let builtins = self.builtins.iter().map(|(name, plugin)| (*name, plugin, true));
-        let modules = self.modules.iter().map(|(name, module)| (name.as_str(), &module.plugin, false));
+        let modules = self.modules.iter().chain(&self.published);
+        let modules = modules.map(|(name, module)| (name.as_str(), &module.plugin, false));
         builtins
             .chain(modules)
             .map(|(name, plugin, builtin)| PluginInfo {
@@ -230,10 +314,10 @@ impl Plugins {
         let builtins = self.builtins.iter().filter_map(move |(name, plugin)| {
             plugin.as_ref().err().map(|e| ConfigError::file(&origin, format!("built-in plugin {name} not loaded: {e}")))
         });
-        let modules = self.modules.values().filter_map(|m| {
+        let modules = self.modules.values().chain(self.published.values()).filter_map(|m| {
             m.plugin.as_ref().err().map(|e| ConfigError::file(&m.origin, format!("plugin not loaded: {e}")))
         });
-        builtins.chain(modules)
+        builtins.chain(modules).chain(self.published_errors.iter().cloned())
     }
 }
 

@@ -25,6 +25,15 @@ impl Publisher {
         self.plugins.refresh()
     }
 
+    /// Loads new and changed plugin modules published as ConfigMaps; returns whether anything
+    /// changed.
+    pub fn set_published_plugins<'a>(
+        &mut self,
+        config_maps: impl IntoIterator<Item = &'a k8s_openapi::api::core::v1::ConfigMap>,
+    ) -> bool {
+        self.plugins.set_published(config_maps)
+    }
+
     /// The plugin directory, for watching.
     pub fn plugin_dir(&self) -> Option<&std::path::Path> {
         self.plugins.dir()
