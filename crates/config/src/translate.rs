@@ -1,10 +1,11 @@
 //! Ingress objects to the routing model.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
@@ -38,7 +39,7 @@ pub fn translate<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, options:
         let value = class.metadata.annotations.as_ref().and_then(|a| a.get(annotations::DEFAULT_CLASS));
         value.is_some_and(|v| annotations::parse_bool(v) == Ok(true))
     });
-    let mut resolver = Resolver { index: &index, resolved: HashMap::new() };
+    let mut resolver = Resolver { index: &index, resolved: HashMap::default() };
     for (origin, ingress) in &index.ingresses {
         if is_ours(ingress, options.ingress_class, default_class) {
             let (namespace, name) =
@@ -86,13 +87,13 @@ impl<'a> Index<'a> {
     fn build(manifests: impl IntoIterator<Item = &'a Manifest>, errors: &mut Vec<ConfigError>) -> Self {
         let mut index = Index {
             ingresses: Vec::new(),
-            classes: HashMap::new(),
-            services: HashMap::new(),
-            secrets: HashMap::new(),
-            config_maps: HashMap::new(),
-            slices: HashMap::new(),
+            classes: HashMap::default(),
+            services: HashMap::default(),
+            secrets: HashMap::default(),
+            config_maps: HashMap::default(),
+            slices: HashMap::default(),
         };
-        let mut seen: HashMap<(&'static str, &str, &str), &Arc<str>> = HashMap::new();
+        let mut seen: HashMap<(&'static str, &str, &str), &Arc<str>> = HashMap::default();
         for manifest in manifests {
             match seen.entry(manifest.object.identity()) {
                 Entry::Occupied(first) => {
@@ -126,15 +127,14 @@ impl<'a> Index<'a> {
     }
 
     fn add_slice(&mut self, origin: &Arc<str>, slice: &'a EndpointSlice, errors: &mut Vec<ConfigError>) {
-        let id = ObjectRef::new(
-            "EndpointSlice",
-            namespace(&slice.metadata),
-            slice.metadata.name.clone().unwrap_or_default(),
-        );
+        let id = || {
+            let name = slice.metadata.name.clone().unwrap_or_default();
+            ObjectRef::new("EndpointSlice", namespace(&slice.metadata), name)
+        };
         let labels = slice.metadata.labels.as_ref();
         let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
             let message = format!("has no {SERVICE_NAME_LABEL} label, so it belongs to no Service");
-            errors.push(ConfigError::field(origin, &id, "metadata.labels", message));
+            errors.push(ConfigError::field(origin, &id(), "metadata.labels", message));
             return;
         };
         if slice.address_type == "FQDN" {
@@ -149,7 +149,7 @@ impl<'a> Index<'a> {
             let Some(address) = endpoint.addresses.first() else { continue };
             let Ok(ip) = address.parse::<IpAddr>() else {
                 let field = format!("endpoints[{i}].addresses[0]");
-                errors.push(ConfigError::field(origin, &id, field, format!("{address:?} is not an IP address")));
+                errors.push(ConfigError::field(origin, &id(), field, format!("{address:?} is not an IP address")));
                 continue;
             };
             let conditions = endpoint.conditions.as_ref();

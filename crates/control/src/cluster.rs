@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::{BoxStream, SelectAll};
-use k8s_openapi::api::core::v1::{ConfigMap, LoadBalancerIngress};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressLoadBalancerIngress;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -79,41 +80,71 @@ impl KubeSource {
     fn watches(&self) -> Vec<Watch> {
         let config = watcher::Config::default;
         vec![
-            watch("IngressClass", Api::all(self.client.clone()), config(), Object::IngressClass),
-            watch("Ingress", self.api(), config(), Object::Ingress),
-            watch("Service", self.api(), config(), Object::Service),
-            watch("EndpointSlice", self.api(), config(), Object::EndpointSlice),
-            watch("Secret", self.api(), config().fields("type=kubernetes.io/tls"), Object::Secret),
-            watch::<ConfigMap>("plugin ConfigMap", self.api(), config().labels(PLUGIN_LABEL), Object::ConfigMap),
-            watch::<ConfigMap>(
+            watch("IngressClass", Api::all(self.client.clone()), config(), Object::IngressClass, keep),
+            watch("Ingress", self.api(), config(), Object::Ingress, keep),
+            watch("Service", self.api(), config(), Object::Service, |service: &mut Service| {
+                (service.metadata.labels, service.metadata.annotations) = (None, None);
+            }),
+            watch("EndpointSlice", self.api(), config(), Object::EndpointSlice, |slice: &mut EndpointSlice| {
+                slice.metadata.annotations = None;
+                for endpoint in &mut slice.endpoints {
+                    (endpoint.target_ref, endpoint.node_name, endpoint.hints) = (None, None, None);
+                    endpoint.deprecated_topology = None;
+                }
+            }),
+            watch(
+                "Secret",
+                self.api(),
+                config().fields("type=kubernetes.io/tls"),
+                Object::Secret,
+                |secret: &mut Secret| {
+                    (secret.metadata.labels, secret.metadata.annotations) = (None, None);
+                },
+            ),
+            watch("plugin ConfigMap", self.api(), config().labels(PLUGIN_LABEL), Object::ConfigMap, keep),
+            watch(
                 "custom-headers ConfigMap",
                 self.api(),
                 config().labels(CUSTOM_HEADERS_LABEL),
                 Object::ConfigMap,
+                keep,
             ),
         ]
     }
 }
 
 /// The watcher of one kind: relists with backoff after any error (API server restarts, dropped
-/// watches, `410 Gone`), with every object trimmed and wrapped as an [`Object`].
-fn watch<K>(what: &'static str, api: Api<K>, config: watcher::Config, wrap: fn(Box<K>) -> Object) -> Watch
+/// watches, `410 Gone`), with every object trimmed (by [`trim`], then `trim_kind`) and wrapped
+/// as an [`Object`].
+fn watch<K>(
+    what: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: fn(Box<K>) -> Object,
+    trim_kind: fn(&mut K),
+) -> Watch
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let events = watcher(api, config).default_backoff().modify(trim);
+    let events = watcher(api, config).default_backoff().modify(move |object| {
+        trim(object);
+        trim_kind(object);
+    });
     events.map(move |event| (what, event.map(|event| map_event(event, |object| wrap(Box::new(object)))))).boxed()
 }
 
-/// Drops what routing never reads and costs memory on every object: managed fields and the
-/// copy `kubectl apply` keeps in an annotation.
+/// Drops what routing never reads and costs memory on every object: managed fields, owner
+/// references and the copy `kubectl apply` keeps in an annotation.
 fn trim<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
-    meta.managed_fields = None;
+    (meta.managed_fields, meta.owner_references) = (None, None);
     if let Some(annotations) = &mut meta.annotations {
         annotations.remove(LAST_APPLIED);
     }
 }
+
+/// For kinds with nothing more to trim.
+fn keep<K>(_: &mut K) {}
 
 fn map_event<K>(event: watcher::Event<K>, wrap: impl Fn(K) -> Object) -> watcher::Event<Object> {
     use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
