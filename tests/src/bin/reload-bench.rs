@@ -1,9 +1,9 @@
 //! `reload-bench`: how long one edited Ingress takes to serve, with 10,000 Ingresses loaded
 //! (one file each, as a manifests directory or ConfigMap volume holds them), measured from the
 //! file's atomic replacement to the first request the new route answers. With `--kube`, the
-//! Ingresses, a Service and an EndpointSlice each come from a fake API server instead, and what
-//! is measured is a new Ingress, from its ADDED event to its first answer. Also prints start-up
-//! time and the gateway's resident memory.
+//! Ingresses and `--services` Services with an EndpointSlice each come from a fake API server
+//! instead, and what is measured is a new Ingress, from its ADDED event to its first answer.
+//! Also prints start-up time and the gateway's resident memory.
 //!
 //! Build with `cargo build --release --workspace` and run `target/release/reload-bench [--kube]`.
 
@@ -26,6 +26,9 @@ struct Args {
     /// Watch a fake API server instead of files.
     #[arg(long)]
     kube: bool,
+    /// With `--kube`: Services (each with an EndpointSlice) the Ingresses spread over.
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
 }
 
 #[tokio::main]
@@ -57,10 +60,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let (gateway, startup, _api) = if args.kube {
         let api = FakeApi::start().await?;
+        let services = args.services.max(1);
+        for i in 0..services {
+            api.apply_yaml(&service(&format!("svc{i}"), &pods.addrs, &[]));
+        }
         for i in 0..args.ingresses {
-            let name = format!("svc{i}");
-            api.apply_yaml(&service(&name, &pods.addrs, &[]));
-            api.apply_yaml(&ingress(&format!("ing{i}"), &host(i), &[("/api", "Prefix", &name)]));
+            let backend = format!("svc{}", i % services);
+            api.apply_yaml(&ingress(&format!("ing{i}"), &host(i), &[("/api", "Prefix", &backend)]));
         }
         let started = Instant::now();
         let gateway = Gateway::start_kube(&api.kubeconfig(dir.path())?, &[]).await?;
@@ -100,8 +106,10 @@ async fn main() -> anyhow::Result<()> {
     let pid = gateway.child.id().context("sluice exited")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").to_owned();
-    let what =
-        if args.kube { "Ingresses, Services and EndpointSlices from the API server" } else { "Ingresses in files" };
+    let what = match args.kube {
+        true => format!("Ingresses and {} Services with EndpointSlices from the API server", args.services.max(1)),
+        false => "Ingresses in files".to_owned(),
+    };
     println!("{} {what}: start-up to ready {:.0} ms; {}", args.ingresses, ms(startup), rss.replace('\t', " "));
     println!(
         "edit to live over {} edits: min {:.1} ms, median {:.1} ms, max {:.1} ms",
