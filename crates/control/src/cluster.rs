@@ -193,8 +193,10 @@ impl Store {
                 true
             }
             watcher::Event::Apply(object) => {
-                let previous = self.objects.insert(object.id(), manifest(object.clone()));
-                previous.is_none_or(|previous| previous.object != object)
+                let id = object.id();
+                let changed = self.objects.get(&id).is_none_or(|previous| previous.object != object);
+                self.objects.insert(id, manifest(object));
+                changed
             }
             watcher::Event::Delete(object) => self.objects.remove(&object.id()).is_some(),
         }
