@@ -20,15 +20,21 @@ async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut(
     }
 }
 
+/// An echo pod on `ip`, and a fake API server holding the Service `app` with that pod ready.
+async fn one_pod_cluster(ip: &str) -> (Pods, FakeApi) {
+    let pods = Pods::start(&[ip]).await.unwrap();
+    let api = FakeApi::start().await.unwrap();
+    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    (pods, api)
+}
+
 async fn status(client: &Client, gateway: &Gateway, host: &str, path: &str) -> u16 {
     client.get(&gateway.url(path), host).await.map_or(0, |r| r.status)
 }
 
 #[tokio::test]
 async fn ingresses_go_live_change_and_go_away_once_every_kind_is_listed() {
-    let pods = Pods::start(&["127.0.0.60"]).await.unwrap();
-    let api = FakeApi::start().await.unwrap();
-    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    let (_pods, api) = one_pod_cluster("127.0.0.60").await;
     api.apply_yaml(&ingress("web", "web.test", &[("/", "Prefix", "app")]));
     // Not ready while one kind cannot be listed: a snapshot without endpoints would answer 503s.
     api.set_unavailable("EndpointSlice", true);
@@ -135,10 +141,8 @@ async fn endpoint_slices_steer_a_rolling_update_with_no_failed_request() {
 
 #[tokio::test]
 async fn a_rotated_secret_serves_new_handshakes() {
-    let pods = Pods::start(&["127.0.0.65"]).await.unwrap();
-    let api = FakeApi::start().await.unwrap();
+    let (_pods, api) = one_pod_cluster("127.0.0.65").await;
     let (first, second) = (Certificate::new(&["secure.test"]), Certificate::new(&["secure.test"]));
-    api.apply_yaml(&service("app", &pods.addrs, &[]));
     api.apply_yaml(&first.secret("cert"));
     let tls = ingress("secure", "secure.test", &[("/", "Prefix", "app")])
         .replace("  rules:\n", "  tls: [{hosts: [secure.test], secretName: cert}]\n  rules:\n");
@@ -160,9 +164,7 @@ async fn a_rotated_secret_serves_new_handshakes() {
 
 #[tokio::test]
 async fn an_api_server_outage_and_410_gone_keep_the_last_snapshot_then_relist() {
-    let pods = Pods::start(&["127.0.0.66"]).await.unwrap();
-    let mut api = FakeApi::start().await.unwrap();
-    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    let (_pods, mut api) = one_pod_cluster("127.0.0.66").await;
     api.apply_yaml(&ingress("stays", "stays.test", &[("/", "Prefix", "app")]));
     api.apply_yaml(&ingress("goes", "goes.test", &[("/", "Prefix", "app")]));
     let dir = tempfile::tempdir().unwrap();
@@ -196,9 +198,7 @@ async fn an_api_server_outage_and_410_gone_keep_the_last_snapshot_then_relist() 
 
 #[tokio::test]
 async fn only_the_lease_holder_writes_ingress_status_and_events() {
-    let pods = Pods::start(&["127.0.0.67"]).await.unwrap();
-    let api = FakeApi::start().await.unwrap();
-    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    let (_pods, api) = one_pod_cluster("127.0.0.67").await;
     api.apply_yaml(&ingress("web", "web.test", &[("/", "Prefix", "app")]));
     let broken = annotated_ingress(
         "broken",
@@ -264,9 +264,7 @@ async fn only_the_lease_holder_writes_ingress_status_and_events() {
 #[tokio::test]
 async fn plugin_modules_published_as_config_maps_hot_load() {
     use base64::Engine as _;
-    let pods = Pods::start(&["127.0.0.68"]).await.unwrap();
-    let api = FakeApi::start().await.unwrap();
-    api.apply_yaml(&service("app", &pods.addrs, &[]));
+    let (_pods, api) = one_pod_cluster("127.0.0.68").await;
     let filters = "- plugin: add-tenant\n  config: {header: x-tenant, value: acme}\n";
     api.apply_yaml(&filtered_ingress("shop", "shop.test", &[("/", "Prefix", "app")], filters));
     let module = |bytes: &[u8]| {
