@@ -180,6 +180,11 @@ async fn a_module_swapped_under_load_drops_no_request() {
             assert!(Instant::now() < deadline, "round {round}: {version} never went live");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Keep each version under load for a while before swapping it out.
+        let live = sent.load(Ordering::Relaxed);
+        while sent.load(Ordering::Relaxed) < live + 40 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let mut bad = Vec::new();

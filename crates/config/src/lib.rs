@@ -2,10 +2,12 @@
 //!
 //! This crate is pure: it never touches the network, the clock or the file system. Sources (files,
 //! the API server) hand it [`Manifest`]s; [`translate`] turns them into a [`Model`] plus a list of
-//! [`ConfigError`]s. An error names the file, the object and the field it is about, and only the
+//! [`ConfigError`]s. A [`Catalog`] keeps objects between translations, so that one change is
+//! translated in proportion to what it touches. An error names the file, the object and the field it is about, and only the
 //! broken part is dropped: every other Ingress, rule and path keeps working.
 
 mod builtins;
+mod catalog;
 mod error;
 mod filters;
 mod manifest;
@@ -14,11 +16,12 @@ mod translate;
 
 pub mod annotations;
 
+pub use catalog::Catalog;
 pub use error::{ConfigError, ObjectRef};
 pub use filters::{FILTERS, FailurePolicy, FilterSpec, Isolation, parse_filters, valid_plugin_name};
 pub use manifest::{Manifest, Object, Parsed, parse_manifests};
 pub use model::{
-    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target,
-    TlsCertificate, TlsSpec,
+    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, IngressModel, Model, PathMatch, PortRef,
+    RouteSpec, Target, TlsCertificate, TlsSpec,
 };
 pub use translate::{TranslateOptions, translate};

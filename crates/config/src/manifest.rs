@@ -10,17 +10,17 @@ use serde_json::Value;
 
 use crate::error::{ConfigError, ObjectRef};
 
-/// The kinds of object Sluice routes with.
+/// The kinds of object Sluice routes with, shared so that keeping one costs no copy.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
-    Ingress(Box<Ingress>),
-    IngressClass(Box<IngressClass>),
-    Service(Box<Service>),
-    EndpointSlice(Box<EndpointSlice>),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
     /// Only Secrets of type `kubernetes.io/tls` are kept.
-    Secret(Box<Secret>),
+    Secret(Arc<Secret>),
     /// Header lists (`custom-headers`).
-    ConfigMap(Box<ConfigMap>),
+    ConfigMap(Arc<ConfigMap>),
 }
 
 impl Object {
@@ -149,12 +149,12 @@ fn typed<T: DeserializeOwned>(
     origin: &Arc<str>,
     kind: &'static str,
     document: Value,
-) -> Result<Box<T>, Box<ConfigError>> {
+) -> Result<Arc<T>, Box<ConfigError>> {
     let id = identity(kind, &document);
     if id.name == "<unnamed>" {
         return Err(Box::new(ConfigError::field(origin, &id, "metadata.name", "is required")));
     }
-    serde_path_to_error::deserialize(document).map(Box::new).map_err(|e| {
+    serde_path_to_error::deserialize(document).map(Arc::new).map_err(|e| {
         let field = e.path().to_string();
         Box::new(ConfigError::field(origin, &id, field, e.into_inner().to_string()))
     })

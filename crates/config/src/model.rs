@@ -1,11 +1,11 @@
 //! The validated routing model: what the Ingresses mean, with every reference resolved.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
@@ -15,15 +15,26 @@ use crate::filters::FilterSpec;
 /// Everything the Ingresses of our class ask for.
 #[derive(Debug, Default)]
 pub struct Model {
-    pub routes: Vec<RouteSpec>,
-    pub default_backends: Vec<DefaultBackend>,
+    /// Every Ingress of our class, whether or not it yielded routes. Shared with the
+    /// translation's cache: an Ingress that did not change is not translated again.
+    pub ingresses: Vec<Arc<IngressModel>>,
     /// Every backend a route or default backend refers to, resolved to where traffic goes.
-    pub backends: BTreeMap<BackendKey, Target>,
-    /// The `spec.tls` entries of every Ingress.
-    pub tls: Vec<TlsSpec>,
-    /// Every Ingress of our class, whether or not it yielded routes (for Ingress status).
-    pub ingresses: Vec<ObjectRef>,
+    pub backends: HashMap<BackendKey, Arc<Target>>,
     pub errors: Vec<ConfigError>,
+}
+
+/// One Ingress, translated.
+#[derive(Debug)]
+pub struct IngressModel {
+    pub info: Arc<IngressInfo>,
+    pub routes: Vec<RouteSpec>,
+    pub default_backend: Option<DefaultBackend>,
+    /// The `spec.tls` entries.
+    pub tls: Vec<TlsSpec>,
+    /// What is wrong with the Ingress itself (its backends' Services are checked apart).
+    pub errors: Vec<ConfigError>,
+    /// The backends it names, each with the field that names it.
+    pub(crate) backends: Vec<(String, BackendKey)>,
 }
 
 /// One `spec.tls` entry: hosts served over TLS, with the certificate of a Secret.

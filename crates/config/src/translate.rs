@@ -1,27 +1,21 @@
 //! Ingress objects to the routing model.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use foldhash::HashMap;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::annotations;
 use crate::builtins::builtin_filters;
+use crate::catalog::{Catalog, Referenced, namespace};
 use crate::error::{ConfigError, ObjectRef};
 use crate::filters::{FILTERS, FilterSpec, parse_filters};
-use crate::manifest::{Manifest, Object};
+use crate::manifest::Manifest;
 use crate::model::{
-    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, Model, PathMatch, PortRef, RouteSpec, Target,
-    TlsCertificate, TlsSpec,
+    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, IngressModel, Model, PathMatch, PortRef,
+    RouteSpec, TlsCertificate, TlsSpec,
 };
-
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What the translation needs to know besides the objects.
 #[derive(Debug, Clone)]
@@ -31,27 +25,18 @@ pub struct TranslateOptions<'a> {
 }
 
 /// Translates manifests into the routing model. Pure and total: every problem becomes a
-/// [`ConfigError`] and only the part it is about is left out.
+/// [`ConfigError`] and only the part it is about is left out. An object defined twice is
+/// reported and its first definition used.
 pub fn translate<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, options: &TranslateOptions<'_>) -> Model {
-    let mut model = Model::default();
-    let index = Index::build(manifests, &mut model.errors);
-    let default_class = index.classes.get(options.ingress_class).is_some_and(|class| {
-        let value = class.metadata.annotations.as_ref().and_then(|a| a.get(annotations::DEFAULT_CLASS));
-        value.is_some_and(|v| annotations::parse_bool(v) == Ok(true))
-    });
-    let mut resolver = Resolver { index: &index, resolved: HashMap::default() };
-    for (origin, ingress) in &index.ingresses {
-        if is_ours(ingress, options.ingress_class, default_class) {
-            let (namespace, name) =
-                (namespace(&ingress.metadata), ingress.metadata.name.as_deref().unwrap_or_default());
-            model.ingresses.push(ObjectRef::new("Ingress", namespace, name));
-            translate_ingress(origin, ingress, &index, &mut resolver, &mut model);
-        }
-    }
+    let mut catalog = Catalog::default();
+    let errors = catalog.sync(manifests);
+    let mut model = catalog.translate(options);
+    model.errors.extend(errors);
     model
 }
 
-fn is_ours(ingress: &Ingress, class: &str, default_class: bool) -> bool {
+/// Whether `ingress` belongs to `class` (or names no class and `class` is the default).
+pub(crate) fn is_ours(ingress: &Ingress, class: &str, default_class: bool) -> bool {
     let named = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()).or_else(|| {
         let annotations = ingress.metadata.annotations.as_ref()?;
         annotations.get(annotations::INGRESS_CLASS).map(String::as_str)
@@ -59,211 +44,19 @@ fn is_ours(ingress: &Ingress, class: &str, default_class: bool) -> bool {
     named.map_or(default_class, |named| named == class)
 }
 
-/// The objects, indexed for lookups, each kind/namespace/name once.
-struct Index<'a> {
-    ingresses: Vec<(&'a Arc<str>, &'a Ingress)>,
-    classes: HashMap<&'a str, &'a IngressClass>,
-    services: HashMap<(&'a str, &'a str), &'a Service>,
-    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
-    config_maps: HashMap<(&'a str, &'a str), &'a ConfigMap>,
-    /// EndpointSlices by (namespace, service name).
-    slices: HashMap<(&'a str, &'a str), Vec<Slice<'a>>>,
-}
-
-/// An EndpointSlice with its addresses already checked.
-struct Slice<'a> {
-    ports: Vec<(&'a str, u16)>,
-    endpoints: Vec<SliceEndpoint>,
-}
-
-struct SliceEndpoint {
-    ip: IpAddr,
-    ready: bool,
-    serving: bool,
-    terminating: bool,
-}
-
-impl<'a> Index<'a> {
-    fn build(manifests: impl IntoIterator<Item = &'a Manifest>, errors: &mut Vec<ConfigError>) -> Self {
-        let mut index = Index {
-            ingresses: Vec::new(),
-            classes: HashMap::default(),
-            services: HashMap::default(),
-            secrets: HashMap::default(),
-            config_maps: HashMap::default(),
-            slices: HashMap::default(),
-        };
-        let mut seen: HashMap<(&'static str, &str, &str), &Arc<str>> = HashMap::default();
-        for manifest in manifests {
-            match seen.entry(manifest.object.identity()) {
-                Entry::Occupied(first) => {
-                    let message = format!("defined again; the definition in {} is used", first.get());
-                    errors.push(ConfigError::field(&manifest.origin, &manifest.object.id(), "metadata.name", message));
-                    continue;
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(&manifest.origin);
-                }
-            }
-            match &manifest.object {
-                Object::Ingress(o) => index.ingresses.push((&manifest.origin, o)),
-                Object::IngressClass(o) => {
-                    index.classes.insert(o.metadata.name.as_deref().unwrap_or_default(), o);
-                }
-                Object::Service(o) => {
-                    index.services.insert((namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default()), o);
-                }
-                Object::EndpointSlice(o) => index.add_slice(&manifest.origin, o, errors),
-                Object::Secret(o) => {
-                    index.secrets.insert((namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default()), o);
-                }
-                Object::ConfigMap(o) => {
-                    let key = (namespace(&o.metadata), o.metadata.name.as_deref().unwrap_or_default());
-                    index.config_maps.insert(key, o);
-                }
-            }
-        }
-        index
-    }
-
-    fn add_slice(&mut self, origin: &Arc<str>, slice: &'a EndpointSlice, errors: &mut Vec<ConfigError>) {
-        let id = || {
-            let name = slice.metadata.name.clone().unwrap_or_default();
-            ObjectRef::new("EndpointSlice", namespace(&slice.metadata), name)
-        };
-        let labels = slice.metadata.labels.as_ref();
-        let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
-            let message = format!("has no {SERVICE_NAME_LABEL} label, so it belongs to no Service");
-            errors.push(ConfigError::field(origin, &id(), "metadata.labels", message));
-            return;
-        };
-        if slice.address_type == "FQDN" {
-            return;
-        }
-        let ports = slice.ports.iter().flatten().filter_map(|p| {
-            let port = u16::try_from(p.port?).ok()?;
-            Some((p.name.as_deref().unwrap_or_default(), port))
-        });
-        let mut endpoints = Vec::new();
-        for (i, endpoint) in slice.endpoints.iter().enumerate() {
-            let Some(address) = endpoint.addresses.first() else { continue };
-            let Ok(ip) = address.parse::<IpAddr>() else {
-                let field = format!("endpoints[{i}].addresses[0]");
-                errors.push(ConfigError::field(origin, &id(), field, format!("{address:?} is not an IP address")));
-                continue;
-            };
-            let conditions = endpoint.conditions.as_ref();
-            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-            endpoints.push(SliceEndpoint {
-                ip,
-                ready,
-                serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
-                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-            });
-        }
-        let key = (namespace(&slice.metadata), service.as_str());
-        self.slices.entry(key).or_default().push(Slice { ports: ports.collect(), endpoints });
-    }
-}
-
-fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
-    meta.namespace.as_deref().unwrap_or(crate::manifest::DEFAULT_NAMESPACE)
-}
-
-/// What a backend whose Service cannot be resolved routes to: nothing (503).
-static NO_ENDPOINTS: Target = Target::Pods { endpoints: Vec::new(), unready: Vec::new() };
-
-/// Resolves backends to targets, once per backend.
-struct Resolver<'i, 'a> {
-    index: &'i Index<'a>,
-    resolved: HashMap<BackendKey, Result<Target, String>>,
-}
-
-impl Resolver<'_, '_> {
-    fn resolve(&mut self, key: &BackendKey) -> &Result<Target, String> {
-        if !self.resolved.contains_key(key) {
-            let target = self.resolve_uncached(key);
-            self.resolved.insert(key.clone(), target);
-        }
-        &self.resolved[key]
-    }
-
-    fn resolve_uncached(&self, key: &BackendKey) -> Result<Target, String> {
-        let Some(service) = self.index.services.get(&(key.namespace.as_str(), key.service.as_str())) else {
-            return Err(format!("Service {}/{} not found", key.namespace, key.service));
-        };
-        let spec = service.spec.as_ref();
-        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
-        let port = ports.iter().find(|p| match &key.port {
-            PortRef::Number(n) => p.port == *n,
-            PortRef::Name(name) => p.name.as_deref() == Some(name),
-        });
-        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            let host = spec.and_then(|s| s.external_name.clone()).filter(|h| !h.is_empty());
-            let Some(host) = host else {
-                return Err(format!("ExternalName Service {}/{} has no spec.externalName", key.namespace, key.service));
-            };
-            let number = match (&key.port, port) {
-                (_, Some(p)) => p.port,
-                (PortRef::Number(n), None) => *n,
-                (PortRef::Name(_), None) => return Err(missing_port(key)),
-            };
-            let port = u16::try_from(number).map_err(|_| format!("port {number} is out of range"))?;
-            return Ok(Target::External { host, port });
-        }
-        let Some(port) = port else { return Err(missing_port(key)) };
-        let port_name = port.name.as_deref().unwrap_or_default();
-        let (mut ready, mut terminating, mut unready) = (Vec::new(), Vec::new(), Vec::new());
-        let slices = self.index.slices.get(&(key.namespace.as_str(), key.service.as_str()));
-        for slice in slices.into_iter().flatten() {
-            let Some(&(_, number)) = slice.ports.iter().find(|(name, _)| *name == port_name) else { continue };
-            for endpoint in &slice.endpoints {
-                let addr = SocketAddr::new(endpoint.ip, number);
-                match endpoint {
-                    SliceEndpoint { ready: true, .. } => ready.push(addr),
-                    SliceEndpoint { serving: true, terminating: true, .. } => terminating.push(addr),
-                    _ => unready.push(addr),
-                }
-            }
-        }
-        let endpoints = if ready.is_empty() {
-            terminating
-        } else {
-            unready.extend(terminating);
-            ready
-        };
-        Ok(Target::Pods { endpoints: sorted(endpoints), unready: sorted(unready) })
-    }
-}
-
-fn missing_port(key: &BackendKey) -> String {
-    let port = match &key.port {
-        PortRef::Number(n) => format!("port {n}"),
-        PortRef::Name(name) => format!("port named {name:?}"),
-    };
-    format!("Service {}/{} has no {port}", key.namespace, key.service)
-}
-
-fn sorted(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    addrs.sort_unstable();
-    addrs.dedup();
-    addrs
-}
-
 /// Collects one Ingress's routes, reporting what is wrong with each part.
-struct IngressTranslation<'m> {
-    origin: &'m Arc<str>,
-    info: Arc<IngressInfo>,
-    model: &'m mut Model,
+struct IngressTranslation<'o> {
+    origin: &'o Arc<str>,
+    model: IngressModel,
 }
 
 impl IngressTranslation<'_> {
     fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.model.errors.push(ConfigError::field(self.origin, &self.info.id, field, message));
+        self.model.errors.push(ConfigError::field(self.origin, &self.model.info.id, field, message));
     }
 
-    /// The backend of `field`, recorded in the model; `None` (reported) when it is unusable.
-    fn backend(&mut self, backend: &IngressBackend, field: &str, resolver: &mut Resolver) -> Option<BackendKey> {
+    /// The backend of `field`, recorded for resolving; `None` (reported) when it is unusable.
+    fn backend(&mut self, backend: &IngressBackend, field: String) -> Option<BackendKey> {
         if backend.resource.is_some() {
             self.error(format!("{field}.resource"), "resource backends are not supported; use a Service");
             return None;
@@ -281,19 +74,8 @@ impl IngressTranslation<'_> {
                 return None;
             }
         };
-        let key = BackendKey { namespace: self.info.id.namespace.clone(), service: service.name.clone(), port };
-        let target = match resolver.resolve(&key) {
-            Ok(target) => target,
-            Err(message) => {
-                // Kept with no endpoints (503) so the route comes alive when the Service appears.
-                let message = format!("{message}; requests to this backend get 503");
-                self.error(format!("{field}.service"), message);
-                &NO_ENDPOINTS
-            }
-        };
-        if !self.model.backends.contains_key(&key) {
-            self.model.backends.insert(key.clone(), target.clone());
-        }
+        let key = BackendKey { namespace: self.model.info.id.namespace.clone(), service: service.name.clone(), port };
+        self.model.backends.push((field, key.clone()));
         Some(key)
     }
 }
@@ -309,7 +91,7 @@ struct IngressOptions {
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
-fn read_annotations(ingress: &Ingress, index: &Index, errors: &mut Vec<(String, String)>) -> IngressOptions {
+fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec<(String, String)>) -> IngressOptions {
     let annotations = ingress.metadata.annotations.as_ref();
     let annotation = |name: &str| annotations.and_then(|a| a.get(name));
     let mut flag = |name: &str, default: bool| match annotation(name) {
@@ -339,7 +121,7 @@ fn read_annotations(ingress: &Ingress, index: &Index, errors: &mut Vec<(String, 
     // Built-ins first, then the Ingress's own filters. A broken value anywhere fails every
     // route closed: a rewrite, redirect or guard filter must not silently disappear.
     let mut filter_errors = Vec::new();
-    let config_maps = |ns: &str, name: &str| index.config_maps.get(&(ns, name)).copied();
+    let config_maps = |ns: &str, name: &str| referenced.config_maps.get(ns, name).map(|map| &**map);
     let empty = BTreeMap::new();
     let all = annotations.unwrap_or(&empty);
     let mut filters = builtin_filters(all, namespace(&ingress.metadata), &config_maps, &mut filter_errors);
@@ -365,11 +147,12 @@ fn read_annotations(ingress: &Ingress, index: &Index, errors: &mut Vec<(String, 
     }
 }
 
-fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolver: &mut Resolver, model: &mut Model) {
+/// Translates one Ingress, whatever its class.
+pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced: &Referenced) -> IngressModel {
     let id = ObjectRef::new("Ingress", namespace(&ingress.metadata), ingress.metadata.name.clone().unwrap_or_default());
     let created = ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut annotation_errors = Vec::new();
-    let options = read_annotations(ingress, index, &mut annotation_errors);
+    let options = read_annotations(ingress, referenced, &mut annotation_errors);
     let info = IngressInfo {
         id,
         origin: origin.clone(),
@@ -380,11 +163,19 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
         max_body_size: options.max_body_size,
         filters: options.filters,
     };
-    let mut tr = IngressTranslation { origin, info: Arc::new(info), model };
+    let model = IngressModel {
+        info: Arc::new(info),
+        routes: Vec::new(),
+        default_backend: None,
+        tls: Vec::new(),
+        errors: Vec::new(),
+        backends: Vec::new(),
+    };
+    let mut tr = IngressTranslation { origin, model };
     for (field, message) in annotation_errors {
         tr.error(field, message);
     }
-    let Some(spec) = &ingress.spec else { return };
+    let Some(spec) = &ingress.spec else { return tr.model };
     let regex_mode = options.regex_mode;
 
     let mut hosts = Vec::new();
@@ -410,9 +201,9 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
                     continue;
                 }
             };
-            let Some(backend) = tr.backend(&path.backend, &format!("{}.backend", field()), resolver) else { continue };
+            let Some(backend) = tr.backend(&path.backend, format!("{}.backend", field())) else { continue };
             let route = RouteSpec {
-                ingress: tr.info.clone(),
+                ingress: tr.model.info.clone(),
                 rule: i,
                 path_index: j,
                 host: host.clone(),
@@ -437,7 +228,7 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
         let certificate = match tls.secret_name.as_deref().filter(|name| !name.is_empty()) {
             // No Secret: the hosts are served over TLS with the default certificate.
             None => None,
-            Some(name) => match tls_certificate(index, &tr.info.id.namespace, name) {
+            Some(name) => match tls_certificate(referenced, &tr.model.info.id.namespace, name) {
                 Ok(certificate) => Some(Arc::new(certificate)),
                 Err(message) => {
                     tr.error(format!("{field}.secretName"), format!("{message}; the default certificate is served"));
@@ -445,22 +236,22 @@ fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, index: &Index, resolv
                 }
             },
         };
-        tr.model.tls.push(TlsSpec { ingress: tr.info.clone(), field, hosts: tls_hosts, certificate });
+        tr.model.tls.push(TlsSpec { ingress: tr.model.info.clone(), field, hosts: tls_hosts, certificate });
     }
     if let Some(backend) = &spec.default_backend
-        && let Some(backend) = tr.backend(backend, "spec.defaultBackend", resolver)
+        && let Some(backend) = tr.backend(backend, "spec.defaultBackend".to_owned())
     {
-        let default = DefaultBackend { ingress: tr.info.clone(), hosts, backend };
-        tr.model.default_backends.push(default);
+        tr.model.default_backend = Some(DefaultBackend { ingress: tr.model.info.clone(), hosts, backend });
     }
+    tr.model
 }
 
 /// The certificate and key of a `kubernetes.io/tls` Secret, from `data` (base64, as the API
 /// server stores it) or `stringData` (plain PEM, handy in manifest files).
-fn tls_certificate(index: &Index, namespace: &str, name: &str) -> Result<TlsCertificate, String> {
-    let secret = index
+fn tls_certificate(referenced: &Referenced, namespace: &str, name: &str) -> Result<TlsCertificate, String> {
+    let secret = referenced
         .secrets
-        .get(&(namespace, name))
+        .get(namespace, name)
         .ok_or_else(|| format!("Secret {namespace}/{name} of type kubernetes.io/tls not found"))?;
     let entry = |key: &str| {
         let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone());

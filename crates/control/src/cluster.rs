@@ -16,7 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use sluice_config::{Manifest, Object, ObjectRef};
+use sluice_config::{Catalog, Manifest, Object, ObjectRef};
 use sluice_filter::Snapshot;
 use tokio::sync::{oneshot, watch};
 
@@ -120,7 +120,7 @@ fn watch<K>(
     what: &'static str,
     api: Api<K>,
     config: watcher::Config,
-    wrap: fn(Box<K>) -> Object,
+    wrap: fn(Arc<K>) -> Object,
     trim_kind: fn(&mut K),
 ) -> Watch
 where
@@ -130,7 +130,7 @@ where
         trim(object);
         trim_kind(object);
     });
-    events.map(move |event| (what, event.map(|event| map_event(event, |object| wrap(Box::new(object)))))).boxed()
+    events.map(move |event| (what, event.map(|event| map_event(event, |object| wrap(Arc::new(object)))))).boxed()
 }
 
 /// Drops what routing never reads and costs memory on every object: managed fields, owner
@@ -161,7 +161,7 @@ fn map_event<K>(event: watcher::Event<K>, wrap: impl Fn(K) -> Object) -> watcher
 /// list.
 #[derive(Default)]
 struct Store {
-    objects: HashMap<ObjectRef, Manifest>,
+    catalog: Catalog,
     /// Per watcher: the objects of a relist in progress, swapped in whole when it completes.
     relisting: HashMap<&'static str, HashMap<ObjectRef, Manifest>>,
     /// Per watcher: what its last complete list held, to drop what a relist no longer has.
@@ -184,21 +184,19 @@ impl Store {
             }
             watcher::Event::InitDone => {
                 let fresh = self.relisting.remove(what).unwrap_or_default();
+                let mut changed = false;
                 for gone in self.listed.insert(what, fresh.keys().cloned().collect()).unwrap_or_default() {
                     if !fresh.contains_key(&gone) {
-                        self.objects.remove(&gone);
+                        changed |= self.catalog.remove(&gone);
                     }
                 }
-                self.objects.extend(fresh);
-                true
-            }
-            watcher::Event::Apply(object) => {
-                let id = object.id();
-                let changed = self.objects.get(&id).is_none_or(|previous| previous.object != object);
-                self.objects.insert(id, manifest(object));
+                for manifest in fresh.into_values() {
+                    changed |= self.catalog.apply(manifest);
+                }
                 changed
             }
-            watcher::Event::Delete(object) => self.objects.remove(&object.id()).is_some(),
+            watcher::Event::Apply(object) => self.catalog.apply(manifest(object)),
+            watcher::Event::Delete(object) => self.catalog.remove(&object.id()),
         }
     }
 }
@@ -246,36 +244,24 @@ struct StatusFeed {
 
 impl StatusFeed {
     fn send(&self, store: &Store, snapshot: &Snapshot) {
-        let ingresses = store
-            .objects
-            .values()
-            .filter_map(|manifest| match &manifest.object {
-                Object::Ingress(ingress) => Some(SeenIngress {
-                    id: manifest.object.id(),
-                    uid: ingress.metadata.uid.clone(),
-                    addresses: ingress
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.load_balancer.as_ref())
-                        .and_then(|lb| lb.ingress.clone())
-                        .unwrap_or_default(),
-                }),
-                _ => None,
+        let ingresses = (store.catalog.ingresses())
+            .map(|(namespace, name, ingress)| SeenIngress {
+                id: ObjectRef::new("Ingress", namespace, name),
+                uid: ingress.metadata.uid.clone(),
+                addresses: (ingress.status.as_ref())
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|lb| lb.ingress.clone())
+                    .unwrap_or_default(),
             })
             .collect();
-        let service = self.service.as_ref().and_then(|id| store.objects.get(id));
-        let service_addresses = service.and_then(|manifest| match &manifest.object {
-            Object::Service(service) => {
-                let status = service.status.as_ref().and_then(|s| s.load_balancer.as_ref());
-                let entries = status.and_then(|lb| lb.ingress.as_ref()).into_iter().flatten();
-                let address = |e: &LoadBalancerIngress| IngressLoadBalancerIngress {
-                    ip: e.ip.clone(),
-                    hostname: e.hostname.clone(),
-                    ..Default::default()
-                };
-                Some(entries.map(address).collect())
-            }
-            _ => None,
+        let service = self.service.as_ref().and_then(|id| store.catalog.service_load_balancer(&id.namespace, &id.name));
+        let service_addresses = service.map(|entries| {
+            let address = |e: &LoadBalancerIngress| IngressLoadBalancerIngress {
+                ip: e.ip.clone(),
+                hostname: e.hostname.clone(),
+                ..Default::default()
+            };
+            entries.iter().map(address).collect()
         });
         let observed = Observed {
             ingresses,
@@ -319,18 +305,15 @@ async fn run(
                 next = tokio::time::timeout(debounce, events.next()).await.ok().flatten();
             }
         }
-        if !changed || store.listed.len() < kinds {
+        // The first snapshot is published when every kind has listed, even an empty cluster.
+        if (!changed && ready.is_none()) || store.listed.len() < kinds {
             continue;
         }
         changed = false;
         // Translating and compiling is blocking work.
         let published = tokio::task::spawn_blocking(move || {
-            let config_maps = store.objects.values().filter_map(|m| match &m.object {
-                Object::ConfigMap(map) => Some(&**map),
-                _ => None,
-            });
-            publisher.set_published_plugins(config_maps);
-            let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish(store.objects.values(), []));
+            publisher.set_published_plugins(store.catalog.config_maps());
+            let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish_catalog(&mut store.catalog));
             (store, publisher, snapshot)
         });
         let snapshot;

@@ -207,15 +207,9 @@ impl Plugins {
     /// Runs each loaded plugin's configuration check on every configuration the model
     /// attaches it with that has not been checked yet.
     pub async fn validate(&mut self, model: &Model) {
-        let ingresses =
-            model.routes.iter().map(|r| &r.ingress).chain(model.default_backends.iter().map(|d| &d.ingress));
-        let mut seen = HashSet::new();
         let mut validated = HashMap::new();
-        for ingress in ingresses {
-            if !seen.insert(Arc::as_ptr(ingress)) {
-                continue;
-            }
-            for spec in ingress.filters.iter().flatten() {
+        for ingress in &model.ingresses {
+            for spec in ingress.info.filters.iter().flatten() {
                 let Some(Ok(plugin)) = self.module(&spec.plugin).cloned() else { continue };
                 let key = (plugin.hash.clone(), spec.config.clone());
                 if validated.contains_key(&key) {

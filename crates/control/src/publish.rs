@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use sluice_config::{ConfigError, Manifest, TranslateOptions, translate};
+use sluice_config::{Catalog, ConfigError, Manifest, Model, TranslateOptions};
 use sluice_filter::Snapshot;
 
 use crate::plugins::Plugins;
@@ -12,12 +12,14 @@ pub struct Publisher {
     snapshot: Arc<ArcSwap<Snapshot>>,
     ingress_class: String,
     plugins: Plugins,
+    /// What [`Publisher::publish`] last translated, so the next publish translates only what changed.
+    catalog: Catalog,
 }
 
 impl Publisher {
     /// Publishes into `snapshot` the Ingresses of `ingress_class`, with filters from `plugins`.
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, ingress_class: String, plugins: Plugins) -> Self {
-        Self { snapshot, ingress_class, plugins }
+        Self { snapshot, ingress_class, plugins, catalog: Catalog::default() }
     }
 
     /// Loads new and changed plugin modules; returns whether anything changed.
@@ -39,7 +41,8 @@ impl Publisher {
         self.plugins.dir()
     }
 
-    /// Translates and compiles `manifests` (with `source_errors` from reading them), checks the
+    /// Translates (what changed since the last publish) and compiles `manifests` (with
+    /// `source_errors` from reading them), checks the
     /// plugin configurations they attach, and publishes the result in one atomic swap.
     /// Returns the published snapshot.
     pub async fn publish<'a>(
@@ -48,8 +51,21 @@ impl Publisher {
         source_errors: impl IntoIterator<Item = ConfigError>,
     ) -> Arc<Snapshot> {
         let started = Instant::now();
-        let mut model = translate(manifests, &TranslateOptions { ingress_class: &self.ingress_class });
-        model.errors.extend(source_errors);
+        let duplicates = self.catalog.sync(manifests);
+        let mut model = self.catalog.translate(&TranslateOptions { ingress_class: &self.ingress_class });
+        model.errors.extend(duplicates.into_iter().chain(source_errors));
+        self.publish_model(model, started).await
+    }
+
+    /// Translates `catalog` (only what changed since its last translation) and publishes the
+    /// result like [`Publisher::publish`].
+    pub async fn publish_catalog(&mut self, catalog: &mut Catalog) -> Arc<Snapshot> {
+        let started = Instant::now();
+        let model = catalog.translate(&TranslateOptions { ingress_class: &self.ingress_class });
+        self.publish_model(model, started).await
+    }
+
+    async fn publish_model(&mut self, mut model: Model, started: Instant) -> Arc<Snapshot> {
         model.errors.extend(self.plugins.errors());
         self.plugins.validate(&model).await;
         let previous = self.snapshot.load();

@@ -32,7 +32,7 @@ fn chains(c: &mut Criterion) {
     let plugin = Arc::new(engine.load("probe", &bytes, Limits::default()).unwrap());
     let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
     let key = BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80) };
-    let backend = Arc::new(Backend::new(key, Target::Pods { endpoints, unready: Vec::new() }));
+    let backend = Arc::new(Backend::new(key, Arc::new(Target::Pods { endpoints, unready: Vec::new() })));
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let request = http::Request::get("/hello").header("user-agent", "bench").body(()).unwrap().into_parts().0;
     let response = http::Response::new(()).into_parts().0;

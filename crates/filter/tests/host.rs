@@ -33,7 +33,7 @@ fn context() -> RequestContext {
         route: RouteName { ingress: "default/web".into(), host: "example.com".into(), path: "Prefix /".into() },
         regex: None,
         matched_path: "/hello".into(),
-        backend: Arc::new(Backend::new(key, Target::Pods { endpoints, unready: Vec::new() })),
+        backend: Arc::new(Backend::new(key, Arc::new(Target::Pods { endpoints, unready: Vec::new() }))),
         chosen: None,
         served: None,
     }

@@ -52,7 +52,7 @@ mod tests {
     fn backend(n: u8) -> Arc<Backend> {
         let key = BackendKey { namespace: "ns".into(), service: "svc".into(), port: PortRef::Number(80) };
         let endpoints = (0..n).map(|i| ([10, 0, 0, i], 80).into()).collect();
-        Arc::new(Backend::new(key, Target::Pods { endpoints, unready: Vec::new() }))
+        Arc::new(Backend::new(key, Arc::new(Target::Pods { endpoints, unready: Vec::new() })))
     }
 
     #[test]

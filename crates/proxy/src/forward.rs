@@ -306,7 +306,7 @@ impl Proxy {
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
 
         let backend = &route.backend;
-        if let Target::External { host, port } = &backend.target {
+        if let Target::External { host, port } = &*backend.target {
             let authority = Authority::try_from(format!("{host}:{port}"))
                 .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
             let headers = std::mem::take(&mut parts.headers);

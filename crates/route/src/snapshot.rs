@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicUsize;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, ObjectRef, PathMatch, Target};
+use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, ObjectRef, PathMatch, RouteSpec, Target};
 
 use crate::table::{InsertError, RegexCache, RouteTable};
 use crate::tls::{CertificateCache, TlsHost, TlsTable, load_certificate};
@@ -90,7 +90,8 @@ impl RouteName {
 #[derive(Debug)]
 pub struct Backend {
     pub key: BackendKey,
-    pub target: Target,
+    /// Shared with the model it was resolved in.
+    pub target: Arc<Target>,
     /// The endpoints to balance across (empty for ExternalName Services).
     pub endpoints: Box<[Endpoint]>,
 }
@@ -104,8 +105,8 @@ pub struct Endpoint {
 
 impl Backend {
     /// A backend with all endpoints idle.
-    pub fn new(key: BackendKey, target: Target) -> Self {
-        let endpoints = match &target {
+    pub fn new(key: BackendKey, target: Arc<Target>) -> Self {
+        let endpoints = match &*target {
             Target::Pods { endpoints, .. } => {
                 endpoints.iter().map(|&addr| Endpoint { addr, active: AtomicUsize::new(0) }).collect()
             }
@@ -132,12 +133,12 @@ impl<F: Clone + Serialize> Snapshot<F> {
         previous: &Snapshot<F>,
         mut filters: impl FnMut(&Arc<IngressInfo>, &mut Vec<ConfigError>) -> F,
     ) -> Snapshot<F> {
-        let Model { routes, mut default_backends, backends, mut tls, ingresses, mut errors } = model;
+        let Model { ingresses: translated, backends, mut errors } = model;
         let backends: BTreeMap<BackendKey, Arc<Backend>> = backends
             .into_iter()
             .map(|(key, target)| {
                 let backend = match previous.backends.get(&key) {
-                    Some(old) if old.target == target => old.clone(),
+                    Some(old) if Arc::ptr_eq(&old.target, &target) || old.target == target => old.clone(),
                     _ => Arc::new(Backend::new(key.clone(), target)),
                 };
                 (key, backend)
@@ -151,9 +152,9 @@ impl<F: Clone + Serialize> Snapshot<F> {
         let mut table = RouteTable::default();
         // Oldest first, so the oldest Ingress keeps a contested host and path. Indices are
         // sorted, not the (large) specs themselves.
-        let mut order: Vec<usize> = (0..routes.len()).collect();
-        order.sort_by(|&a, &b| routes[a].ingress.age_order(&routes[b].ingress));
-        for spec in order.into_iter().map(|i| &routes[i]) {
+        let mut routes: Vec<&RouteSpec> = translated.iter().flat_map(|ingress| &ingress.routes).collect();
+        routes.sort_by(|a, b| a.ingress.age_order(&b.ingress));
+        for spec in routes {
             let route = Arc::new(Route {
                 ingress: spec.ingress.clone(),
                 host: spec.host.clone(),
@@ -175,6 +176,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
             errors.push(ConfigError::field(&spec.ingress.origin, &spec.ingress.id, spec.path_field(), message));
         }
 
+        let mut default_backends: Vec<_> = translated.iter().filter_map(|i| i.default_backend.as_ref()).collect();
         default_backends.sort_by(|a, b| a.ingress.age_order(&b.ingress));
         for default in default_backends {
             let route = Arc::new(Route {
@@ -192,6 +194,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
         }
 
         // Oldest first: the oldest Ingress keeps a host that several give certificates for.
+        let mut tls: Vec<_> = translated.iter().flat_map(|ingress| &ingress.tls).collect();
         tls.sort_by(|a, b| a.ingress.age_order(&b.ingress));
         let mut tls_table = TlsTable::default();
         let mut certificates = CertificateCache::new();
@@ -224,7 +227,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
         let regexes = table.regex_cache();
         errors.sort();
         errors.dedup();
-        let mut ingresses = ingresses;
+        let mut ingresses: Vec<ObjectRef> = translated.iter().map(|ingress| ingress.info.id.clone()).collect();
         ingresses.sort();
         Snapshot {
             generation: previous.generation + 1,

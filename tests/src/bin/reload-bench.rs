@@ -38,7 +38,6 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let host = |i: usize| format!("h{i}.bench.test");
     let base = [("/api", "Prefix", "svc")];
-    let started = Instant::now();
     let client = Client::new();
     let target = args.ingresses / 2;
     let mut latencies = Vec::new();
@@ -87,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..args.ingresses {
             std::fs::write(file(i), ingress(&format!("ing{i}"), &host(i), &base))?;
         }
+        let started = Instant::now();
         let gateway = Gateway::start(dir.path(), &[]).await?;
         let startup = started.elapsed();
         for k in 0..args.edits {
