@@ -1,6 +1,6 @@
 use std::borrow::Cow;
-use std::collections::HashMap;
 
+use foldhash::HashMap;
 use sluice_config::HostMatch;
 
 /// Values by host name: exact names, and `*.` wildcards keyed by their parent domain, which
@@ -13,7 +13,7 @@ pub struct HostMap<T> {
 
 impl<T> Default for HostMap<T> {
     fn default() -> Self {
-        Self { exact: HashMap::new(), wildcard: HashMap::new() }
+        Self { exact: HashMap::default(), wildcard: HashMap::default() }
     }
 }
 

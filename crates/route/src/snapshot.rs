@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -19,7 +19,7 @@ pub struct Snapshot<F = ()> {
     /// Increases by one with every published snapshot.
     pub generation: u64,
     pub table: RouteTable<Arc<Route<F>>>,
-    pub backends: BTreeMap<BackendKey, Arc<Backend>>,
+    pub backends: HashMap<BackendKey, Arc<Backend>>,
     /// Hosts served over TLS, with their certificates.
     pub tls: TlsTable,
     /// Every Ingress of our class, sorted (whether or not it yielded routes).
@@ -134,7 +134,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
         mut filters: impl FnMut(&Arc<IngressInfo>, &mut Vec<ConfigError>) -> F,
     ) -> Snapshot<F> {
         let Model { ingresses: translated, backends, mut errors } = model;
-        let backends: BTreeMap<BackendKey, Arc<Backend>> = backends
+        let backends: HashMap<BackendKey, Arc<Backend>> = backends
             .into_iter()
             .map(|(key, target)| {
                 let backend = match previous.backends.get(&key) {
@@ -145,7 +145,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
             })
             .collect();
 
-        let mut chains: HashMap<*const IngressInfo, F> = HashMap::new();
+        let mut chains: HashMap<*const IngressInfo, F> = HashMap::default();
         let mut chain = |ingress: &Arc<IngressInfo>, errors: &mut Vec<ConfigError>| {
             chains.entry(Arc::as_ptr(ingress)).or_insert_with(|| filters(ingress, errors)).clone()
         };
@@ -197,7 +197,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
         let mut tls: Vec<_> = translated.iter().flat_map(|ingress| &ingress.tls).collect();
         tls.sort_by(|a, b| a.ingress.age_order(&b.ingress));
         let mut tls_table = TlsTable::default();
-        let mut certificates = CertificateCache::new();
+        let mut certificates = CertificateCache::default();
         for spec in tls {
             let certificate = spec.certificate.as_ref().and_then(|material| {
                 let loaded = certificates
@@ -278,6 +278,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
                 entry
             })
             .collect();
+        // A JSON object keeps its keys sorted.
         let backends: serde_json::Map<String, Value> =
             self.backends.iter().map(|(key, backend)| (key.to_string(), json!(backend.target))).collect();
         let mut tls: Vec<_> = self.tls.iter().collect();

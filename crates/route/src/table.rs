@@ -1,10 +1,10 @@
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use crate::host::HostMap;
-
+use foldhash::HashMap;
 use regex::Regex;
 use sluice_config::{HostMatch, PathMatch};
+
+use crate::host::HostMap;
 
 /// Compiled regexes by pattern, handed from one table to the next so that a reload does not
 /// compile every regex path again.
@@ -53,7 +53,7 @@ impl<T> Default for RouteTable<T> {
 
 impl<T> Default for HostRoutes<T> {
     fn default() -> Self {
-        Self { exact: HashMap::new(), prefix: HashMap::new(), regex: Vec::new(), fallback: None }
+        Self { exact: HashMap::default(), prefix: HashMap::default(), regex: Vec::new(), fallback: None }
     }
 }
 

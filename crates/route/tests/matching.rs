@@ -20,7 +20,7 @@ fn regex(p: &str) -> PathMatch {
 fn table(paths: &[PathMatch]) -> RouteTable<usize> {
     let mut table = RouteTable::default();
     for (i, path) in paths.iter().enumerate() {
-        table.insert(&HostMatch::Any, path, i, &RegexCache::new()).unwrap();
+        table.insert(&HostMatch::Any, path, i, &RegexCache::default()).unwrap();
     }
     table
 }
@@ -90,14 +90,14 @@ fn regexes_are_case_insensitive_anchored_at_the_start_and_oldest_first() {
 #[test]
 fn a_second_route_for_the_same_host_and_path_is_refused() {
     let mut t = table(&[prefix("/a"), regex("/r")]);
-    assert!(t.insert(&HostMatch::Any, &prefix("/a/"), 9, &RegexCache::new()).is_err());
-    assert!(t.insert(&HostMatch::Any, &regex("/r"), 9, &RegexCache::new()).is_err());
-    assert!(t.insert(&HostMatch::Any, &exact("/a"), 9, &RegexCache::new()).is_ok());
+    assert!(t.insert(&HostMatch::Any, &prefix("/a/"), 9, &RegexCache::default()).is_err());
+    assert!(t.insert(&HostMatch::Any, &regex("/r"), 9, &RegexCache::default()).is_err());
+    assert!(t.insert(&HostMatch::Any, &exact("/a"), 9, &RegexCache::default()).is_ok());
 }
 
 fn host_table() -> RouteTable<&'static str> {
     let mut t = RouteTable::default();
-    let none = RegexCache::new();
+    let none = RegexCache::default();
     let exact_host = HostMatch::Exact("foo.bar.com".into());
     t.insert(&exact_host, &prefix("/"), "foo.bar.com", &none).unwrap();
     t.insert(&HostMatch::Wildcard("bar.com".into()), &prefix("/"), "*.bar.com", &none).unwrap();
@@ -135,7 +135,7 @@ fn unmatched_paths_fall_back_to_the_host_then_the_default_backend() {
     assert_eq!(t.route("web.com", "/any"), Some(&"default backend"), "host-less rules do not apply to named hosts");
     assert_eq!(t.route("other.org", "/"), Some(&"default backend"));
     let mut no_default = RouteTable::default();
-    no_default.insert(&HostMatch::Exact("a.com".into()), &prefix("/x"), 1, &RegexCache::new()).unwrap();
+    no_default.insert(&HostMatch::Exact("a.com".into()), &prefix("/x"), 1, &RegexCache::default()).unwrap();
     assert_eq!(no_default.route("a.com", "/y"), None);
     assert_eq!(no_default.route("b.com", "/x"), None);
 }
