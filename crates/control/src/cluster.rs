@@ -166,6 +166,9 @@ struct Store {
     relisting: HashMap<&'static str, HashMap<ObjectRef, Manifest>>,
     /// Per watcher: what its last complete list held, to drop what a relist no longer has.
     listed: HashMap<&'static str, Vec<ObjectRef>>,
+    /// The watchers that hold each ConfigMap: one carrying both ConfigMap labels is watched
+    /// twice, and stays until neither watcher has it.
+    config_maps: HashMap<ObjectRef, Vec<&'static str>>,
 }
 
 impl Store {
@@ -186,18 +189,46 @@ impl Store {
                 let fresh = self.relisting.remove(what).unwrap_or_default();
                 let mut changed = false;
                 for gone in self.listed.insert(what, fresh.keys().cloned().collect()).unwrap_or_default() {
-                    if !fresh.contains_key(&gone) {
+                    if !fresh.contains_key(&gone) && self.release(what, &gone) {
                         changed |= self.catalog.remove(&gone);
                     }
                 }
-                for manifest in fresh.into_values() {
+                for (id, manifest) in fresh {
+                    self.hold(what, id);
                     changed |= self.catalog.apply(manifest);
                 }
                 changed
             }
-            watcher::Event::Apply(object) => self.catalog.apply(manifest(object)),
-            watcher::Event::Delete(object) => self.catalog.remove(&object.id()),
+            watcher::Event::Apply(object) => {
+                self.hold(what, object.id());
+                self.catalog.apply(manifest(object))
+            }
+            watcher::Event::Delete(object) => {
+                let id = object.id();
+                self.release(what, &id) && self.catalog.remove(&id)
+            }
         }
+    }
+
+    /// Records that watcher `what` has `id` (kept for ConfigMaps only).
+    fn hold(&mut self, what: &'static str, id: ObjectRef) {
+        if id.kind == "ConfigMap" {
+            let holders = self.config_maps.entry(id).or_default();
+            if !holders.contains(&what) {
+                holders.push(what);
+            }
+        }
+    }
+
+    /// Records that watcher `what` no longer has `id`; returns whether no watcher has it.
+    fn release(&mut self, what: &'static str, id: &ObjectRef) -> bool {
+        let Some(holders) = self.config_maps.get_mut(id) else { return true };
+        holders.retain(|holder| *holder != what);
+        let gone = holders.is_empty();
+        if gone {
+            self.config_maps.remove(id);
+        }
+        gone
     }
 }
 
@@ -330,5 +361,46 @@ async fn run(
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+
+    fn config_map() -> Object {
+        let mut map = ConfigMap::default();
+        map.metadata.name = Some("both".into());
+        map.metadata.namespace = Some("default".into());
+        let labels = [(PLUGIN_LABEL, "probe"), (CUSTOM_HEADERS_LABEL, "true")];
+        map.metadata.labels = Some(labels.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect());
+        Object::ConfigMap(Arc::new(map))
+    }
+
+    #[test]
+    fn a_config_map_both_config_map_watchers_see_stays_until_neither_has_it() {
+        let origin: Arc<str> = Arc::from("kube");
+        let (plugins, headers) = ("plugin ConfigMap", "custom-headers ConfigMap");
+        let mut store = Store::default();
+        let count = |store: &Store| store.catalog.config_maps().count();
+        for what in [plugins, headers] {
+            store.apply(what, watcher::Event::Init, &origin);
+            store.apply(what, watcher::Event::InitApply(config_map()), &origin);
+            store.apply(what, watcher::Event::InitDone, &origin);
+        }
+        assert_eq!(count(&store), 1);
+        // One label removed: that watcher deletes it, the other still has it.
+        assert!(!store.apply(plugins, watcher::Event::Delete(config_map()), &origin));
+        assert_eq!(count(&store), 1);
+        // A relist of the other watcher that still lists it keeps it; one that no longer does drops it.
+        store.apply(headers, watcher::Event::Init, &origin);
+        store.apply(headers, watcher::Event::InitApply(config_map()), &origin);
+        assert!(!store.apply(headers, watcher::Event::InitDone, &origin));
+        assert_eq!(count(&store), 1);
+        store.apply(headers, watcher::Event::Init, &origin);
+        assert!(store.apply(headers, watcher::Event::InitDone, &origin));
+        assert_eq!(count(&store), 0);
     }
 }
