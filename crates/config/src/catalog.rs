@@ -37,6 +37,10 @@ impl<T> Names<T> {
         self.0.get(namespace)?.get(name)
     }
 
+    fn get_mut(&mut self, namespace: &str, name: &str) -> Option<&mut T> {
+        self.0.get_mut(namespace)?.get_mut(name)
+    }
+
     fn insert(&mut self, namespace: &str, name: &str, value: T) -> Option<T> {
         match self.0.get_mut(namespace) {
             Some(names) => names.insert(name.to_owned(), value),
@@ -287,7 +291,7 @@ impl Catalog {
                 self.remove_slice(ns, name);
                 if let Some(service) = &entry.service {
                     self.changed_services.insert(ns, service, ());
-                    match self.backends.by_service.0.get_mut(ns).and_then(|names| names.get_mut(service)) {
+                    match self.backends.by_service.get_mut(ns, service) {
                         Some(slices) => slices.push(name.to_owned()),
                         None => _ = self.backends.by_service.insert(ns, service, vec![name.to_owned()]),
                     }
@@ -334,7 +338,7 @@ impl Catalog {
         let Some(entry) = self.backends.slices.remove(ns, name) else { return false };
         if let Some(service) = &entry.service {
             self.changed_services.insert(ns, service, ());
-            if let Some(slices) = self.backends.by_service.0.get_mut(ns).and_then(|names| names.get_mut(service)) {
+            if let Some(slices) = self.backends.by_service.get_mut(ns, service) {
                 slices.retain(|slice| slice != name);
                 if slices.is_empty() {
                     self.backends.by_service.remove(ns, service);

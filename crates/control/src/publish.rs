@@ -41,10 +41,9 @@ impl Publisher {
         self.plugins.dir()
     }
 
-    /// Translates (what changed since the last publish) and compiles `manifests` (with
-    /// `source_errors` from reading them), checks the
-    /// plugin configurations they attach, and publishes the result in one atomic swap.
-    /// Returns the published snapshot.
+    /// Translates `manifests` (only what changed since the last publish) with `source_errors`
+    /// from reading them, compiles them, checks the plugin configurations they attach, and
+    /// publishes the result in one atomic swap. Returns the published snapshot.
     pub async fn publish<'a>(
         &mut self,
         manifests: impl IntoIterator<Item = &'a Manifest>,

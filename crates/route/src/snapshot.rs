@@ -1,8 +1,8 @@
-use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use foldhash::HashMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, ObjectRef, PathMatch, RouteSpec, Target};
