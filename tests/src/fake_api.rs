@@ -102,9 +102,17 @@ impl FakeApi {
         }
     }
 
-    /// Serves again on the same address, with the same objects (an API server restart).
+    /// Serves again on the same address, with the same objects, like a restarted API server:
+    /// its watch cache starts empty, so watches resuming from any earlier resourceVersion get
+    /// `410 Gone` (as an ERROR event) and must list again.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
+        {
+            let mut state = self.shared.state.lock().unwrap();
+            state.history.clear();
+            state.version += 1;
+            state.oldest = state.version;
+        }
         let listener = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(listener) => break listener,
@@ -113,16 +121,6 @@ impl FakeApi {
         };
         self.serve(listener);
         Ok(())
-    }
-
-    /// Forgets the history: watches resuming from any earlier resourceVersion get `410 Gone`
-    /// (as after an etcd compaction) and must list again. Call it while stopped, or live
-    /// watches carry on past it.
-    pub fn compact(&self) {
-        let mut state = self.shared.state.lock().unwrap();
-        state.history.clear();
-        state.version += 1;
-        state.oldest = state.version;
     }
 
     /// A kubeconfig file in `dir` pointing at this server; returns its path.

@@ -12,10 +12,19 @@ use sluice_tests::tls::{Certificate, Connection};
 use sluice_tests::{Client, Gateway, Pods};
 
 /// Polls `check` every 20 ms until it holds; fails after 15 s saying `what`.
-async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+async fn eventually<F: Future<Output = bool>>(what: &str, check: impl FnMut() -> F) {
+    within(Duration::from_secs(15), what, check).await;
+}
+
+/// The bound for what should take at most 2-3 s: room for a busy machine, and still well below
+/// the tens of seconds a slow recovery takes.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// Polls `check` every 20 ms until it holds; fails after `bound` saying `what`.
+async fn within<F: Future<Output = bool>>(bound: Duration, what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + bound;
     while !check().await {
-        assert!(Instant::now() < deadline, "{what}: never happened");
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -26,6 +35,21 @@ async fn one_pod_cluster(ip: &str) -> (Pods, FakeApi) {
     let api = FakeApi::start().await.unwrap();
     api.apply_yaml(&service("app", &pods.addrs, &[]));
     (pods, api)
+}
+
+/// Two replicas of the gateway, `replica-a` and `replica-b`, watching `api` and writing
+/// `addresses` into our Ingresses' status.
+async fn two_replicas(api: &FakeApi, dir: &std::path::Path, addresses: &str) -> (Gateway, Gateway) {
+    let kubeconfig = api.kubeconfig(dir).unwrap();
+    let args = ["--publish-address", addresses];
+    let a = Gateway::start_kube_as("replica-a", &kubeconfig, &args).await.unwrap();
+    let b = Gateway::start_kube_as("replica-b", &kubeconfig, &args).await.unwrap();
+    (a, b)
+}
+
+/// The `.status.loadBalancer.ingress` of the Ingress `default/NAME`.
+fn load_balancer(api: &FakeApi, name: &str) -> serde_json::Value {
+    api.get("Ingress", "default", name).unwrap()["status"]["loadBalancer"]["ingress"].clone()
 }
 
 async fn status(client: &Client, gateway: &Gateway, host: &str, path: &str) -> u16 {
@@ -163,37 +187,75 @@ async fn a_rotated_secret_serves_new_handshakes() {
 }
 
 #[tokio::test]
-async fn an_api_server_outage_and_410_gone_keep_the_last_snapshot_then_relist() {
-    let (_pods, mut api) = one_pod_cluster("127.0.0.66").await;
+async fn after_an_api_server_outage_and_restart_changes_apply_within_seconds() {
+    let pods = Pods::start(&["127.0.0.66", "127.0.0.69"]).await.unwrap();
+    let (kept, leaving) = (pods.addrs[0], pods.addrs[1]);
+    let mut api = FakeApi::start().await.unwrap();
+    api.apply_yaml(&service("app", &[kept, leaving], &[]));
     api.apply_yaml(&ingress("stays", "stays.test", &[("/", "Prefix", "app")]));
     api.apply_yaml(&ingress("goes", "goes.test", &[("/", "Prefix", "app")]));
     let dir = tempfile::tempdir().unwrap();
     let gateway = Gateway::start_kube(&api.kubeconfig(dir.path()).unwrap(), &[]).await.unwrap();
     let client = Client::new();
+    let admin = |path: &str| format!("http://{}{path}", gateway.admin);
     assert_eq!(status(&client, &gateway, "goes.test", "/").await, 200);
+    let served_by = |pod: std::net::SocketAddr| {
+        let (client, url) = (client.clone(), gateway.url("/"));
+        async move {
+            let mut pods = std::collections::HashSet::new();
+            for _ in 0..20 {
+                pods.insert(client.get(&url, "stays.test").await.map(|r| r.pod()).unwrap_or_default());
+            }
+            pods.contains(&pod.to_string())
+        }
+    };
+    assert!(served_by(leaving).await);
 
-    // The API server goes away mid-watch: nothing about it fails a request.
+    // The API server goes away mid-watch, long enough for the watchers' retries to reach their
+    // longest wait: nothing about it fails a request, and the gateway stays ready.
     api.stop();
-    for _ in 0..20 {
+    let away = Instant::now();
+    while away.elapsed() < Duration::from_secs(4) {
         assert_eq!(status(&client, &gateway, "stays.test", "/").await, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(client.get(&admin("/readyz"), "admin").await.unwrap().status, 200, "not ready in an API outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // While it is away, an Ingress is deleted and another added, and the history is compacted:
-    // resuming the watches gets 410 Gone, so the gateway must list again and notice both.
+    // Meanwhile an Ingress is deleted and another added. The API server comes back with an
+    // empty watch cache, so every watch gets 410 Gone and must list again; right after, an
+    // Ingress is added and an endpoint turns not ready.
     api.delete("Ingress", "default", "goes");
     api.apply_yaml(&ingress("new", "new.test", &[("/", "Prefix", "app")]));
-    api.compact();
     api.restart().await.unwrap();
-    eventually("the Ingress added during the outage serves", || async {
-        status(&client, &gateway, "new.test", "/").await == 200
+    let restarted = Instant::now();
+    api.apply_yaml(&ingress("after", "after.test", &[("/", "Prefix", "app")]));
+    api.apply_yaml(&service("app", &[kept], &[leaving]));
+    within(PROMPTLY, "the Ingress added after the restart serves", || async {
+        status(&client, &gateway, "after.test", "/").await == 200
     })
     .await;
-    eventually("the Ingress deleted during the outage is gone", || async {
-        status(&client, &gateway, "goes.test", "/").await == 404
-    })
-    .await;
+    let served = restarted.elapsed();
+    within(PROMPTLY, "the endpoint that turned not ready gets no traffic", || async { !served_by(leaving).await })
+        .await;
+    let flipped = restarted.elapsed();
+    assert_eq!(status(&client, &gateway, "new.test", "/").await, 200, "the Ingress added during the outage");
+    assert_eq!(status(&client, &gateway, "goes.test", "/").await, 404, "the Ingress deleted during the outage");
     assert_eq!(status(&client, &gateway, "stays.test", "/").await, 200);
     assert!(gateway.config().await.unwrap()["errors"].as_array().unwrap().is_empty());
+    // Every watch reports its reconnect once.
+    let kinds = ["IngressClass", "Ingress", "Service", "EndpointSlice", "Secret"];
+    let kinds = kinds.into_iter().chain(["plugin ConfigMap", "custom-headers ConfigMap"]);
+    let reconnects: Vec<String> =
+        kinds.map(|kind| format!("sluice_watch_reconnect_seconds_count{{kind=\"{kind}\"}} 1\n")).collect();
+    within(PROMPTLY, "every watch reports its reconnect", || async {
+        let metrics = client.get(&admin("/metrics"), "admin").await.unwrap().body;
+        reconnects.iter().all(|line| metrics.contains(line))
+    })
+    .await;
+    let all = restarted.elapsed();
+    eprintln!(
+        "after the API server restart: a new Ingress served in {served:?}, an endpoint flip in {flipped:?}, \
+         every watch back in {all:?}"
+    );
 }
 
 #[tokio::test]
@@ -218,12 +280,8 @@ async fn only_the_lease_holder_writes_ingress_status_and_events() {
     api.apply_yaml(&theirs);
 
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path()).unwrap();
-    let args = ["--publish-address", "127.0.0.70,lb.sluice.test"];
-    let _a = Gateway::start_kube_as("replica-a", &kubeconfig, &args).await.unwrap();
-    let _b = Gateway::start_kube_as("replica-b", &kubeconfig, &args).await.unwrap();
-    let addresses =
-        |name: &str| api.get("Ingress", "default", name).unwrap()["status"]["loadBalancer"]["ingress"].clone();
+    let _replicas = two_replicas(&api, dir.path(), "127.0.0.70,lb.sluice.test").await;
+    let addresses = |name: &str| load_balancer(&api, name);
     let published = serde_json::json!([{"ip": "127.0.0.70"}, {"hostname": "lb.sluice.test"}]);
     eventually("our Ingress shows the address", || async { addresses("web") == published }).await;
     eventually("the Ingress that is no longer ours is cleared", || async {
@@ -296,4 +354,33 @@ async fn plugin_modules_published_as_config_maps_hot_load() {
     api.delete("ConfigMap", "platform", "add-tenant");
     eventually("the removed module is gone", || async { status(&client, &gateway, "shop.test", "/").await == 500 })
         .await;
+}
+
+#[tokio::test]
+async fn a_leader_told_to_stop_hands_the_lease_over_at_once() {
+    let (_pods, api) = one_pod_cluster("127.0.0.71").await;
+    api.apply_yaml(&ingress("web", "web.test", &[("/", "Prefix", "app")]));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_replicas(&api, dir.path(), "127.0.0.71").await;
+    let addresses = |name: &str| load_balancer(&api, name);
+    let published = serde_json::json!([{"ip": "127.0.0.71"}]);
+    eventually("our Ingress shows the address", || async { addresses("web") == published }).await;
+    let holder = || api.get("Lease", "default", "sluice-sluice-leader").unwrap()["spec"]["holderIdentity"].clone();
+    let (leader, name, successor) =
+        if holder() == "replica-a" { (a, "replica-a", "replica-b") } else { (b, "replica-b", "replica-a") };
+
+    // SIGTERM: the leader keeps serving for its shutdown delay, but gives the Lease up at once.
+    let pid = leader.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    within(PROMPTLY, "the leader releases the Lease", || async { holder() != name }).await;
+    let released = stopped.elapsed();
+    api.apply_yaml(&ingress("later", "later.test", &[("/", "Prefix", "app")]));
+    within(PROMPTLY, "the other replica writes status", || async { addresses("later") == published }).await;
+    let written = stopped.elapsed();
+    eprintln!("after SIGTERM to the leader: Lease released in {released:?}, status written by the next in {written:?}");
+    assert_eq!(holder(), successor);
+    let writers: Vec<_> =
+        (api.writes().into_iter()).filter(|w| w.path.ends_with("/ingresses/later/status")).map(|w| w.agent).collect();
+    assert!(writers.iter().all(|agent| agent.ends_with(&format!("({successor})"))), "{writers:?}");
 }

@@ -7,21 +7,28 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressLoadBalancerIngress;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::utils::{Backoff as _, ResetTimerBackoff};
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use sluice_config::{Catalog, Manifest, Object, ObjectRef};
 use sluice_filter::Snapshot;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use crate::publish::Publisher;
-use crate::status::{Observed, PublishAddress, SeenIngress, StatusOptions, write_status};
+use crate::status::{Observed, PublishAddress, SeenIngress, StatusOptions, StatusWriter};
 
 /// The label that marks a ConfigMap holding a plugin module (`sluice.dev/plugin=NAME`).
 pub const PLUGIN_LABEL: &str = "sluice.dev/plugin";
@@ -113,9 +120,9 @@ impl KubeSource {
     }
 }
 
-/// The watcher of one kind: relists with backoff after any error (API server restarts, dropped
-/// watches, `410 Gone`), with every object trimmed (by [`trim`], then `trim_kind`) and wrapped
-/// as an [`Object`].
+/// The watcher of one kind, retrying as [`Retry`] says, with every object trimmed (by
+/// [`trim`], then `trim_kind`) and wrapped as an [`Object`]. Watch bookmarks are on (the
+/// `watcher::Config` default), so a watch that drops resumes where it was without a relist.
 fn watch<K>(
     what: &'static str,
     api: Api<K>,
@@ -126,11 +133,102 @@ fn watch<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let events = watcher(api, config).default_backoff().modify(move |object| {
+    let events = retrying(move || watcher(api.clone(), config.clone())).modify(move |object| {
         trim(object);
         trim_kind(object);
     });
     events.map(move |event| (what, event.map(|event| map_event(event, |object| wrap(Arc::new(object)))))).boxed()
+}
+
+/// After a failed list or watch the first retry waits this long, and each further one twice
+/// as long up to [`RETRY_MAX`], each with up to as much again of random jitter so that
+/// replicas and kinds do not retry in step. A restarted API server is thus picked up at most
+/// 2 × [`RETRY_MAX`] after it is back.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_millis(800);
+/// A watcher that has not had to wait for this long starts again from [`RETRY_FIRST`].
+const RETRY_RESET: Duration = Duration::from_secs(30);
+
+/// How a watcher carries on after each of its items. kube-runtime's own `default_backoff`
+/// waits after every error, up to a minute (30 s plus jitter), even when the error is a `410
+/// Gone` that asks for nothing but a relist; after an API server restart changes stalled that
+/// long.
+struct Retry {
+    backoff: ResetTimerBackoff<ExponentialBackoff>,
+    /// When a `410 Gone` was last answered with an immediate relist.
+    last_gone: Option<Instant>,
+}
+
+/// What [`Retry`] says to do next.
+#[derive(Debug, PartialEq)]
+struct Resume {
+    /// How long to wait before asking the watcher for more.
+    wait: Duration,
+    /// Whether to replace the watcher with a fresh one, which lists again.
+    restart: bool,
+}
+
+impl Retry {
+    fn new() -> Self {
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(RETRY_FIRST)
+            .with_max_delay(RETRY_MAX)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Self { backoff: ResetTimerBackoff::new(ExponentialBackoff::from(builder), RETRY_RESET), last_gone: None }
+    }
+
+    /// A `410 Gone` lists again at once: as a watch event (the watcher then relists itself) or
+    /// as the answer to starting a watch (the watcher would retry the same resourceVersion
+    /// forever, so it is replaced). Only one such relist per [`RETRY_MAX`] goes without
+    /// waiting, so that a server answering 410 to every watch is not sent a list in a loop.
+    /// Any other error waits for the backoff, which starts over once the watch delivers a
+    /// change.
+    fn after<K>(&mut self, item: &watcher::Result<watcher::Event<K>>) -> Resume {
+        let restart = match item {
+            Ok(event) => {
+                if matches!(event, watcher::Event::Apply(_) | watcher::Event::Delete(_)) {
+                    self.backoff.reset();
+                }
+                return Resume { wait: Duration::ZERO, restart: false };
+            }
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => false,
+            Err(watcher::Error::WatchStartFailed(kube::Error::Api(status))) if status.code == 410 => true,
+            Err(_) => return Resume { wait: self.delay(), restart: false },
+        };
+        let now = Instant::now();
+        let again = self.last_gone.replace(now).is_some_and(|at| now - at < RETRY_MAX);
+        Resume { wait: if again { self.delay() } else { Duration::ZERO }, restart }
+    }
+
+    fn delay(&mut self) -> Duration {
+        self.backoff.next().unwrap_or(RETRY_MAX)
+    }
+}
+
+/// The events of the watcher `start` makes, paced by a [`Retry`]. The watcher never ends;
+/// neither does this stream.
+fn retrying<K, S>(
+    start: impl Fn() -> S + Send + 'static,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    K: Send + 'static,
+{
+    let events = start().boxed();
+    let state = (start, events, Retry::new(), Duration::ZERO);
+    futures_util::stream::unfold(state, |(start, mut events, mut retry, wait)| async move {
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let item = events.next().await?;
+        let resume = retry.after(&item);
+        if resume.restart {
+            events = start().boxed();
+        }
+        Some((item, (start, events, retry, resume.wait)))
+    })
 }
 
 /// Drops what routing never reads and costs memory on every object: managed fields, owner
@@ -235,29 +333,95 @@ impl Store {
 /// Watches the API server and publishes a snapshot after each burst of changes, once nothing
 /// has changed for `debounce`. The first snapshot is published when every watcher has listed
 /// its kind, and then `ready` is sent. Until then, and whenever the API server is away, the last
-/// published snapshot keeps serving. With `status`, Ingress status and Events are written too
-/// (by the Lease holder among the replicas). The watchers live in the returned task; abort it
-/// to stop.
+/// published snapshot keeps serving; a watcher that comes back has what it missed published at
+/// once. With `status`, Ingress status and Events are written too (by the Lease holder among
+/// the replicas), until the returned [`StatusWriter`] is stopped. The watchers live in the
+/// returned task; abort it to stop.
 pub fn watch_kube(
     source: KubeSource,
     publisher: Publisher,
     debounce: Duration,
     ready: oneshot::Sender<()>,
     status: Option<StatusOptions>,
-) -> tokio::task::JoinHandle<()> {
+    metrics: WatchMetrics,
+) -> (tokio::task::JoinHandle<()>, Option<StatusWriter>) {
     let watches = source.watches();
     let kinds = watches.len();
-    let feed = status.map(|options| {
-        let (sender, observed) = watch::channel(Arc::new(Observed::default()));
-        let service = match &options.publish {
-            Some(PublishAddress::Service(service)) => Some(service.clone()),
-            _ => None,
-        };
-        tokio::spawn(write_status(source.client.clone(), options, observed));
-        StatusFeed { sender, service }
-    });
+    let (feed, writer) = status
+        .map(|options| {
+            let (sender, observed) = watch::channel(Arc::new(Observed::default()));
+            let service = match &options.publish {
+                Some(PublishAddress::Service(service)) => Some(service.clone()),
+                _ => None,
+            };
+            let writer = StatusWriter::spawn(source.client.clone(), options, observed);
+            (StatusFeed { sender, service }, writer)
+        })
+        .unzip();
     let watches = futures_util::stream::select_all(watches);
-    tokio::spawn(run(watches, kinds, publisher, Batching { debounce, ready }, feed))
+    let outages = Outages { since: HashMap::new(), metrics };
+    (tokio::spawn(run(watches, kinds, publisher, Batching { debounce, ready }, feed, outages)), writer)
+}
+
+/// How long each watch took to recover from an outage, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct WatchMetrics {
+    reconnects: Family<WatchLabels, Histogram>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WatchLabels {
+    kind: &'static str,
+}
+
+impl Default for WatchMetrics {
+    fn default() -> Self {
+        // 0.1 s to ~3.4 min.
+        Self { reconnects: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.1, 2.0, 12))) }
+    }
+}
+
+impl WatchMetrics {
+    /// Adds the metrics to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "watch_reconnect_seconds",
+            "Time from a watch's first failure to its next event, by watched kind",
+            self.reconnects.clone(),
+        );
+    }
+}
+
+/// The watchers that are failing, and since when.
+struct Outages {
+    since: HashMap<&'static str, Instant>,
+    metrics: WatchMetrics,
+}
+
+impl Outages {
+    fn failed(&mut self, what: &'static str, error: &watcher::Error) {
+        if self.since.contains_key(what) {
+            tracing::debug!(watch = what, error = %error, "watching the API server failed again; retrying");
+        } else {
+            self.since.insert(what, Instant::now());
+            tracing::warn!(watch = what, error = %error, "watching the API server failed; retrying");
+        }
+    }
+
+    /// Whether `event` ends an outage of watcher `what`: it is the end of a relist or a change
+    /// seen on a resumed watch (the start of a relist comes before anything is asked of the
+    /// server, its objects before the list is whole).
+    fn recovered<K>(&mut self, what: &'static str, event: &watcher::Event<K>) -> bool {
+        use watcher::Event::{Apply, Delete, InitDone};
+        if !matches!(event, InitDone | Apply(_) | Delete(_)) {
+            return false;
+        }
+        let Some(since) = self.since.remove(what) else { return false };
+        let seconds = since.elapsed().as_secs_f64();
+        self.metrics.reconnects.get_or_create(&WatchLabels { kind: what }).observe(seconds);
+        tracing::info!(watch = what, seconds, "watch of {what} reconnected after {seconds:.1} s");
+        true
+    }
 }
 
 /// How changes are batched, and whom to tell when the first batch is published.
@@ -316,23 +480,29 @@ async fn run(
     mut publisher: Publisher,
     Batching { debounce, ready }: Batching,
     status: Option<StatusFeed>,
+    mut outages: Outages,
 ) {
     let origin: Arc<str> = Arc::from("kube");
     let mut store = Store::default();
     let mut ready = Some(ready);
     let mut changed = false;
     // A burst is cut off after this long even if events keep coming, so a busy cluster still
-    // sees its changes applied.
+    // sees its changes applied; and at once when a watcher is back from an outage, so what
+    // changed meanwhile is not held back any longer.
     let longest = debounce * 10;
     while let Some(first) = events.next().await {
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let mut next = Some(first);
+        let mut recovered = false;
         while let Some((what, event)) = next.take() {
             match event {
-                Ok(event) => changed |= store.apply(what, event, &origin),
-                Err(e) => tracing::warn!(watch = what, error = %e, "watching the API server failed; retrying"),
+                Ok(event) => {
+                    recovered |= outages.recovered(what, &event);
+                    changed |= store.apply(what, event, &origin);
+                }
+                Err(e) => outages.failed(what, &e),
             }
-            if started.elapsed() < longest {
+            if !recovered && started.elapsed() < longest {
                 next = tokio::time::timeout(debounce, events.next()).await.ok().flatten();
             }
         }
@@ -377,6 +547,67 @@ mod tests {
         let labels = [(PLUGIN_LABEL, "probe"), (CUSTOM_HEADERS_LABEL, "true")];
         map.metadata.labels = Some(labels.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect());
         Object::ConfigMap(Arc::new(map))
+    }
+
+    fn gone() -> Box<kube::core::Status> {
+        Box::new(kube::core::Status { code: 410, reason: "Expired".into(), ..kube::core::Status::default() })
+    }
+
+    fn refused() -> watcher::Error {
+        watcher::Error::WatchStartFailed(kube::Error::Service("connection refused".into()))
+    }
+
+    #[test]
+    fn connection_errors_back_off_briefly_and_a_410_relists_at_once() {
+        let mut retry = Retry::new();
+        let mut after = |item: watcher::Result<watcher::Event<Object>>| retry.after(&item);
+        // Doubling from 100 ms, each with up to as much again of jitter, capped at 0.8 s (1.6 s with jitter).
+        let waits: Vec<Duration> = (0..8).map(|_| after(Err(refused())).wait).collect();
+        let (first, last) = (waits[0], waits[7]);
+        assert!(RETRY_FIRST <= first && first < 2 * RETRY_FIRST, "{waits:?}");
+        assert!(RETRY_MAX <= last && last < 2 * RETRY_MAX, "{waits:?}");
+        // A 410 in the watch asks only for a relist, which the watcher does itself.
+        assert_eq!(after(Err(watcher::Error::WatchError(gone()))), Resume { wait: Duration::ZERO, restart: false });
+        // A second one right after waits for the backoff rather than list in a loop.
+        let again = after(Err(watcher::Error::WatchError(gone())));
+        assert!(!again.restart && again.wait >= RETRY_MAX, "{again:?}");
+        // A change seen starts the backoff over.
+        assert_eq!(after(Ok(watcher::Event::Apply(config_map()))), Resume { wait: Duration::ZERO, restart: false });
+        let wait = after(Err(refused())).wait;
+        assert!(wait < 2 * RETRY_FIRST, "{wait:?}");
+    }
+
+    #[test]
+    fn a_watch_refused_as_gone_is_started_over() {
+        let mut retry = Retry::new();
+        let refused_gone = || Err(watcher::Error::WatchStartFailed(kube::Error::Api(gone())));
+        assert_eq!(retry.after::<Object>(&refused_gone()), Resume { wait: Duration::ZERO, restart: true });
+        // Once the last one is a while ago, a 410 relists at once again.
+        retry.last_gone = Some(Instant::now() - RETRY_MAX);
+        assert_eq!(retry.after::<Object>(&refused_gone()), Resume { wait: Duration::ZERO, restart: true });
+    }
+
+    #[test]
+    fn a_relisted_watcher_reports_its_outage_once() {
+        let metrics = WatchMetrics::default();
+        let mut outages = Outages { since: HashMap::new(), metrics: metrics.clone() };
+        outages.failed("Ingress", &refused());
+        outages.since.insert("Ingress", Instant::now() - Duration::from_millis(1500));
+        outages.failed("Ingress", &refused());
+        // The start of a relist and its objects are not a recovery; the end of the list is.
+        assert!(!outages.recovered("Ingress", &watcher::Event::<Object>::Init));
+        assert!(!outages.recovered("Ingress", &watcher::Event::InitApply(config_map())));
+        assert!(!outages.recovered("Service", &watcher::Event::<Object>::InitDone));
+        assert!(outages.recovered("Ingress", &watcher::Event::<Object>::InitDone));
+        assert!(!outages.recovered("Ingress", &watcher::Event::<Object>::InitDone));
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("watch_reconnect_seconds_count{kind=\"Ingress\"} 1\n"), "{text}");
+        let sum = text.lines().find_map(|line| line.strip_prefix("watch_reconnect_seconds_sum{kind=\"Ingress\"} "));
+        let seconds: f64 = sum.expect("a sum").parse().unwrap();
+        assert!((1.5..5.0).contains(&seconds), "{text}");
     }
 
     #[test]

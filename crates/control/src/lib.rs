@@ -11,8 +11,8 @@ mod plugins;
 mod publish;
 mod status;
 
-pub use cluster::{CUSTOM_HEADERS_LABEL, KubeSource, PLUGIN_LABEL, watch_kube};
+pub use cluster::{CUSTOM_HEADERS_LABEL, KubeSource, PLUGIN_LABEL, WatchMetrics, watch_kube};
 pub use files::{FileSource, watch_files};
 pub use plugins::Plugins;
 pub use publish::Publisher;
-pub use status::{PublishAddress, StatusOptions};
+pub use status::{PublishAddress, StatusOptions, StatusWriter};

@@ -15,9 +15,10 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use sluice_config::{ConfigError, ObjectRef};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-/// How long a Lease holds without renewal; the leader renews it every [`RENEW`].
+/// How long a Lease holds without renewal. Every replica tries the Lease every [`RENEW`]: the
+/// leader renews it, the others take it once it has run out or been released.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 const RENEW: Duration = Duration::from_secs(2);
 /// The same error is reported on the same Ingress again only after this long.
@@ -64,9 +65,39 @@ pub struct Observed {
     pub errors: Vec<ConfigError>,
 }
 
-/// Runs leader election and, while leading, keeps Ingress status and Events in line with what
-/// `observed` says. Stops when `observed`'s sender is dropped.
-pub async fn write_status(client: Client, options: StatusOptions, mut observed: watch::Receiver<Arc<Observed>>) {
+/// The task that writes status: it runs leader election and, while leading, keeps Ingress
+/// status and Events in line with what it is told was published.
+pub struct StatusWriter {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusWriter {
+    /// Starts writing what `observed` says; stops when its sender is dropped.
+    pub(crate) fn spawn(client: Client, options: StatusOptions, observed: watch::Receiver<Arc<Observed>>) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        Self { stop, task: tokio::spawn(write_status(client, options, observed, stopped)) }
+    }
+
+    /// Stops writing. The Lease, if this replica holds it, is released first, so that another
+    /// replica takes it at its next try (within 2 s) instead of when it runs out (15 s after
+    /// the last renewal); if that takes longer than `timeout` the writer is stopped anyway.
+    pub async fn stop(self, timeout: Duration) {
+        let _ = self.stop.send(());
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(timeout, self.task).await.is_err() {
+            tracing::warn!(?timeout, "releasing the Lease took too long; it runs out by itself");
+            abort.abort();
+        }
+    }
+}
+
+async fn write_status(
+    client: Client,
+    options: StatusOptions,
+    mut observed: watch::Receiver<Arc<Observed>>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let reporter = Reporter { controller: "sluice".into(), instance: Some(options.identity.clone()) };
     let mut writer = Writer {
         leases: Api::namespaced(client.clone(), &options.lease_namespace),
@@ -81,6 +112,7 @@ pub async fn write_status(client: Client, options: StatusOptions, mut observed: 
     let mut tick = tokio::time::interval(RENEW);
     loop {
         tokio::select! {
+            _ = &mut stop => return writer.release().await,
             _ = tick.tick() => writer.elect().await,
             changed = observed.changed() => if changed.is_err() { return },
         }
@@ -163,6 +195,30 @@ impl Writer {
         }
         // Replace carries the resourceVersion read: of two replicas racing, one gets a conflict.
         self.write_lease(self.leases.replace(name, &PostParams::default(), &lease).await)
+    }
+
+    /// Gives the Lease up if this replica holds it, as client-go's `ReleaseOnCancel` does: no
+    /// holder, a one-second duration. The others take a Lease without holder at once.
+    async fn release(&mut self) {
+        let name = &self.options.lease_name;
+        let me = &self.options.identity;
+        let released = async {
+            let Some(mut lease) = self.leases.get_opt(name).await? else { return Ok(false) };
+            let spec = lease.spec.get_or_insert_default();
+            if spec.holder_identity.as_ref() != Some(me) {
+                return Ok(false);
+            }
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+            self.leases.replace(name, &PostParams::default(), &lease).await.map(|_| true)
+        };
+        match released.await {
+            Ok(true) => tracing::info!(identity = %me, "leader election: released the Lease"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "leader election: cannot release the Lease; it runs out by itself"),
+        }
+        self.leading = false;
     }
 
     /// Whether a Lease write won; a conflict means another replica's write came first.

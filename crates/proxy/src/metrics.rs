@@ -134,6 +134,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Where other parts of the gateway (the control plane) add their metrics before serving;
+    /// `/metrics` shows them with these, under the same `sluice_` prefix.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Counts one answered request. `route` is `None` when nothing matched.
     pub fn request(&self, route: Option<&RouteName>, status: StatusCode, elapsed: Duration) {
         let name = route.unwrap_or(&UNROUTED);

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use http::HeaderValue;
 use sluice_config::ObjectRef;
 use sluice_control::{
-    FileSource, KubeSource, Plugins, PublishAddress, Publisher, StatusOptions, watch_files, watch_kube,
+    FileSource, KubeSource, Plugins, PublishAddress, Publisher, StatusOptions, WatchMetrics, watch_files, watch_kube,
 };
 use sluice_filter::{Engine, Limits, Snapshot};
 use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, acceptor, bind_reuseport, serve};
@@ -116,7 +116,9 @@ struct ServeArgs {
     #[arg(long, value_name = "NAMESPACE", requires = "kube")]
     watch_namespace: Option<String>,
     /// With `--kube`, the Service whose load-balancer addresses go into our Ingresses'
-    /// `.status.loadBalancer` (written by one replica, the holder of a Lease).
+    /// `.status.loadBalancer` (written by one replica, the holder of a Lease). The Lease lasts
+    /// 15 s; every replica tries it every 2 s (the holder renews it), and a holder that stops
+    /// (SIGTERM, SIGINT) releases it, so another takes over within 2 s.
     #[arg(long, value_name = "NAMESPACE/NAME", requires = "kube", value_parser = parse_service)]
     publish_service: Option<ObjectRef>,
     /// With `--kube`, IPs or host names to write into our Ingresses' status instead.
@@ -165,7 +167,8 @@ struct ServeArgs {
     /// route, upstream endpoint, request ID. Off by default: it costs CPU on every request.
     #[arg(long)]
     access_log: bool,
-    /// How long file or API changes must settle before they are applied.
+    /// How long file or API changes must settle before they are applied (a burst is cut off
+    /// at ten times this; a watch back from an API outage applies what it missed at once).
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = humantime::parse_duration)]
     reload_debounce: Duration,
 }
@@ -260,6 +263,9 @@ fn status_options(args: &ServeArgs) -> StatusOptions {
     StatusOptions { publish, lease_namespace, lease_name: format!("sluice-{}-leader", args.ingress_class), identity }
 }
 
+/// How long shutting down waits for the Lease to be released; after that it runs out by itself.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Per data-plane thread: its plain-HTTP and its HTTPS listening socket.
 type WorkerListeners = Vec<(std::net::TcpListener, std::net::TcpListener)>;
 
@@ -270,19 +276,20 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
     let mut publisher = Publisher::new(snapshot.clone(), args.ingress_class.clone(), args.plugins.registry()?);
     publisher.refresh_plugins();
     let (ready_tx, ready) = oneshot::channel();
-    let _watch = if args.kube {
+    let watch_metrics = WatchMetrics::default();
+    let (_watch, status_writer) = if args.kube {
         let status = status_options(&args);
         let agent = format!("sluice/{} ({})", env!("CARGO_PKG_VERSION"), status.identity);
         let source = KubeSource::connect(args.kubeconfig.as_deref(), args.watch_namespace.clone(), &agent)
             .await
             .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API server: {e}"))?;
-        watch_kube(source, publisher, args.reload_debounce, ready_tx, Some(status))
+        watch_kube(source, publisher, args.reload_debounce, ready_tx, Some(status), watch_metrics.clone())
     } else {
         let mut source = FileSource::new(args.manifests.clone());
         source.refresh();
         publisher.publish(source.manifests(), source.errors().cloned()).await;
         let _ = ready_tx.send(());
-        watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?
+        (watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?, None)
     };
 
     let hsts = Some(args.hsts.as_str()).filter(|v| !v.is_empty()).map(HeaderValue::try_from).transpose();
@@ -297,7 +304,9 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
     };
     let tls = acceptor(snapshot.clone()).context("setting up TLS")?;
     let (stop, shutdown) = Shutdown::new();
-    let metrics = Arc::new(Metrics::default());
+    let mut metrics = Metrics::default();
+    watch_metrics.register(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
     let mut workers = Vec::new();
     for (i, (http, https)) in listeners.into_iter().enumerate() {
         let (snapshot, config, shutdown, drain) =
@@ -333,10 +342,19 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
 
     let signal = terminated().await?;
     state.set_draining();
-    if signal == SignalKind::terminate() && !args.shutdown_delay.is_zero() {
-        tracing::info!(delay = ?args.shutdown_delay, "SIGTERM: not ready; still accepting while endpoints update");
-        tokio::time::sleep(args.shutdown_delay).await;
-    }
+    // Status is handed to another replica at once, while this one still serves.
+    let step_down = async {
+        if let Some(writer) = status_writer {
+            writer.stop(LEASE_RELEASE_TIMEOUT).await;
+        }
+    };
+    let delay = async {
+        if signal == SignalKind::terminate() && !args.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?args.shutdown_delay, "SIGTERM: not ready; still accepting while endpoints update");
+            tokio::time::sleep(args.shutdown_delay).await;
+        }
+    };
+    tokio::join!(step_down, delay);
     tracing::info!("shutting down: finishing in-flight requests");
     stop.send_replace(true);
     let joined = tokio::task::spawn_blocking(move || workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()).await?;
