@@ -4,9 +4,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 use crate::balance::ActiveGuard;
+use hyper::body::Incoming;
 
 /// What the gateway answers with: an upstream's streamed body, or one of its own.
 pub type ResponseBody = Either<Upstream, Full<Bytes>>;

@@ -19,9 +19,12 @@ mod body;
 pub mod danger;
 mod error;
 mod forward;
+mod headers;
 mod metrics;
 mod server;
 mod tls;
+mod tunnel;
+mod upstream;
 
 pub use admin::{Admin, AdminState};
 pub use forward::{Proxy, ProxyConfig};

@@ -38,7 +38,7 @@ pub struct TlsConn {
 }
 
 impl Conn {
-    fn new(remote: SocketAddr, local: SocketAddr, tls: Option<TlsConn>) -> Self {
+    pub(crate) fn new(remote: SocketAddr, local: SocketAddr, tls: Option<TlsConn>) -> Self {
         let client_ip = HeaderValue::try_from(remote.ip().to_string()).expect("an IP address is a valid header value");
         Self { remote, tls, client_ip, local_port: HeaderValue::from(local.port()) }
     }
