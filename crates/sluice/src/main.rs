@@ -193,8 +193,10 @@ fn main() -> ExitCode {
 /// guard that flushes on drop.
 fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // rustls warns about what clients send (an IP address as SNI, as wrk and scanners do) on
+    // every handshake: a log line per connection under a scan. Its chatter is debug for us.
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     if access_log {
         filter = filter.add_directive("sluice::access=info".parse().expect("a valid directive"));
     }
