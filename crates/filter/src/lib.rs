@@ -13,11 +13,16 @@
 //! the host ([`Exchange`]), so it works the same in both modes.
 
 mod chain;
+mod clock;
 mod engine;
+mod failure;
 mod host;
+mod instance;
+mod wasi;
 
-pub use chain::{Attachment, Chain, Exchange, FailureKind, FilterFailure, Immediate};
-pub use engine::{Engine, Limits, MAX_MEMORY, Plugin};
+pub use chain::{Attachment, Chain, Exchange, Immediate};
+pub use engine::{Engine, Limits, MAX_MEMORY, Phases, Plugin};
+pub use failure::{FailureKind, FilterFailure};
 pub use host::RequestContext;
 
 /// The configuration the gateway publishes: routes with their filter chains.
