@@ -254,6 +254,14 @@ pub struct Plugin {
     pub phases: Phases,
 }
 
+impl Plugin {
+    /// Whether calls into this plugin are plain function calls: it needs no more WASI than
+    /// clocks, random numbers and stdout/stderr. Otherwise they run on a separate stack.
+    pub fn calls_synchronously(&self) -> bool {
+        self.sync
+    }
+}
+
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plugin").field("name", &self.name).field("hash", &self.hash).finish_non_exhaustive()

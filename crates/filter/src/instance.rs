@@ -104,6 +104,7 @@ impl Live {
                 false => func.call_async(&mut self.store, params).await,
             }
         };
+        self.store.data_mut().wasi.end_call();
         result.map_err(|e| FilterFailure::of(&self.plugin, &e, &self.store.data().limiter))
     }
 }

@@ -71,8 +71,9 @@ impl Wasi {
     }
 
     /// Appends guest output to stream `rep`'s pending line and logs every complete line (and a
-    /// line grown past [`LINE`]); `flush` logs what remains.
-    fn output(&mut self, rep: u32, bytes: &[u8], flush: bool) -> StreamResult<()> {
+    /// line grown past [`LINE`]). Flushing does not end a line: guests flush after every piece
+    /// of one; what remains when a call ends is logged by [`Wasi::end_call`].
+    fn output(&mut self, rep: u32, bytes: &[u8]) -> StreamResult<()> {
         let stream = match rep {
             STDOUT => 0,
             STDERR => 1,
@@ -89,10 +90,16 @@ impl Wasi {
             let line: Vec<u8> = pending.drain(..end).collect();
             log(&self.plugin, stream, &line);
         }
-        if flush && !pending.is_empty() {
-            log(&self.plugin, stream, &std::mem::take(pending));
-        }
         Ok(())
+    }
+
+    /// Logs output left without a line end by the call that just ended.
+    pub fn end_call(&mut self) {
+        for (stream, pending) in self.pending.iter_mut().enumerate() {
+            if !pending.is_empty() {
+                log(&self.plugin, stream, &std::mem::take(pending));
+            }
+        }
     }
 
     fn timer(&mut self, ready: Instant) -> Result<Resource<DynPollable>> {
@@ -222,19 +229,19 @@ impl streams::HostOutputStream for Wasi {
     }
 
     fn write(&mut self, stream: Resource<DynOutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
-        self.output(stream.rep(), &bytes, false)
+        self.output(stream.rep(), &bytes)
     }
 
     fn blocking_write_and_flush(&mut self, stream: Resource<DynOutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
-        self.output(stream.rep(), &bytes, true)
+        self.output(stream.rep(), &bytes)
     }
 
     fn flush(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<()> {
-        self.output(stream.rep(), &[], true)
+        self.output(stream.rep(), &[])
     }
 
     fn blocking_flush(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<()> {
-        self.output(stream.rep(), &[], true)
+        self.output(stream.rep(), &[])
     }
 
     fn subscribe(&mut self, _: Resource<DynOutputStream>) -> Result<Resource<DynPollable>> {
@@ -242,11 +249,11 @@ impl streams::HostOutputStream for Wasi {
     }
 
     fn write_zeroes(&mut self, stream: Resource<DynOutputStream>, len: u64) -> StreamResult<()> {
-        self.output(stream.rep(), &zeroes(len), false)
+        self.output(stream.rep(), &zeroes(len))
     }
 
     fn blocking_write_zeroes_and_flush(&mut self, stream: Resource<DynOutputStream>, len: u64) -> StreamResult<()> {
-        self.output(stream.rep(), &zeroes(len), true)
+        self.output(stream.rep(), &zeroes(len))
     }
 
     fn splice(&mut self, _: Resource<DynOutputStream>, _: Resource<DynInputStream>, _: u64) -> StreamResult<u64> {

@@ -149,6 +149,41 @@ async fn hostile_filters_fail_their_request_within_limits() {
 }
 
 #[tokio::test]
+async fn guest_output_goes_to_the_log_and_calls_are_synchronous() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    assert!(plugin.calls_synchronously(), "a Rust filter needs no more WASI than the synchronous host offers");
+    let chain = chain(vec![attach(&plugin, r#"{"print":"hello"}"#, FailurePolicy::Closed, Isolation::Instance)]);
+    chain.on_request(&mut Exchange::new(context(), &chain), &mut request("/")).await.unwrap();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = |text: &str| {
+        log.lines().find(|l| l.contains(text)).unwrap_or_else(|| panic!("{text:?} not in {log}")).to_owned()
+    };
+    let (stdout, stderr) = (line("hello on stdout"), line("hello on stderr"));
+    assert!(
+        stdout.contains("INFO") && stdout.contains("plugin=\"probe\"") && stdout.contains("stream=\"stdout\""),
+        "{stdout}"
+    );
+    assert!(stderr.contains("WARN") && stderr.contains("stream=\"stderr\""), "{stderr}");
+}
+
+#[tokio::test]
 async fn only_the_phases_a_filter_has_are_called() {
     let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let probe = probe(&engine, Limits::default());

@@ -35,6 +35,8 @@ struct Config {
     read: Option<String>,
     /// Read every request header (what reading them all costs).
     read_all: bool,
+    /// Print this to stdout and stderr in the request phase.
+    print: Option<String>,
 }
 
 thread_local! {
@@ -75,6 +77,10 @@ impl OnRequest for Probe {
             }
             Some("trap") => panic!("asked to trap"),
             _ => {}
+        }
+        if let Some(text) = &config.print {
+            println!("{text} on stdout");
+            eprintln!("{text} on stderr");
         }
         if let Some(name) = &config.read {
             std::hint::black_box(request.header(name));
