@@ -176,6 +176,8 @@ pub mod export {
 #[macro_export]
 macro_rules! filter {
     ($filter:ty) => {
+        struct __SluiceExport;
+
         const _: () = {
             use $crate::export::{Absent as _, Phases};
 
@@ -183,9 +185,7 @@ macro_rules! filter {
             #[used]
             static PHASES: [u8; 1] = $crate::export::phases(Phases::<$filter>::REQUEST, Phases::<$filter>::RESPONSE);
 
-            struct Export;
-
-            impl $crate::bindings::Guest for Export {
+            impl $crate::bindings::Guest for __SluiceExport {
                 fn validate_config(config: String) -> Result<(), String> {
                     $crate::export::validate_config::<$filter>(&config)
                 }
@@ -198,8 +198,8 @@ macro_rules! filter {
                     Phases::<$filter>::on_response(response)
                 }
             }
+        };
 
-            $crate::bindings::export_world!(Export with_types_in $crate::bindings);
-};
+        $crate::bindings::export_world!(__SluiceExport with_types_in $crate::bindings);
     };
 }
