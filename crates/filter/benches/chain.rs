@@ -1,6 +1,11 @@
-//! What a filter chain adds to a request: chains of 1, 3 and 10 trivial filters (the test
-//! filter `probe` with no configuration: a call per phase, one response header set), on
-//! reused instances and on fresh ones (`isolation: request`).
+//! What a filter chain adds to a request.
+//!
+//! - `instance/N`, `request/N`: chains of 0, 1, 3 and 10 trivial filters with both phases (the
+//!   test filter `probe` with no configuration: a call per phase, one response header set), on
+//!   reused instances and on fresh ones (`isolation: request`).
+//! - `one-phase/N`: chains of 1 and 3 filters with only a response phase (`tag`), reused.
+//! - `headers/...`: one reused `probe` that reads one request header, reads all of them (ten),
+//!   or sets three.
 //!
 //! `cargo bench -p sluice-filter --bench chain`
 
@@ -9,7 +14,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use sluice_config::{BackendKey, FailurePolicy, FilterSpec, Isolation, PortRef, Target};
-use sluice_filter::{Attachment, Chain, Engine, Exchange, Limits, RequestContext};
+use sluice_filter::{Attachment, Chain, Engine, Exchange, Limits, Plugin, RequestContext};
 use sluice_route::{Backend, RouteName};
 
 fn context(backend: &Arc<Backend>) -> RequestContext {
@@ -26,43 +31,67 @@ fn context(backend: &Arc<Backend>) -> RequestContext {
     }
 }
 
+fn chain(plugin: &Arc<Plugin>, config: &str, isolation: Isolation, length: usize) -> Chain {
+    let spec = FilterSpec {
+        plugin: plugin.name.to_string(),
+        config: config.into(),
+        failure: FailurePolicy::Closed,
+        isolation,
+        field: String::new(),
+    };
+    Chain { filters: (0..length).map(|_| Attachment::new(spec.clone(), Ok(plugin.clone()))).collect() }
+}
+
 fn chains(c: &mut Criterion) {
     let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
-    let bytes = std::fs::read(sluice_tests::test_filters().join("probe.wasm")).unwrap();
-    let plugin = Arc::new(engine.load("probe", &bytes, Limits::default()).unwrap());
+    let load = |name: &str| {
+        let bytes = std::fs::read(sluice_tests::test_filters().join(format!("{name}.wasm"))).unwrap();
+        Arc::new(engine.load(name, &bytes, Limits::default()).unwrap())
+    };
+    let (probe, tag) = (load("probe"), load("tag"));
     let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
     let key = BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80) };
     let backend = Arc::new(Backend::new(key, Arc::new(Target::Pods { endpoints, unready: Vec::new() })));
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let request = http::Request::get("/hello").header("user-agent", "bench").body(()).unwrap().into_parts().0;
+    let mut request = http::Request::get("/hello").header("user-agent", "bench");
+    for i in 0..9 {
+        request = request.header(format!("x-extra-{i}"), "some value of a header");
+    }
+    let request = request.body(()).unwrap().into_parts().0;
     let response = http::Response::new(()).into_parts().0;
 
-    let mut group = c.benchmark_group("chain");
+    let mut cases = Vec::new();
     for isolation in [Isolation::Instance, Isolation::Request] {
+        let name = format!("{isolation:?}").to_lowercase();
         for length in [0, 1, 3, 10] {
-            let spec = FilterSpec {
-                plugin: "probe".into(),
-                config: "null".into(),
-                failure: FailurePolicy::Closed,
-                isolation,
-                field: String::new(),
-            };
-            let filters = (0..length).map(|_| Attachment::new(spec.clone(), Ok(plugin.clone()))).collect();
-            let chain = Chain { filters };
-            let name = format!("{isolation:?}").to_lowercase();
-            group.bench_with_input(BenchmarkId::new(name, length), &chain, |b, chain| {
-                b.iter(|| {
-                    runtime.block_on(async {
-                        let mut exchange = Exchange::new(context(&backend), chain);
-                        let mut request = request.clone();
-                        chain.on_request(&mut exchange, &mut request).await.unwrap();
-                        let mut response = response.clone();
-                        chain.on_response(&mut exchange, &mut response).await.unwrap();
-                        response
-                    })
-                });
-            });
+            cases.push((BenchmarkId::new(&name, length), chain(&probe, "null", isolation, length)));
         }
+    }
+    for length in [1, 3] {
+        cases.push((BenchmarkId::new("one-phase", length), chain(&tag, "null", Isolation::Instance, length)));
+    }
+    for (what, config) in [
+        ("read-one", r#"{"read":"user-agent"}"#),
+        ("read-all", r#"{"read_all":true}"#),
+        ("set-three", r#"{"set":[["x-a","1"],["x-b","2"],["x-c","3"]]}"#),
+    ] {
+        cases.push((BenchmarkId::new("headers", what), chain(&probe, config, Isolation::Instance, 1)));
+    }
+
+    let mut group = c.benchmark_group("chain");
+    for (id, chain) in &cases {
+        group.bench_with_input(id.clone(), chain, |b, chain| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let mut exchange = Exchange::new(context(&backend), chain);
+                    let mut request = request.clone();
+                    chain.on_request(&mut exchange, &mut request).await.unwrap();
+                    let mut response = response.clone();
+                    chain.on_response(&mut exchange, &mut response).await.unwrap();
+                    response
+                })
+            });
+        });
     }
     group.finish();
 }

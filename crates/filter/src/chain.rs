@@ -1,149 +1,20 @@
 //! Filter chains: running a route's filters for one request, with instances reused per worker
 //! thread or fresh per request, and every failure mapped to the attachment's policy.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 use sluice_config::{FailurePolicy, FilterSpec, Isolation};
-use wasmtime::Store;
-use wasmtime::component::Resource;
 
-use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
+use crate::engine::Plugin;
+use crate::failure::{FailureKind, FilterFailure};
 use crate::host::sluice::filter::types::{Action, ImmediateResponse};
-use crate::host::{Call, Filter, Head, RequestContext, State};
-
-/// A live instance of a plugin.
-pub(crate) struct Live {
-    pub store: Store<State>,
-    pub filter: Filter,
-}
-
-impl Live {
-    /// A new instance; start-up code runs under `deadline`.
-    pub async fn new(plugin: &Plugin, deadline: Duration) -> wasmtime::Result<Self> {
-        let mut store = plugin.engine.store(plugin);
-        store.set_epoch_deadline(deadline_ticks(deadline));
-        let filter = plugin.pre.instantiate_async(&mut store).await?;
-        Ok(Self { store, filter })
-    }
-}
-
-/// Idle reusable instances of one plugin load on this thread.
-struct Idle {
-    plugin: Weak<Plugin>,
-    instances: Vec<Live>,
-}
-
-/// Instances kept per plugin per thread. Calls on a worker thread take an instance out for
-/// the call, so an instance serves one request at a time; more than one is only needed while
-/// a call waits (a guest blocked in WASI).
-const MAX_IDLE: usize = 4;
-
-thread_local! {
-    static IDLE: RefCell<HashMap<u64, Idle>> = RefCell::new(HashMap::new());
-}
-
-fn checkout(plugin: &Arc<Plugin>) -> Option<Live> {
-    IDLE.with_borrow_mut(|idle| idle.get_mut(&plugin.id)?.instances.pop())
-}
-
-fn checkin(plugin: &Arc<Plugin>, live: Live) {
-    IDLE.with_borrow_mut(|idle| {
-        if !idle.contains_key(&plugin.id) {
-            // A new plugin load: forget the instances of loads no snapshot uses any more.
-            idle.retain(|_, entry| entry.plugin.strong_count() > 0);
-        }
-        let entry =
-            idle.entry(plugin.id).or_insert_with(|| Idle { plugin: Arc::downgrade(plugin), instances: Vec::new() });
-        if entry.instances.len() < MAX_IDLE {
-            entry.instances.push(live);
-        }
-    });
-}
-
-/// Why a filter did not run to completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The call ran past its deadline.
-    Timeout,
-    /// The instance tried to grow its memory past the cap.
-    Memory,
-    /// The guest trapped (a panic, an unreachable, a bad memory access).
-    Trap,
-    /// The plugin is missing, failed to load, or the configuration was rejected.
-    Unavailable,
-    /// The filter answered with an invalid status or header.
-    InvalidResponse,
-}
-
-impl FailureKind {
-    /// Classifies an error from a call into a guest.
-    pub fn of(error: &wasmtime::Error) -> Self {
-        if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            FailureKind::Timeout
-        } else if format!("{error:?}").contains("forcing trap when growing memory") {
-            FailureKind::Memory
-        } else {
-            FailureKind::Trap
-        }
-    }
-
-    /// The label used in metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Timeout => "timeout",
-            FailureKind::Memory => "memory",
-            FailureKind::Trap => "trap",
-            FailureKind::Unavailable => "unavailable",
-            FailureKind::InvalidResponse => "invalid_response",
-        }
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FailureKind::Timeout => "exceeded its deadline",
-            FailureKind::Memory => "exceeded its memory cap",
-            FailureKind::Trap => "trapped",
-            FailureKind::Unavailable => "is unavailable",
-            FailureKind::InvalidResponse => "answered with an invalid response",
-        })
-    }
-}
-
-/// A filter that failed for one request.
-#[derive(Debug, Clone)]
-pub struct FilterFailure {
-    pub plugin: Arc<str>,
-    pub kind: FailureKind,
-    pub detail: String,
-}
-
-impl FilterFailure {
-    fn new(plugin: &Arc<str>, kind: FailureKind, detail: impl Into<String>) -> Self {
-        Self { plugin: plugin.clone(), kind, detail: detail.into() }
-    }
-
-    fn of(plugin: &Arc<str>, error: &wasmtime::Error) -> Self {
-        // The root cause alone: wasmtime's context adds a backtrace of guest frames.
-        Self::new(plugin, FailureKind::of(error), error.root_cause().to_string())
-    }
-}
-
-impl fmt::Display for FilterFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "filter {} {}: {}", self.plugin, self.kind, self.detail)
-    }
-}
+use crate::host::{Call, Head, RequestContext};
+use crate::instance::{self, Live};
 
 /// One filter attached to a route.
 #[derive(Debug)]
@@ -169,6 +40,15 @@ impl Attachment {
         }
     }
 
+    /// Whether the filter has the request phase (or the response phase); one that cannot run
+    /// is called anyway, to fail by its policy.
+    fn has_phase(&self, request: bool) -> bool {
+        self.plugin.as_ref().map_or(true, |plugin| match request {
+            true => plugin.phases.request,
+            false => plugin.phases.response,
+        })
+    }
+
     async fn invoke(
         &self,
         index: usize,
@@ -182,18 +62,18 @@ impl Attachment {
         let fresh = self.spec.isolation == Isolation::Request;
         let live = match fresh {
             true => exchange.fresh[index].take(),
-            false => checkout(plugin),
+            false => instance::checkout(plugin),
         };
         let mut live = match live {
             Some(live) => live,
-            None => match Live::new(plugin, plugin.limits.deadline.max(START_DEADLINE)).await {
+            None => match instance::start(plugin).await {
                 Ok(live) => live,
-                Err(e) => return (head, Err(FilterFailure::of(&self.name, &e))),
+                Err(failure) => return (head, Err(failure)),
             },
         };
         let request_phase = matches!(head, Head::Request(_));
         let context = exchange.context.take().expect("the request context is back after every call");
-        live.store.data_mut().call = Some(Call {
+        live.state().call = Some(Call {
             context,
             head,
             config: self.config.clone(),
@@ -201,28 +81,23 @@ impl Attachment {
             state: exchange.states[index].take(),
             skip_response: false,
         });
-        live.store.set_epoch_deadline(deadline_ticks(plugin.limits.deadline));
         let result = match request_phase {
-            true => live.filter.call_on_request(&mut live.store, Resource::new_borrow(0)).await.map(Some),
-            false => live.filter.call_on_response(&mut live.store, Resource::new_borrow(0)).await.map(|()| None),
+            true => live.on_request(plugin).await.map(Some),
+            false => live.on_response(plugin).await.map(|()| None),
         };
-        let call = live.store.data_mut().call.take().expect("a call's inputs stay in the store");
+        let call = live.state().call.take().expect("a call's inputs stay in the store");
         exchange.context = Some(call.context);
         exchange.states[index] = call.state;
         if request_phase {
             exchange.skip_response[index] = call.skip_response;
         }
-        let result = match result {
-            Ok(action) => {
-                // An instance that failed is dropped: its memory may be inconsistent.
-                match fresh {
-                    true => exchange.fresh[index] = Some(live),
-                    false => checkin(plugin, live),
-                }
-                Ok(action)
+        // An instance that failed is dropped: its memory may be inconsistent.
+        if result.is_ok() {
+            match fresh {
+                true => exchange.fresh[index] = Some(live),
+                false => instance::checkin(plugin, live),
             }
-            Err(e) => Err(FilterFailure::of(&self.name, &e)),
-        };
+        }
         (call.head, result)
     }
 }
@@ -297,6 +172,9 @@ impl Chain {
     ) -> Result<Option<Immediate>, FilterFailure> {
         for (index, attachment) in self.filters.iter().enumerate() {
             exchange.ran = index + 1;
+            if !attachment.has_phase(true) {
+                continue;
+            }
             let head = Head::Request(std::mem::replace(parts, empty_request()));
             let (head, result) = attachment.invoke(index, exchange, head).await;
             if let Head::Request(head) = head {
@@ -324,10 +202,10 @@ impl Chain {
         parts: &mut http::response::Parts,
     ) -> Result<(), FilterFailure> {
         for index in (0..exchange.ran).rev() {
-            if exchange.skip_response[index] {
+            let attachment = &self.filters[index];
+            if exchange.skip_response[index] || !attachment.has_phase(false) {
                 continue;
             }
-            let attachment = &self.filters[index];
             let head = Head::Response(std::mem::replace(parts, empty_response()));
             let (head, result) = attachment.invoke(index, exchange, head).await;
             if let Head::Response(head) = head {

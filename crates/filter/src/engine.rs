@@ -8,13 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-use crate::host::{Filter, FilterPre, State};
-
-/// How often the deadline clock ticks; deadlines are whole ticks.
-const TICK: Duration = Duration::from_millis(1);
+use crate::clock::{Clock, TICK};
+use crate::host::{Filter, FilterIndices, State};
+use crate::wasi::Wasi;
 
 /// The largest memory cap a plugin may ask for; pooled memory slots are this large.
 pub const MAX_MEMORY: usize = 512 << 20;
@@ -46,7 +45,11 @@ pub struct Engine {
 
 struct EngineInner {
     engine: wasmtime::Engine,
-    linker: Linker<State>,
+    /// The host and [`Wasi`]: every function synchronous.
+    sync_linker: Linker<State>,
+    /// The host and wasmtime-wasi's asynchronous WASI, for components that import more.
+    async_linker: Linker<State>,
+    clock: Arc<Clock>,
     cache_dir: Option<PathBuf>,
     /// Distinguishes compiled code of other engine settings or versions in the cache.
     settings: u64,
@@ -60,7 +63,7 @@ impl fmt::Debug for Engine {
 
 impl Engine {
     /// An engine whose compiled modules are cached in `cache_dir` (created if missing).
-    /// Starts the thread that ticks call deadlines.
+    /// Starts the thread that ticks call deadlines while calls are in flight.
     pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -80,23 +83,23 @@ impl Engine {
         config.memory_reservation(MAX_MEMORY as u64);
         let engine = wasmtime::Engine::new(&config)?;
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Filter::add_to_linker::<_, HasSelf<State>>(&mut linker, |state| state)?;
+        let mut sync_linker = Linker::new(&engine);
+        Wasi::add_to_linker(&mut sync_linker, |state: &mut State| &mut state.wasi)?;
+        Filter::add_to_linker::<_, HasSelf<State>>(&mut sync_linker, |state| state)?;
+        let mut async_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut async_linker)?;
+        Filter::add_to_linker::<_, HasSelf<State>>(&mut async_linker, |state| state)?;
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let settings = hasher.finish();
 
-        let ticker = engine.weak();
-        std::thread::Builder::new().name("sluice-wasm-clock".into()).spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(TICK);
-            }
-        })?;
-        Ok(Self { inner: Arc::new(EngineInner { engine, linker, cache_dir, settings }) })
+        let clock = Clock::start(&engine)?;
+        Ok(Self { inner: Arc::new(EngineInner { engine, sync_linker, async_linker, clock, cache_dir, settings }) })
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// Compiles a plugin module (or loads its compiled code from the cache) and links it.
@@ -106,11 +109,30 @@ impl Engine {
         let started = Instant::now();
         let hash = hex(&Sha256::digest(bytes));
         let component = self.compile(&hash, bytes).map_err(|e| format!("not a loadable component: {e:#}"))?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| format!("cannot be linked: {e:#}"))?;
-        let pre = FilterPre::new(pre).map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
+        // Synchronous calls when the component needs no more WASI than `Wasi` offers.
+        let (pre, sync) = match self.inner.sync_linker.instantiate_pre(&component) {
+            Ok(pre) => (pre, true),
+            Err(_) => match self.inner.async_linker.instantiate_pre(&component) {
+                Ok(pre) => (pre, false),
+                Err(e) => return Err(format!("cannot be linked: {e:#}")),
+            },
+        };
+        FilterIndices::new(&pre).map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
+        let exports = Exports::of(&component)?;
+        let phases = Phases::of(bytes);
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let limits = Limits { memory: limits.memory.min(MAX_MEMORY), ..limits };
-        tracing::info!(plugin = name, hash, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "loaded plugin");
+        let calls = if sync { "sync" } else { "async" };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(
+            plugin = name,
+            hash,
+            calls,
+            request = phases.request,
+            response = phases.response,
+            elapsed_ms,
+            "loaded plugin"
+        );
         Ok(Plugin {
             name: name.into(),
             hash,
@@ -118,6 +140,9 @@ impl Engine {
             limits,
             engine: self.clone(),
             pre,
+            sync,
+            exports,
+            phases,
         })
     }
 
@@ -143,11 +168,56 @@ impl Engine {
 
     /// A new store for `plugin`, with its memory cap.
     pub(crate) fn store(&self, plugin: &Plugin) -> Store<State> {
-        let limits = StoreLimitsBuilder::new().memory_size(plugin.limits.memory).trap_on_grow_failure(true).build();
-        let mut store = Store::new(&self.inner.engine, State::new(plugin.name.clone(), limits));
-        store.limiter(|state| &mut state.limits);
+        let mut store = Store::new(&self.inner.engine, State::new(plugin.name.clone(), plugin.limits.memory));
+        store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         store
+    }
+}
+
+/// Where a plugin's exports are, found once per load.
+pub(crate) struct Exports {
+    pub validate_config: ComponentExportIndex,
+    pub on_request: ComponentExportIndex,
+    pub on_response: ComponentExportIndex,
+}
+
+impl Exports {
+    fn of(component: &Component) -> Result<Self, String> {
+        let find = |name: &str| component.get_export_index(None, name).ok_or_else(|| format!("does not export {name}"));
+        Ok(Self {
+            validate_config: find("validate-config")?,
+            on_request: find("on-request")?,
+            on_response: find("on-response")?,
+        })
+    }
+}
+
+/// The phases a filter implements; the gateway calls no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    pub request: bool,
+    pub response: bool,
+}
+
+/// The custom section in which a filter lists its phases (the Rust SDK writes it): one byte,
+/// bit 0 the request phase, bit 1 the response phase. Without it a filter has both.
+const PHASES_SECTION: &str = "sluice:filter/phases";
+
+impl Phases {
+    /// The phases `bytes`, a component that compiled, declares.
+    fn of(bytes: &[u8]) -> Self {
+        let declared =
+            wasmparser::Parser::new(0).parse_all(bytes).map_while(Result::ok).find_map(|payload| match payload {
+                wasmparser::Payload::CustomSection(section) if section.name() == PHASES_SECTION => {
+                    section.data().first().copied()
+                }
+                _ => None,
+            });
+        match declared {
+            Some(bits) => Self { request: bits & 1 != 0, response: bits & 2 != 0 },
+            None => Self { request: true, response: true },
+        }
     }
 }
 
@@ -177,24 +247,23 @@ pub struct Plugin {
     pub(crate) id: u64,
     pub limits: Limits,
     pub(crate) engine: Engine,
-    pub(crate) pre: FilterPre<State>,
+    pub(crate) pre: InstancePre<State>,
+    /// Linked with synchronous WASI only: called with `call`, not `call_async`.
+    pub(crate) sync: bool,
+    pub(crate) exports: Exports,
+    pub phases: Phases,
+}
+
+impl Plugin {
+    /// Whether calls into this plugin are plain function calls: it needs no more WASI than
+    /// clocks, random numbers and stdout/stderr. Otherwise they run on a separate stack.
+    pub fn calls_synchronously(&self) -> bool {
+        self.sync
+    }
 }
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plugin").field("name", &self.name).field("hash", &self.hash).finish_non_exhaustive()
-    }
-}
-
-impl Plugin {
-    /// Runs the plugin's own check of an attachment's configuration, in a fresh instance.
-    /// It runs off the request path, when configuration loads, so it gets [`START_DEADLINE`]
-    /// at least: a busy machine must not turn a slow start-up into a rejected configuration.
-    pub async fn validate_config(&self, config: &str) -> Result<(), String> {
-        let deadline = self.limits.deadline.max(START_DEADLINE);
-        let failed = |e: wasmtime::Error| format!("the plugin {} while checking it", crate::chain::FailureKind::of(&e));
-        let mut live = crate::chain::Live::new(self, deadline).await.map_err(failed)?;
-        live.store.set_epoch_deadline(deadline_ticks(deadline));
-        live.filter.call_validate_config(&mut live.store, config).await.map_err(failed)?
     }
 }

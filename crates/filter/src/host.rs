@@ -12,15 +12,17 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, Method, StatusCode};
 use regex::Regex;
 use sluice_route::{Backend, RouteName};
+use wasmtime::bail;
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{StoreLimits, bail};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::failure::MemoryCap;
+use crate::wasi::Wasi;
 
 wasmtime::component::bindgen!({
     path: "../../sdk/wit",
     world: "filter",
     imports: { default: trappable },
-    exports: { default: async },
     with: {
         "sluice:filter/types.request": RequestHandle,
         "sluice:filter/types.response": ResponseHandle,
@@ -75,18 +77,18 @@ pub struct Call {
 /// The data of a filter instance's store.
 pub struct State {
     pub plugin: Arc<str>,
-    pub limits: StoreLimits,
+    pub limiter: MemoryCap,
     pub call: Option<Call>,
-    wasi: WasiCtx,
-    table: ResourceTable,
+    /// The WASI of synchronous instances.
+    pub wasi: Wasi,
+    /// wasmtime-wasi's context, for components that import more than [`Wasi`] offers; made on
+    /// their first call into it.
+    full_wasi: Option<(WasiCtx, ResourceTable)>,
 }
 
 impl State {
-    pub fn new(plugin: Arc<str>, limits: StoreLimits) -> Self {
-        // No preopened directories, no environment, no sockets: a filter sees only what the
-        // gateway hands it.
-        let wasi = WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
-        Self { plugin, limits, call: None, wasi, table: ResourceTable::new() }
+    pub fn new(plugin: Arc<str>, memory: usize) -> Self {
+        Self { wasi: Wasi::new(plugin.clone()), plugin, limiter: MemoryCap::new(memory), call: None, full_wasi: None }
     }
 
     fn call(&mut self) -> wasmtime::Result<&mut Call> {
@@ -114,7 +116,13 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let (ctx, table) = self.full_wasi.get_or_insert_with(|| {
+            // No preopened directories, no environment, no sockets: a filter sees only what
+            // the gateway hands it.
+            let ctx = WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
+            (ctx, ResourceTable::new())
+        });
+        WasiCtxView { ctx, table }
     }
 }
 

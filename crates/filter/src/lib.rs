@@ -3,9 +3,12 @@
 //! A plugin is a WebAssembly component of the `sluice:filter/filter` world (`sdk/wit`). The
 //! [`Engine`] compiles each module once per content (and caches the compiled code on disk),
 //! links it against the host side of the contract and WASI without files, environment or
-//! sockets, and keeps the result as a [`Plugin`]. A route's [`Chain`] runs its attached
-//! filters for each request: every call has a deadline (epoch interruption) and every instance a
-//! memory cap, and a failure applies its attachment's policy: fail closed (500) or open (skip).
+//! sockets, and keeps the result as a [`Plugin`]. A component that needs no more WASI than
+//! clocks, randomness and stdout/stderr is linked with our own synchronous WASI and called like
+//! a function; one that imports more gets wasmtime-wasi's and is called on a fiber. Only the
+//! phases a component declares are called. A route's [`Chain`] runs its attached filters for
+//! each request: every call has a deadline (epoch interruption) and every instance a memory
+//! cap, and a failure applies its attachment's policy: fail closed (500) or open (skip).
 //!
 //! Instances are reused across requests by default, one request at a time per instance and
 //! a few idle ones per worker thread; `isolation: request` gives each request a fresh instance
@@ -13,11 +16,16 @@
 //! the host ([`Exchange`]), so it works the same in both modes.
 
 mod chain;
+mod clock;
 mod engine;
+mod failure;
 mod host;
+mod instance;
+mod wasi;
 
-pub use chain::{Attachment, Chain, Exchange, FailureKind, FilterFailure, Immediate};
-pub use engine::{Engine, Limits, MAX_MEMORY, Plugin};
+pub use chain::{Attachment, Chain, Exchange, Immediate};
+pub use engine::{Engine, Limits, MAX_MEMORY, Phases, Plugin};
+pub use failure::{FailureKind, FilterFailure};
 pub use host::RequestContext;
 
 /// The configuration the gateway publishes: routes with their filter chains.

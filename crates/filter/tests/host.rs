@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_config::{BackendKey, FailurePolicy, FilterSpec, Isolation, PortRef, Target};
-use sluice_filter::{Attachment, Chain, Engine, Exchange, FailureKind, Limits, Plugin, RequestContext};
+use sluice_filter::{Attachment, Chain, Engine, Exchange, FailureKind, Limits, Phases, Plugin, RequestContext};
 use sluice_route::{Backend, RouteName};
 
 fn probe(engine: &Engine, limits: Limits) -> Arc<Plugin> {
@@ -119,22 +119,26 @@ async fn hostile_filters_fail_their_request_within_limits() {
     let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let limits = Limits { deadline: Duration::from_millis(20), memory: 32 << 20 };
     let plugin = probe(&engine, limits);
-    for (fail, kind) in [("loop", FailureKind::Timeout), ("bomb", FailureKind::Memory), ("trap", FailureKind::Trap)] {
+    let cases = [("loop", FailureKind::Timeout), ("bomb", FailureKind::Memory), ("trap", FailureKind::Trap)];
+    for ((fail, kind), isolation) in
+        cases.into_iter().flat_map(|case| [Isolation::Instance, Isolation::Request].map(|i| (case, i)))
+    {
         let config = format!(r#"{{"fail":"{fail}"}}"#);
-        let closed = chain(vec![attach(&plugin, &config, FailurePolicy::Closed, Isolation::Instance)]);
+        let closed = chain(vec![attach(&plugin, &config, FailurePolicy::Closed, isolation)]);
         let started = Instant::now();
         let failure = closed.on_request(&mut Exchange::new(context(), &closed), &mut request("/")).await.unwrap_err();
-        assert_eq!(failure.kind, kind, "{fail}: {failure}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{fail} took {:?}", started.elapsed());
+        assert_eq!(failure.kind, kind, "{fail}, {isolation:?}: {failure}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{fail}, {isolation:?} took {:?}", started.elapsed());
 
         let open = chain(vec![
-            attach(&plugin, &config, FailurePolicy::Open, Isolation::Instance),
-            attach(&plugin, r#"{"name":"after"}"#, FailurePolicy::Closed, Isolation::Instance),
+            attach(&plugin, &config, FailurePolicy::Open, isolation),
+            attach(&plugin, r#"{"name":"after"}"#, FailurePolicy::Closed, isolation),
         ]);
         let mut exchange = Exchange::new(context(), &open);
         let mut parts = request("/");
         assert!(open.on_request(&mut exchange, &mut parts).await.unwrap().is_none());
         assert_eq!(exchange.failures.len(), 1);
+        assert_eq!(exchange.failures[0].kind, kind, "{fail}, {isolation:?}");
         assert_eq!(parts.headers["x-chain"], "after", "the next filter still runs");
     }
     // The same plugin keeps serving well-behaved attachments.
@@ -142,6 +146,74 @@ async fn hostile_filters_fail_their_request_within_limits() {
     let mut parts = request("/");
     fine.on_request(&mut Exchange::new(context(), &fine), &mut parts).await.unwrap();
     assert_eq!(parts.headers["x-chain"], "ok");
+}
+
+#[tokio::test]
+async fn guest_output_goes_to_the_log_and_calls_are_synchronous() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    assert!(plugin.calls_synchronously(), "a Rust filter needs no more WASI than the synchronous host offers");
+    let chain = chain(vec![attach(&plugin, r#"{"print":"hello"}"#, FailurePolicy::Closed, Isolation::Instance)]);
+    chain.on_request(&mut Exchange::new(context(), &chain), &mut request("/")).await.unwrap();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = |text: &str| {
+        log.lines().find(|l| l.contains(text)).unwrap_or_else(|| panic!("{text:?} not in {log}")).to_owned()
+    };
+    let (stdout, stderr) = (line("hello on stdout"), line("hello on stderr"));
+    assert!(
+        stdout.contains("INFO") && stdout.contains("plugin=\"probe\"") && stdout.contains("stream=\"stdout\""),
+        "{stdout}"
+    );
+    assert!(stderr.contains("WARN") && stderr.contains("stream=\"stderr\""), "{stderr}");
+}
+
+#[tokio::test]
+async fn only_the_phases_a_filter_has_are_called() {
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
+    let probe = probe(&engine, Limits::default());
+    assert_eq!(probe.phases, Phases { request: true, response: true });
+    let bytes = std::fs::read(sluice_tests::test_filters().join("tag.wasm")).unwrap();
+    let tag = Arc::new(engine.load("tag", &bytes, Limits::default()).unwrap());
+    assert_eq!(tag.phases, Phases { request: false, response: true }, "tag has only a response phase");
+
+    for isolation in [Isolation::Instance, Isolation::Request] {
+        let spec = FilterSpec {
+            plugin: "tag".into(),
+            config: "null".into(),
+            failure: FailurePolicy::Closed,
+            isolation,
+            field: String::new(),
+        };
+        let chain = chain(vec![
+            Attachment::new(spec, Ok(tag.clone())),
+            attach(&probe, r#"{"name":"a"}"#, FailurePolicy::Closed, isolation),
+        ]);
+        let mut exchange = Exchange::new(context(), &chain);
+        let mut parts = request("/");
+        chain.on_request(&mut exchange, &mut parts).await.unwrap();
+        let mut response = http::Response::new(()).into_parts().0;
+        chain.on_response(&mut exchange, &mut response).await.unwrap();
+        assert_eq!(parts.headers["x-chain"], "a", "{isolation:?}");
+        // Response phases run in reverse: probe, then tag overwrites `x-filter`.
+        assert_eq!(response.headers["x-filter"], "tag", "{isolation:?}");
+        assert_eq!(response.headers["x-chain-response"], "a", "{isolation:?}");
+    }
 }
 
 #[tokio::test]

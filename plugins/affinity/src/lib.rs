@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use sluice_builtins::affinity::{self, Pending};
 use sluice_builtins::{Affinity, AffinityMode};
-use sluice_sdk::{Action, Filter, Request, Response};
+use sluice_sdk::{Action, Filter, OnRequest, OnResponse, Request, Response};
 
 struct AffinityFilter;
 
@@ -18,7 +18,9 @@ impl Filter for AffinityFilter {
     fn parse_config(config: &str) -> Result<Affinity, String> {
         sluice_builtins::parse(config)
     }
+}
 
+impl OnRequest for AffinityFilter {
     fn on_request(config: &Affinity, request: &Request) -> Action {
         let endpoints: Vec<String> = request.endpoints().into_iter().map(|e| e.address).collect();
         let addresses: Vec<&str> = endpoints.iter().map(String::as_str).collect();
@@ -46,7 +48,9 @@ impl Filter for AffinityFilter {
         request.set_state(&serde_json::to_vec(&pending).expect("serializable"));
         Action::Continue
     }
+}
 
+impl OnResponse for AffinityFilter {
     fn on_response(config: &Affinity, response: &Response) {
         let (Some(state), Some(served)) = (response.state(), response.endpoint()) else { return };
         let pending: Pending = serde_json::from_slice(&state).expect("state written by on_request");

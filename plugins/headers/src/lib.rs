@@ -1,7 +1,7 @@
 //! The built-in `headers` filter: sets, adds and removes request and response headers.
 
 use sluice_builtins::{HeaderOps, Headers};
-use sluice_sdk::{Action, Filter, Request, Response};
+use sluice_sdk::{Action, Filter, OnRequest, OnResponse, Request, Response};
 
 struct HeadersFilter;
 
@@ -49,7 +49,9 @@ impl Filter for HeadersFilter {
     fn parse_config(config: &str) -> Result<Headers, String> {
         sluice_builtins::parse(config)
     }
+}
 
+impl OnRequest for HeadersFilter {
     fn on_request(config: &Headers, request: &Request) -> Action {
         apply(&config.request, request);
         if config.response.is_empty() {
@@ -57,7 +59,9 @@ impl Filter for HeadersFilter {
         }
         Action::Continue
     }
+}
 
+impl OnResponse for HeadersFilter {
     fn on_response(config: &Headers, response: &Response) {
         apply(&config.response, response);
     }

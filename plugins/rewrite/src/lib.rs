@@ -1,7 +1,7 @@
 //! The built-in `rewrite` filter: ingress-nginx's redirects, `app-root` and `rewrite-target`.
 
 use sluice_builtins::{Rewrite, rewrite};
-use sluice_sdk::{Action, Filter, Request, respond};
+use sluice_sdk::{Action, Filter, OnRequest, Request, respond};
 
 struct RewriteFilter;
 
@@ -11,9 +11,10 @@ impl Filter for RewriteFilter {
     fn parse_config(config: &str) -> Result<Rewrite, String> {
         sluice_builtins::parse(config)
     }
+}
 
+impl OnRequest for RewriteFilter {
     fn on_request(config: &Rewrite, request: &Request) -> Action {
-        request.skip_response();
         if let Some(redirect) = &config.redirect {
             return respond(redirect.status, &[("location", &redirect.location)], "");
         }

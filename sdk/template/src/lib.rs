@@ -6,7 +6,7 @@
 //!     config: {header: x-tenant, value: acme}
 //! ```
 use serde::Deserialize;
-use sluice_sdk::{Action, Filter, Request, Response, respond};
+use sluice_sdk::{Action, Filter, OnRequest, OnResponse, Request, Response, respond};
 
 /// The attachment's `config`, checked when the Ingress is loaded.
 #[derive(Deserialize)]
@@ -28,7 +28,9 @@ impl Filter for AddTenant {
         }
         Ok(config)
     }
+}
 
+impl OnRequest for AddTenant {
     fn on_request(config: &Config, request: &Request) -> Action {
         // A client may not pick its own tenant.
         if request.header(&config.header).is_some() {
@@ -39,7 +41,9 @@ impl Filter for AddTenant {
             Err(e) => respond(500, &[], &e),
         }
     }
+}
 
+impl OnResponse for AddTenant {
     fn on_response(config: &Config, response: &Response) {
         let _ = response.set_header("x-served-for", &config.value);
     }

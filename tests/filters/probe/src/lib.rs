@@ -4,7 +4,7 @@
 use std::cell::Cell;
 
 use serde::Deserialize;
-use sluice_sdk::{Action, Filter, LogLevel, Request, Response, log, respond};
+use sluice_sdk::{Action, Filter, LogLevel, OnRequest, OnResponse, Request, Response, log, respond};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +31,12 @@ struct Config {
     reject: bool,
     /// Ask not to be called for the response phase.
     skip_response: bool,
+    /// Read this request header (what reading one header costs).
+    read: Option<String>,
+    /// Read every request header (what reading them all costs).
+    read_all: bool,
+    /// Print this to stdout and stderr in the request phase.
+    print: Option<String>,
 }
 
 thread_local! {
@@ -52,7 +58,9 @@ impl Filter for Probe {
         }
         Ok(config)
     }
+}
 
+impl OnRequest for Probe {
     fn on_request(config: &Config, request: &Request) -> Action {
         match config.fail.as_deref() {
             Some("loop") =>
@@ -69,6 +77,16 @@ impl Filter for Probe {
             }
             Some("trap") => panic!("asked to trap"),
             _ => {}
+        }
+        if let Some(text) = &config.print {
+            println!("{text} on stdout");
+            eprintln!("{text} on stderr");
+        }
+        if let Some(name) = &config.read {
+            std::hint::black_box(request.header(name));
+        }
+        if config.read_all {
+            std::hint::black_box(request.headers());
         }
         let seen = REQUESTS.with(|r| r.get() + 1);
         REQUESTS.with(|r| r.set(seen));
@@ -103,7 +121,9 @@ impl Filter for Probe {
         }
         Action::Continue
     }
+}
 
+impl OnResponse for Probe {
     fn on_response(config: &Config, response: &Response) {
         response.set_header("x-filter", "probe").unwrap();
         if let Some(state) = response.state() {

@@ -1,6 +1,6 @@
 //! Marks responses with `x-filter: tag`; with `probe` (which marks `x-filter: probe`) it shows
 //! which module version served a request while modules are swapped.
-use sluice_sdk::{Filter, Response};
+use sluice_sdk::{Filter, OnResponse, Response};
 
 struct Tag;
 
@@ -10,7 +10,9 @@ impl Filter for Tag {
     fn parse_config(_: &str) -> Result<(), String> {
         Ok(())
     }
+}
 
+impl OnResponse for Tag {
     fn on_response(_: &(), response: &Response) {
         response.set_header("x-filter", "tag").unwrap();
     }

@@ -1,0 +1,162 @@
+//! Instances of a plugin: making them, calling into them under a deadline, and keeping idle
+//! ones per worker thread for reuse.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use wasmtime::Store;
+use wasmtime::component::{Resource, TypedFunc};
+
+use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
+use crate::failure::FilterFailure;
+use crate::host::sluice::filter::types::Action;
+use crate::host::{RequestHandle, ResponseHandle, State};
+
+/// A live instance of a plugin.
+pub(crate) struct Live {
+    store: Store<State>,
+    validate_config: TypedFunc<(String,), (Result<(), String>,)>,
+    on_request: TypedFunc<(Resource<RequestHandle>,), (Action,)>,
+    on_response: TypedFunc<(Resource<ResponseHandle>,), ()>,
+    /// Called with `call` rather than `call_async`: the plugin needs no asynchronous WASI.
+    sync: bool,
+    plugin: Arc<str>,
+}
+
+impl Live {
+    /// A new instance; start-up code runs under `deadline`.
+    pub async fn new(plugin: &Plugin, deadline: Duration) -> Result<Self, FilterFailure> {
+        let mut store = plugin.engine.store(plugin);
+        store.set_epoch_deadline(deadline_ticks(deadline));
+        let started = {
+            let _ticking = plugin.engine.clock().ticking();
+            match plugin.sync {
+                true => plugin.pre.instantiate(&mut store),
+                false => plugin.pre.instantiate_async(&mut store).await,
+            }
+        };
+        let exports = started.and_then(|instance| {
+            let exports = &plugin.exports;
+            Ok((
+                instance.get_typed_func(&mut store, exports.validate_config)?,
+                instance.get_typed_func(&mut store, exports.on_request)?,
+                instance.get_typed_func(&mut store, exports.on_response)?,
+            ))
+        });
+        match exports {
+            Ok((validate_config, on_request, on_response)) => Ok(Self {
+                store,
+                validate_config,
+                on_request,
+                on_response,
+                sync: plugin.sync,
+                plugin: plugin.name.clone(),
+            }),
+            Err(e) => Err(FilterFailure::of(&plugin.name, &e, &store.data().limiter)),
+        }
+    }
+
+    pub fn state(&mut self) -> &mut State {
+        self.store.data_mut()
+    }
+
+    /// Runs the plugin's check of an attachment's configuration.
+    pub async fn validate_config(
+        &mut self,
+        plugin: &Plugin,
+        deadline: Duration,
+        config: &str,
+    ) -> Result<Result<(), String>, FilterFailure> {
+        let func = self.validate_config;
+        self.call(plugin, deadline, func, (config.to_owned(),)).await.map(|(result,)| result)
+    }
+
+    /// Runs the request phase on the request in the store's call.
+    pub async fn on_request(&mut self, plugin: &Plugin) -> Result<Action, FilterFailure> {
+        let func = self.on_request;
+        self.call(plugin, plugin.limits.deadline, func, (Resource::new_borrow(0),)).await.map(|(action,)| action)
+    }
+
+    /// Runs the response phase on the response in the store's call.
+    pub async fn on_response(&mut self, plugin: &Plugin) -> Result<(), FilterFailure> {
+        let func = self.on_response;
+        self.call(plugin, plugin.limits.deadline, func, (Resource::new_borrow(0),)).await
+    }
+
+    async fn call<P, R>(
+        &mut self,
+        plugin: &Plugin,
+        deadline: Duration,
+        func: TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, FilterFailure>
+    where
+        P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower + Send + Sync,
+        R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync + 'static,
+    {
+        self.store.set_epoch_deadline(deadline_ticks(deadline));
+        let result = {
+            let _ticking = plugin.engine.clock().ticking();
+            match self.sync {
+                true => func.call(&mut self.store, params),
+                false => func.call_async(&mut self.store, params).await,
+            }
+        };
+        self.store.data_mut().wasi.end_call();
+        result.map_err(|e| FilterFailure::of(&self.plugin, &e, &self.store.data().limiter))
+    }
+}
+
+impl Plugin {
+    /// Runs the plugin's own check of an attachment's configuration, in a fresh instance.
+    /// It runs off the request path, when configuration loads, so it gets [`START_DEADLINE`]
+    /// at least: a busy machine must not turn a slow start-up into a rejected configuration.
+    pub async fn validate_config(&self, config: &str) -> Result<(), String> {
+        let deadline = self.limits.deadline.max(START_DEADLINE);
+        let failed = |failure: FilterFailure| format!("the plugin {} while checking it", failure.kind);
+        let mut live = Live::new(self, deadline).await.map_err(failed)?;
+        live.validate_config(self, deadline, config).await.map_err(failed)?
+    }
+}
+
+/// Idle reusable instances of one plugin load on this thread.
+struct Idle {
+    plugin: Weak<Plugin>,
+    instances: Vec<Live>,
+}
+
+/// Instances kept per plugin per thread. Calls on a worker thread take an instance out for
+/// the call, so an instance serves one request at a time; more than one is only needed while
+/// a call waits (a guest blocked in asynchronous WASI).
+const MAX_IDLE: usize = 4;
+
+thread_local! {
+    static IDLE: RefCell<HashMap<u64, Idle>> = RefCell::new(HashMap::new());
+}
+
+/// An idle instance of `plugin` on this thread, if there is one.
+pub(crate) fn checkout(plugin: &Arc<Plugin>) -> Option<Live> {
+    IDLE.with_borrow_mut(|idle| idle.get_mut(&plugin.id)?.instances.pop())
+}
+
+/// Keeps `live`, an instance of `plugin` whose last call succeeded, for reuse on this thread.
+pub(crate) fn checkin(plugin: &Arc<Plugin>, live: Live) {
+    IDLE.with_borrow_mut(|idle| {
+        if !idle.contains_key(&plugin.id) {
+            // A new plugin load: forget the instances of loads no snapshot uses any more.
+            idle.retain(|_, entry| entry.plugin.strong_count() > 0);
+        }
+        let entry =
+            idle.entry(plugin.id).or_insert_with(|| Idle { plugin: Arc::downgrade(plugin), instances: Vec::new() });
+        if entry.instances.len() < MAX_IDLE {
+            entry.instances.push(live);
+        }
+    });
+}
+
+/// A new instance for a request's call: start-up code gets [`START_DEADLINE`] at least.
+pub(crate) async fn start(plugin: &Plugin) -> Result<Live, FilterFailure> {
+    Live::new(plugin, plugin.limits.deadline.max(START_DEADLINE)).await
+}
