@@ -163,7 +163,8 @@ impl Proxy {
         let tls_host = snapshot.tls.get(&host);
         match &conn.tls {
             None if route.ingress.force_ssl_redirect || (route.ingress.ssl_redirect && tls_host.is_some()) => {
-                return Err(ProxyError::RedirectToHttps(self.https_location(&host, &parts.uri)?));
+                let preserve = route.ingress.preserve_trailing_slash;
+                return Err(ProxyError::RedirectToHttps(self.https_location(&host, &parts.uri, preserve)?));
             }
             None => {}
             Some(tls) => {
@@ -235,14 +236,17 @@ impl Proxy {
         }
     }
 
-    /// `https://HOST[:PORT]/PATH?QUERY` for a request that arrived over plain HTTP.
-    fn https_location(&self, host: &str, uri: &Uri) -> Result<HeaderValue, ProxyError> {
+    /// `https://HOST[:PORT]/PATH?QUERY` for a request that arrived over plain HTTP. Like
+    /// ingress-nginx, one trailing slash of the request URI is dropped (`/` becomes nothing)
+    /// unless `preserve` (`preserve-trailing-slash`).
+    fn https_location(&self, host: &str, uri: &Uri, preserve: bool) -> Result<HeaderValue, ProxyError> {
         let name = Authority::try_from(host).map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
         let port = match self.config.https_redirect_port {
             443 => String::new(),
             port => format!(":{port}"),
         };
         let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let target = if preserve { target } else { target.strip_suffix('/').unwrap_or(target) };
         // Lowercase, as nginx's `$host` is.
         HeaderValue::try_from(format!("https://{}{port}{target}", name.host().to_ascii_lowercase()))
             .map_err(|_| ProxyError::BadRequest("invalid redirect target".into()))
