@@ -19,12 +19,15 @@ mod body;
 pub mod danger;
 mod error;
 mod forward;
+mod front;
 mod metrics;
 mod server;
 mod tls;
+mod wire;
 
 pub use admin::{Admin, AdminState};
 pub use forward::{Proxy, ProxyConfig};
+pub use front::ClientLimits;
 pub use metrics::Metrics;
 pub use server::{Shutdown, bind_reuseport, serve};
 pub use tls::acceptor;
