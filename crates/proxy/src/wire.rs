@@ -5,12 +5,13 @@
 //! A refused head never reaches hyper. In its place hyper gets a stand-in head, and the
 //! service answers that request with the refusal ([`Verdicts::refused`]): so the answer goes
 //! out in order after the responses to earlier pipelined requests, and the connection closes.
-//! A malformed chunked body fails the request's body (hyper sees a read error), and its
-//! answer is replaced the same way. After a refusal the guard reads nothing more.
+//! A malformed chunked body that comes in the same read as its head refuses the request the
+//! same way; one that comes later fails the request's body (hyper sees a read error), and its
+//! answer is replaced by the refusal. After a refusal the guard reads nothing more.
 //!
-//! The cost on the hot path: the head is parsed twice (here with httparse, then by hyper),
-//! about a microsecond for a typical head; bodies are only counted, and chunked ones scanned
-//! for their size lines.
+//! The cost on the hot path: each head is parsed twice (here with httparse, then by hyper), and
+//! copied only when it spans reads; bodies are only counted, chunked ones scanned for their
+//! line ends.
 
 use std::io;
 use std::pin::Pin;
@@ -74,7 +75,7 @@ enum State {
     ChunkData(u64),
     /// Expecting the CR (false) or LF (true) that ends chunk data.
     ChunkEnd(bool),
-    /// In the trailer section: `u64` bytes of it so far; the current line in `Guard::buffer`.
+    /// In the trailer section, this many bytes of it so far; the current line in `Guard::buffer`.
     Trailer(usize),
     /// Not HTTP/1.1 framing any more (HTTP/2, an upgrade): bytes pass unexamined.
     Through,
