@@ -362,3 +362,58 @@ async fn change_on_failure_repoints_the_cookie_when_its_pod_fails() {
     let reply = get(&client, &gateway, "/", "persistent.test", &[("cookie", &cookies["persistent.test"])]).await;
     assert_eq!((reply.pod(), header(&reply, "set-cookie")), (survivor, None));
 }
+
+#[tokio::test]
+async fn matches_ingress_nginx_where_it_differed() {
+    let pods = Pods::start(&["127.0.0.48", "127.0.0.49"]).await.unwrap();
+    let (a, b) = (&pods.addrs[..1], &pods.addrs[1..]);
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = sluice_tests::tls::Certificate::new(&["secure.test"]);
+    let cookie = ("nginx.ingress.kubernetes.io/affinity", "cookie");
+    let manifests = [
+        service("a", a, &[]),
+        service("b", b, &[]),
+        certificate.secret("secure"),
+        // An empty X-Forwarded-Prefix sends no header.
+        annotated_ingress(
+            "prefix",
+            "prefix.test",
+            &[("/", "Prefix", "a")],
+            &[("nginx.ingress.kubernetes.io/x-forwarded-prefix", "")],
+        ),
+        // A rewrite target equal to the rule's path rewrites nothing.
+        annotated_ingress("same", "same.test", &[("/", "ImplementationSpecific", "a")], &[(REWRITE_TARGET, "/")]),
+        // `/foo/bar/` takes what lies below it from `/foo/bar`.
+        ingress("slash", "slash.test", &[("/foo/bar", "Prefix", "a"), ("/foo/bar/", "Prefix", "b")]),
+        // Over HTTPS the affinity cookie is Secure, whatever session-cookie-secure says.
+        annotated_ingress(
+            "secure",
+            "secure.test",
+            &[("/", "Prefix", "a")],
+            &[cookie, ("nginx.ingress.kubernetes.io/session-cookie-secure", "false")],
+        )
+        .replace("  rules:\n", "  tls: [{hosts: [\"secure.test\"], secretName: secure}]\n  rules:\n"),
+    ];
+    write(dir.path(), &manifests);
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+
+    let reply = get(&client, &gateway, "/x", "prefix.test", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.json()["headers"].get("x-forwarded-prefix").is_none(), "{}", reply.body);
+
+    let reply = get(&client, &gateway, "/a/b?c=1", "same.test", &[]).await;
+    assert_eq!(reply.json()["uri"], "/a/b?c=1");
+
+    let (a, b) = (a[0].to_string(), b[0].to_string());
+    for (path, pod) in [("/foo/bar", &a), ("/foo/bar/", &b), ("/foo/bar/baz", &b)] {
+        assert_eq!(&get(&client, &gateway, path, "slash.test", &[]).await.pod(), pod, "{path}");
+    }
+
+    let mut https = sluice_tests::tls::Connection::open(gateway.https, Some("secure.test"), false).await.unwrap();
+    let (reply, _) = https.get("secure.test", "/").await.unwrap();
+    let set_cookie = header(&reply, "set-cookie").unwrap();
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+    let plain = get(&client, &gateway, "/", "secure.test", &[]).await;
+    assert_eq!(plain.status, 308, "plain HTTP to a TLS host is redirected");
+}

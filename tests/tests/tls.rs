@@ -42,6 +42,11 @@ async fn setup(args: &[&str]) -> Setup {
             "metadata:\n  name: forced\n  annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\"}",
         ),
         ingress("plain", "e.test", &[("/", "Prefix", "web")]),
+        ingress("kept", "f.test", &[("/", "Prefix", "web")]).replace(
+            "metadata: {name: kept}",
+            "metadata:\n  name: kept\n  annotations: {nginx.ingress.kubernetes.io/force-ssl-redirect: \"true\", \
+             nginx.ingress.kubernetes.io/preserve-trailing-slash: \"true\"}",
+        ),
     ];
     std::fs::write(dir.path().join("routes.yaml"), manifests.join("---\n")).unwrap();
     let gateway = Gateway::start(dir.path(), args).await.unwrap();
@@ -85,7 +90,16 @@ async fn redirects_plain_http_to_https_as_ingress_nginx_does() {
     assert_eq!(reply.headers["location"], "https://a.test:8443/shop/cart?item=1&n=2");
     assert!(reply.headers.get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
     let reply = client.get(&setup.gateway.url("/"), "A.TEST:80").await.unwrap();
-    assert_eq!(reply.headers["location"], "https://a.test:8443/", "the port of the Host header is not kept");
+    assert_eq!(
+        reply.headers["location"], "https://a.test:8443",
+        "the port of the Host header is not kept; one trailing slash is dropped"
+    );
+    let reply = client.get(&setup.gateway.url("/shop/"), "a.test").await.unwrap();
+    assert_eq!(reply.headers["location"], "https://a.test:8443/shop");
+    let reply = client.get(&setup.gateway.url("/shop/?q=1"), "a.test").await.unwrap();
+    assert_eq!(reply.headers["location"], "https://a.test:8443/shop/?q=1", "only a slash that ends the URI");
+    let kept = client.get(&setup.gateway.url("/x/"), "f.test").await.unwrap();
+    assert_eq!(kept.headers["location"], "https://f.test:8443/x/", "preserve-trailing-slash");
     assert_eq!(client.get(&setup.gateway.url("/"), "x.w.test").await.unwrap().status, 308, "wildcard TLS host");
     assert_eq!(client.get(&setup.gateway.url("/"), "c.test").await.unwrap().status, 200, "ssl-redirect: false");
     let forced = client.get(&setup.gateway.url("/x"), "d.test").await.unwrap();

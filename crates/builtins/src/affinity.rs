@@ -44,7 +44,8 @@ pub struct Affinity {
     pub same_site: Option<SameSite>,
     /// Leave out `SameSite=None` for clients known to reject such cookies.
     pub conditional_same_site_none: bool,
-    /// `Secure`; by default, whether the request came over HTTPS.
+    /// `Secure` over plain HTTP too when true. A cookie issued over HTTPS is always `Secure`,
+    /// as ingress-nginx does even with `session-cookie-secure: "false"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secure: Option<bool>,
     /// When the sticky endpoint failed and another served the request, point the cookie there.
@@ -222,7 +223,7 @@ impl Affinity {
             Some(SameSite::Lax) => cookie.push_str("; SameSite=Lax"),
             Some(SameSite::Strict) => cookie.push_str("; SameSite=Strict"),
         }
-        if self.secure.unwrap_or(pending.secure) {
+        if pending.secure || self.secure == Some(true) {
             cookie.push_str("; Secure");
         }
         cookie.push_str("; HttpOnly");
@@ -380,8 +381,13 @@ mod tests {
         };
         assert_eq!(
             full.set_cookie("k", &pending, SystemTime::UNIX_EPOCH),
-            "route=k; Path=/; Domain=.example.com; Max-Age=60; Expires=Thu, 01 Jan 1970 01:00:00 GMT; SameSite=None; HttpOnly"
+            "route=k; Path=/; Domain=.example.com; Max-Age=60; Expires=Thu, 01 Jan 1970 01:00:00 GMT; SameSite=None; Secure; HttpOnly",
+            "secure: false does not take Secure off a cookie issued over HTTPS"
         );
+        let plain_http = Pending { path: "/app".into(), same_site_none: true, ..Pending::default() };
+        assert!(!full.set_cookie("k", &plain_http, SystemTime::UNIX_EPOCH).contains("Secure"));
+        let forced = Affinity { secure: Some(true), ..Affinity::default() };
+        assert!(forced.set_cookie("k", &plain_http, SystemTime::UNIX_EPOCH).contains("; Secure"));
         let old_chrome = Pending { same_site_none: false, ..pending };
         assert!(!full.set_cookie("k", &old_chrome, SystemTime::UNIX_EPOCH).contains("SameSite"));
     }

@@ -61,6 +61,12 @@ pub fn check_target(target: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `target` rewrites requests of the route whose path is `route` (`Regex /x`,
+/// `Prefix /x`, `default`): like ingress-nginx, a target equal to the rule's path does not.
+pub fn applies(target: &str, route: &str) -> bool {
+    route.split_once(' ').is_none_or(|(_, path)| path != target)
+}
+
 /// The path and query a rewrite target yields, from the route regex's `captures` (group 0
 /// first; a missing group is empty, as in nginx) and the request's `query`.
 pub fn expand(target: &str, captures: &[Option<String>], query: Option<&str>) -> (String, Option<String>) {
@@ -114,6 +120,14 @@ mod tests {
         assert_eq!(expand("/x/$1", &[Some("/".into()), None], None), ("/x/".into(), None));
         assert_eq!(expand("$1", &groups(&["/a/b", "a/b"]), None), ("/a/b".into(), None));
         assert_eq!(expand("/$9$", &[], None), ("/$".into(), None));
+    }
+
+    #[test]
+    fn a_target_equal_to_the_rule_path_is_no_rewrite() {
+        assert!(!applies("/", "Regex /"));
+        assert!(!applies("/app", "Prefix /app"));
+        assert!(applies("/$2", "Regex /something(/|$)(.*)"));
+        assert!(applies("/", "default"));
     }
 
     #[test]

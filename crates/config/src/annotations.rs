@@ -13,6 +13,8 @@ pub const NGINX_REWRITE_TARGET: &str = "nginx.ingress.kubernetes.io/rewrite-targ
 pub const NGINX_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
 /// ingress-nginx: redirect to HTTPS even when the host has no certificate of its own.
 pub const NGINX_FORCE_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/force-ssl-redirect";
+/// ingress-nginx: keep a trailing slash in HTTPS redirects (by default one is dropped).
+pub const NGINX_PRESERVE_TRAILING_SLASH: &str = "nginx.ingress.kubernetes.io/preserve-trailing-slash";
 
 /// ingress-nginx: how to talk to the backend: `HTTP` (default), `HTTPS`, `GRPC`, `GRPCS`.
 pub const NGINX_BACKEND_PROTOCOL: &str = "nginx.ingress.kubernetes.io/backend-protocol";

@@ -91,7 +91,8 @@ fn rewrite_config(r: &mut Reader) -> Option<Rewrite> {
         redirect: temporal.or(permanent),
         app_root: r.checked(names::NGINX_APP_ROOT, check::absolute_path),
         target: r.checked(names::NGINX_REWRITE_TARGET, rewrite::check_target),
-        forwarded_prefix: r.checked(names::NGINX_X_FORWARDED_PREFIX, check::header_value),
+        // ingress-nginx sends no header for an empty value.
+        forwarded_prefix: r.checked(names::NGINX_X_FORWARDED_PREFIX, check::header_value).filter(|p| !p.is_empty()),
     };
     (config != Rewrite::default()).then_some(config)
 }

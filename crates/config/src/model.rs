@@ -68,6 +68,9 @@ pub struct IngressInfo {
     pub ssl_redirect: bool,
     /// Plain-HTTP requests are redirected to HTTPS even without TLS (`force-ssl-redirect`).
     pub force_ssl_redirect: bool,
+    /// HTTPS redirects keep a trailing slash of the request URI (`preserve-trailing-slash`);
+    /// by default one is dropped, as ingress-nginx does.
+    pub preserve_trailing_slash: bool,
     /// How this Ingress's backends are spoken to (`backend-protocol`).
     pub backend_protocol: BackendProtocol,
     /// The largest request body accepted, in bytes (`proxy-body-size`); `None`: no limit.
@@ -170,7 +173,8 @@ impl fmt::Display for HostMatch {
 #[serde(tag = "type", content = "path")]
 pub enum PathMatch {
     Exact(String),
-    /// Element-wise prefix; the path is stored without its trailing slash (`/` stays `/`).
+    /// Element-wise prefix, with at most one trailing slash: `/foo/` and `/foo` match the same
+    /// paths, but where a host has both, `/foo/` takes the paths below it.
     Prefix(String),
     /// Anchored at the start, case-insensitive (ingress-nginx's `~*`).
     Regex(String),

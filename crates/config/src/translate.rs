@@ -85,6 +85,7 @@ struct IngressOptions {
     regex_mode: bool,
     ssl_redirect: bool,
     force_ssl_redirect: bool,
+    preserve_trailing_slash: bool,
     backend_protocol: BackendProtocol,
     max_body_size: Option<u64>,
     filters: Result<Vec<FilterSpec>, String>,
@@ -104,6 +105,7 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
     let use_regex = flag(annotations::NGINX_USE_REGEX, false);
     let ssl_redirect = flag(annotations::NGINX_SSL_REDIRECT, true);
     let force_ssl_redirect = flag(annotations::NGINX_FORCE_SSL_REDIRECT, false);
+    let preserve_trailing_slash = flag(annotations::NGINX_PRESERVE_TRAILING_SLASH, false);
     let rewrite = annotation(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
     let backend_protocol =
         annotation(annotations::NGINX_BACKEND_PROTOCOL).map_or(Ok(BackendProtocol::Http), |v| v.parse());
@@ -141,6 +143,7 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
         regex_mode: use_regex || rewrite,
         ssl_redirect,
         force_ssl_redirect,
+        preserve_trailing_slash,
         backend_protocol,
         max_body_size,
         filters,
@@ -159,6 +162,7 @@ pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced
         created,
         ssl_redirect: options.ssl_redirect,
         force_ssl_redirect: options.force_ssl_redirect,
+        preserve_trailing_slash: options.preserve_trailing_slash,
         backend_protocol: options.backend_protocol,
         max_body_size: options.max_body_size,
         filters: options.filters,
@@ -319,10 +323,11 @@ fn parse_path(path: Option<&str>, path_type: &str, regex_mode: bool) -> Result<P
     }
 }
 
-/// `/foo/` and `/foo` are the same prefix; `/` stays `/`.
+/// `/foo//` is `/foo/`. `/foo/` and `/foo` match the same paths, but are kept apart: like
+/// ingress-nginx, a host with both sends `/foo/...` to the one with the slash.
 fn trim_prefix(path: String) -> String {
     let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+    if trimmed.len() + 1 < path.len() { format!("{trimmed}/") } else { path }
 }
 
 #[cfg(test)]
@@ -340,7 +345,9 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(parse_path(Some("/foo/"), "Prefix", false), Ok(PathMatch::Prefix("/foo".into())));
+        assert_eq!(parse_path(Some("/foo/"), "Prefix", false), Ok(PathMatch::Prefix("/foo/".into())));
+        assert_eq!(parse_path(Some("/foo//"), "Prefix", false), Ok(PathMatch::Prefix("/foo/".into())));
+        assert_eq!(parse_path(Some("//"), "Prefix", false), Ok(PathMatch::Prefix("/".into())));
         assert_eq!(parse_path(Some("/"), "Prefix", false), Ok(PathMatch::Prefix("/".into())));
         assert_eq!(parse_path(Some("/foo/"), "Exact", false), Ok(PathMatch::Exact("/foo/".into())));
         assert_eq!(parse_path(None, "ImplementationSpecific", false), Ok(PathMatch::Prefix("/".into())));

@@ -94,8 +94,10 @@ impl Proxy {
         let tls_host = snapshot.tls.get(host.as_str());
         match &conn.tls {
             None if route.ingress.force_ssl_redirect || (route.ingress.ssl_redirect && tls_host.is_some()) => {
-                let location = headers::https_location(host.as_str(), self.config.https_redirect_port, &parts.uri)
-                    .ok_or_else(|| ProxyError::BadRequest("invalid host".into()))?;
+                let preserve = route.ingress.preserve_trailing_slash;
+                let location =
+                    headers::https_location(host.as_str(), self.config.https_redirect_port, &parts.uri, preserve)
+                        .ok_or_else(|| ProxyError::BadRequest("invalid host".into()))?;
                 return Err(ProxyError::RedirectToHttps(location));
             }
             None => {}

@@ -194,14 +194,17 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// `https://HOST[:PORT]/PATH?QUERY` for a request that arrived over plain HTTP; the port is
-/// left out when it is 443. `None` when the host is not a valid authority.
-pub fn https_location(host: &str, port: u16, uri: &Uri) -> Option<HeaderValue> {
+/// left out when it is 443. Like ingress-nginx, one trailing slash of the request URI is dropped
+/// (`/` becomes nothing) unless `preserve` (`preserve-trailing-slash`). `None` when the host is
+/// not a valid authority.
+pub fn https_location(host: &str, port: u16, uri: &Uri, preserve: bool) -> Option<HeaderValue> {
     let name = Authority::try_from(host).ok()?;
     let port = match port {
         443 => String::new(),
         port => format!(":{port}"),
     };
     let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let target = if preserve { target } else { target.strip_suffix('/').unwrap_or(target) };
     // Lowercase, as nginx's `$host` is.
     HeaderValue::try_from(format!("https://{}{port}{target}", name.host().to_ascii_lowercase())).ok()
 }
@@ -332,10 +335,15 @@ mod tests {
     }
 
     #[test]
-    fn https_locations_lowercase_the_host_and_drop_port_443() {
+    fn https_locations_lowercase_the_host_drop_port_443_and_one_trailing_slash() {
         let uri: Uri = "/a/b?c=d".parse().unwrap();
-        assert_eq!(https_location("Shop.Test:8080", 443, &uri).unwrap(), "https://shop.test/a/b?c=d");
-        assert_eq!(https_location("shop.test", 8443, &uri).unwrap(), "https://shop.test:8443/a/b?c=d");
-        assert_eq!(https_location("bad host", 443, &uri), None);
+        assert_eq!(https_location("Shop.Test:8080", 443, &uri, false).unwrap(), "https://shop.test/a/b?c=d");
+        assert_eq!(https_location("shop.test", 8443, &uri, false).unwrap(), "https://shop.test:8443/a/b?c=d");
+        assert_eq!(https_location("bad host", 443, &uri, false), None);
+        let slash: Uri = "/a/".parse().unwrap();
+        assert_eq!(https_location("shop.test", 443, &slash, false).unwrap(), "https://shop.test/a");
+        assert_eq!(https_location("shop.test", 443, &slash, true).unwrap(), "https://shop.test/a/");
+        let root: Uri = "/".parse().unwrap();
+        assert_eq!(https_location("shop.test", 443, &root, false).unwrap(), "https://shop.test");
     }
 }

@@ -19,15 +19,18 @@ mod body;
 pub mod danger;
 mod error;
 mod forward;
+mod front;
 mod headers;
 mod metrics;
 mod server;
 mod tls;
 mod tunnel;
 mod upstream;
+mod wire;
 
 pub use admin::{Admin, AdminState};
 pub use forward::{Proxy, ProxyConfig};
+pub use front::ClientLimits;
 pub use metrics::Metrics;
 pub use server::{Shutdown, bind_reuseport, serve};
 pub use tls::acceptor;

@@ -79,6 +79,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamLabels, Counter>,
     filter_failures: Family<FilterLabels, Counter>,
     open_connections: Gauge,
+    refused_connections: Counter,
     tls_handshakes: Family<HandshakeLabels, Counter>,
     config_generation: Gauge,
     config_errors: Gauge,
@@ -97,7 +98,7 @@ impl Default for Metrics {
         let filter_failures = Family::default();
         let (open_connections, config_generation, config_errors) =
             (Gauge::default(), Gauge::default(), Gauge::default());
-        let config_reloads = Counter::default();
+        let (config_reloads, refused_connections) = (Counter::default(), Counter::default());
         let tls_handshakes = Family::default();
         let mut registry = Registry::with_prefix("sluice");
         registry.register("requests", "Requests by route and status class", requests.clone());
@@ -113,6 +114,11 @@ impl Default for Metrics {
             filter_failures.clone(),
         );
         registry.register("open_connections", "Downstream connections open now", open_connections.clone());
+        registry.register(
+            "refused_connections",
+            "Connections closed as accepted because a worker had its maximum open",
+            refused_connections.clone(),
+        );
         registry.register("tls_handshakes", "TLS handshakes by result", tls_handshakes.clone());
         registry.register("config_generation", "Generation of the active configuration", config_generation.clone());
         registry.register("config_errors", "Errors in the active configuration", config_errors.clone());
@@ -124,6 +130,7 @@ impl Default for Metrics {
             upstream_errors,
             filter_failures,
             open_connections,
+            refused_connections,
             tls_handshakes,
             config_generation,
             config_errors,
@@ -163,6 +170,11 @@ impl Metrics {
     pub fn connection_opened(&self) -> OpenConnection {
         self.open_connections.inc();
         OpenConnection(self.open_connections.clone())
+    }
+
+    /// Counts a connection closed at once for the connection limit.
+    pub fn connection_refused(&self) {
+        self.refused_connections.inc();
     }
 
     /// Counts a TLS handshake.

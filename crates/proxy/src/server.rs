@@ -6,17 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body::Body as _;
+use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::ResponseBody;
+use crate::body::{ResponseBody, full};
+use crate::front::{self, ClientLimits, Reject};
 use crate::metrics::Metrics;
+use crate::wire::{Guard, Verdicts};
 
 /// An accepted connection: its peer, whether it is TLS, and the forwarding header values derived
 /// from its two ends, computed once per connection rather than per request.
@@ -93,7 +98,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves HTTP/1.1 and HTTP/2 on `listener` (over TLS with `tls`, negotiating the protocol by
 /// ALPN; in plain text, HTTP/2 by prior knowledge) until `shutdown` fires, then stops
 /// accepting, lets connections finish their requests for up to `drain`, and returns.
-/// Connections and handshakes are counted in `metrics` when given.
+/// Connections and handshakes are counted in `metrics` when given. HTTP/1.1 request heads
+/// pass the front door's checks ([`front`]) before hyper reads them; `limits` bound what
+/// clients may send and hold.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -101,12 +108,24 @@ pub async fn serve<H: Handler>(
     drain: Duration,
     metrics: Option<Arc<Metrics>>,
     tls: Option<TlsAcceptor>,
+    limits: Arc<ClientLimits>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Slow clients may not hold a connection open by trickling headers.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let mut http1 = http1::Builder::new();
+    // Slow clients may not hold a connection open by trickling headers, nor idle forever
+    // between requests: hyper's timer runs from the end of one request to the next head.
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_headers(limits.max_headers);
+    // HTTP/2: streams per connection, and a bound on streams reset before they are served
+    // (rapid reset, CVE-2023-44487) or reset by us for errors, then GOAWAY.
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024))
+        .max_header_list_size(u32::try_from(limits.header_section).unwrap_or(u32::MAX));
+    let builders = Arc::new(Builders { http1, http2 });
+    // The per-worker connection cap: a connection holds a permit while open.
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Every connection task holds a sender; when all are dropped, draining is done.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
@@ -122,15 +141,25 @@ pub async fn serve<H: Handler>(
             },
             () = shutdown.fired() => break,
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "connection limit reached; closing a new connection");
+            if let Some(metrics) = &metrics {
+                metrics.connection_refused();
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else { continue };
-        let (handler, builder, shutdown, open) = (handler.clone(), builder.clone(), shutdown.clone(), open_tx.clone());
-        let (metrics, tls) = (metrics.clone(), tls.clone());
+        let (handler, builders, shutdown, open) =
+            (handler.clone(), builders.clone(), shutdown.clone(), open_tx.clone());
+        let (metrics, tls, limits) = (metrics.clone(), tls.clone(), limits.clone());
         tokio::spawn(async move {
-            let _open = (open, metrics.as_deref().map(Metrics::connection_opened));
+            let _open = (open, permit, metrics.as_deref().map(Metrics::connection_opened));
+            let verdicts = Arc::new(Verdicts::default());
             let Some(acceptor) = tls else {
                 let conn = Conn::new(remote, local, None);
-                return serve_io(&builder, shutdown, TokioIo::new(stream), conn, handler).await;
+                let stream = Guard::new(stream, limits, verdicts.clone(), false);
+                return serve_io(&builders, shutdown, stream, None, conn, handler, verdicts).await;
             };
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
@@ -146,8 +175,11 @@ pub async fn serve<H: Handler>(
                 metrics.tls_handshake(true);
             }
             let server_name = stream.get_ref().1.server_name().map(Arc::from);
+            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let conn = Conn::new(remote, local, Some(TlsConn { server_name }));
-            serve_io(&builder, shutdown, TokioIo::new(stream), conn, handler).await;
+            let stream = Guard::new(stream, limits, verdicts.clone(), http2);
+            let http2 = http2.then_some(true);
+            serve_io(&builders, shutdown, stream, http2, conn, handler, verdicts).await;
         });
     }
     drop(listener);
@@ -157,34 +189,104 @@ pub async fn serve<H: Handler>(
     }
 }
 
-/// Serves one connection until it closes. On shutdown it finishes the request in hand and
+/// Connection builders for each protocol: the protocol is known before hyper starts (see
+/// `Guard::sniff`).
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+/// Serves one connection until it closes. Its protocol is `http2`, or else sniffed within
+/// the header timeout. On shutdown it finishes the request in hand and
 /// closes (idle keep-alive connections close at once). Upgraded connections (WebSocket) are
-/// handed to the proxy and live on outside it.
-async fn serve_io<I, H>(
-    builder: &auto::Builder<TokioExecutor>,
-    mut shutdown: Shutdown,
-    io: I,
+/// handed to the proxy and live on outside it. Requests the connection's guard refused are
+/// answered here with the refusal (see [`crate::wire`]).
+async fn serve_io<S, H>(
+    builders: &Builders,
+    shutdown: Shutdown,
+    mut io: Guard<S>,
+    http2: Option<bool>,
     conn: Conn,
     handler: Arc<H>,
+    verdicts: Arc<Verdicts>,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
     let remote = conn.remote;
-    let service = service_fn(move |request| {
-        let (handler, conn) = (handler.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
-    });
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.fired() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let http2 = match http2 {
+        Some(http2) => http2,
+        None => match tokio::time::timeout(io.header_timeout(), io.sniff()).await {
+            Ok(Ok(http2)) => http2,
+            _ => return,
+        },
+    };
+
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        let (handler, conn, verdicts) = (handler.clone(), conn.clone(), verdicts.clone());
+        async move {
+            let number = verdicts.next_request();
+            if let Some(reject) = verdicts.refused(number) {
+                return Ok::<_, Infallible>(refusal(reject));
+            }
+            front::normalize(request.headers_mut());
+            let http1 = request.version() < Version::HTTP_2;
+            let unread_body = !request.body().is_end_stream();
+            let upgrade = http1 && request.headers().contains_key(header::UPGRADE);
+            let mut response = handler.handle(request, conn).await;
+            // The body was malformed: whatever became of the request, that is the answer.
+            if let Some(reject) = verdicts.refused(number) {
+                response = refusal(reject);
+            }
+            // An answer of our own leaves the request body unread, and the connection cannot
+            // be reused; a refused upgrade leaves bytes of another protocol possibly on the
+            // way. Either way the client must know the connection closes.
+            let own = matches!(response.body(), Either::Right(_));
+            let refused_upgrade = upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS;
+            if http1 && ((unread_body && own) || refused_upgrade) {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
         }
+    });
+    let io = TokioIo::new(io);
+    let result = if http2 {
+        let connection = builders.http2.serve_connection(io, service);
+        until_shutdown(shutdown, connection, |c| c.graceful_shutdown()).await
+    } else {
+        let connection = builders.http1.serve_connection(io, service).with_upgrades();
+        until_shutdown(shutdown, connection, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, %remote, "connection ended with an error");
     }
+}
+
+/// Drives `connection` to its end; on shutdown, lets it finish gracefully.
+async fn until_shutdown<C>(
+    mut shutdown: Shutdown,
+    connection: C,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.fired() => {
+            graceful(connection.as_mut());
+            connection.await
+        }
+    }
+}
+
+/// The answer to a request the front door refused; the connection closes after it.
+fn refusal(reject: Reject) -> Response<ResponseBody> {
+    let mut response = Response::new(full(format!("bad request: {}\n", reject.reason)));
+    *response.status_mut() = reject.status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

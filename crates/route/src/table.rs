@@ -24,6 +24,9 @@ pub struct HostRoutes<T> {
     exact: HashMap<Box<str>, T>,
     /// Keyed by the path without trailing slash.
     prefix: HashMap<Box<str>, T>,
+    /// Prefixes written with a trailing slash, keyed without it: they take the paths below
+    /// them before `prefix` does (ingress-nginx's `location /foo/`).
+    slashed: HashMap<Box<str>, T>,
     /// Longest pattern first; on equal length, in insertion (age) order.
     regex: Vec<RegexRoute<T>>,
     /// The Ingress default backend for requests to this host that no path matches.
@@ -53,7 +56,13 @@ impl<T> Default for RouteTable<T> {
 
 impl<T> Default for HostRoutes<T> {
     fn default() -> Self {
-        Self { exact: HashMap::default(), prefix: HashMap::default(), regex: Vec::new(), fallback: None }
+        Self {
+            exact: HashMap::default(),
+            prefix: HashMap::default(),
+            slashed: HashMap::default(),
+            regex: Vec::new(),
+            fallback: None,
+        }
     }
 }
 
@@ -76,8 +85,9 @@ impl<T> RouteTable<T> {
     ) -> Result<(), InsertError<'_, T>> {
         let routes = self.host_mut(host);
         let (map, key) = match path {
-            PathMatch::Exact(p) => (&mut routes.exact, p),
-            PathMatch::Prefix(p) => (&mut routes.prefix, p),
+            PathMatch::Exact(p) => (&mut routes.exact, p.as_str()),
+            PathMatch::Prefix(p) if p.len() > 1 && p.ends_with('/') => (&mut routes.slashed, p.trim_end_matches('/')),
+            PathMatch::Prefix(p) => (&mut routes.prefix, p.as_str()),
             PathMatch::Regex(pattern) => {
                 if let Some(i) = routes.regex.iter().position(|r| r.regex.as_str() == anchored(pattern)) {
                     return Err(InsertError::Taken(&routes.regex[i].value));
@@ -91,7 +101,7 @@ impl<T> RouteTable<T> {
                 return Ok(());
             }
         };
-        match map.entry(key.as_str().into()) {
+        match map.entry(key.into()) {
             Entry::Occupied(taken) => Err(InsertError::Taken(taken.into_mut())),
             Entry::Vacant(slot) => {
                 slot.insert(value);
@@ -142,7 +152,7 @@ impl<T> HostRoutes<T> {
     pub fn route(&self, path: &str) -> Option<&T> {
         // (length, rank): ties in length go to the higher rank.
         let mut best: Option<((usize, u8), &T)> = self.exact.get(path).map(|v| ((path.len(), 2), v));
-        if best.is_none() && !self.prefix.is_empty() {
+        if best.is_none() && !(self.prefix.is_empty() && self.slashed.is_empty()) {
             best = self.longest_prefix(path).map(|(len, v)| ((len, 1), v));
         }
         let beaten = best.map_or(0, |((len, _), _)| len + 1);
@@ -151,11 +161,17 @@ impl<T> HostRoutes<T> {
     }
 
     /// Element-wise longest prefix: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`.
+    /// Of `/foo` and `/foo/`, the first takes `/foo` and the second what lies below.
     fn longest_prefix(&self, path: &str) -> Option<(usize, &T)> {
         let mut candidate = path.trim_end_matches('/');
         loop {
             let key = if candidate.is_empty() { "/" } else { candidate };
-            if let Some(v) = self.prefix.get(key) {
+            let (first, second) = if path.len() > candidate.len() {
+                (&self.slashed, &self.prefix)
+            } else {
+                (&self.prefix, &self.slashed)
+            };
+            if let Some(v) = first.get(key).or_else(|| second.get(key)) {
                 return Some((key.len(), v));
             }
             if candidate.is_empty() {
@@ -169,6 +185,7 @@ impl<T> HostRoutes<T> {
     pub fn paths(&self) -> Vec<(PathMatch, &T)> {
         let exact = self.exact.iter().map(|(p, v)| (PathMatch::Exact(p.to_string()), v));
         let prefix = self.prefix.iter().map(|(p, v)| (PathMatch::Prefix(p.to_string()), v));
+        let prefix = prefix.chain(self.slashed.iter().map(|(p, v)| (PathMatch::Prefix(format!("{p}/")), v)));
         let regex = self.regex.iter().map(|r| (PathMatch::Regex(unanchored(r.regex.as_str()).to_owned()), &r.value));
         let mut all: Vec<_> = exact.chain(prefix).chain(regex).collect();
         let rank = |p: &PathMatch| match p {

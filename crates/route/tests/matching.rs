@@ -7,10 +7,10 @@ use sluice_route::{RegexCache, RouteTable};
 fn exact(p: &str) -> PathMatch {
     PathMatch::Exact(p.into())
 }
-/// As the config crate stores Prefix paths: without trailing slash.
+/// As the config crate stores Prefix paths: with at most one trailing slash.
 fn prefix(p: &str) -> PathMatch {
     let trimmed = p.trim_end_matches('/');
-    PathMatch::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+    PathMatch::Prefix(if trimmed.len() + 1 < p.len() { format!("{trimmed}/") } else { p.into() })
 }
 fn regex(p: &str) -> PathMatch {
     PathMatch::Regex(p.into())
@@ -71,6 +71,24 @@ fn kubernetes_docs_multiple_matches() {
 }
 
 #[test]
+fn a_prefix_with_a_trailing_slash_takes_what_lies_below_it() {
+    // As in ingress-nginx (its rewrite example relies on it), in either age order.
+    for paths in [[prefix("/foo/bar"), prefix("/foo/bar/")], [prefix("/foo/bar/"), prefix("/foo/bar")]] {
+        let t = table(&paths);
+        let slashed = paths.iter().position(|p| p.as_str().ends_with('/'));
+        let plain = paths.iter().position(|p| !p.as_str().ends_with('/'));
+        assert_eq!(route(&t, "h", "/foo/bar/"), slashed);
+        assert_eq!(route(&t, "h", "/foo/bar/x"), slashed);
+        assert_eq!(route(&t, "h", "/foo/bar"), plain);
+        assert_eq!(route(&t, "h", "/foo/barx"), None);
+    }
+    // Alone, each matches all three, as Kubernetes says.
+    for path in ["/foo/bar", "/foo/bar/", "/foo/bar/x"] {
+        assert_eq!(route(&table(&[prefix("/foo/bar/")]), "h", path), Some(0));
+    }
+}
+
+#[test]
 fn longest_path_string_wins_across_types() {
     let t = table(&[prefix("/api"), regex("/api/v[0-9]+"), exact("/api/v1/x"), regex("/ap.")]);
     assert_eq!(route(&t, "h", "/api/v2/users"), Some(1), "a longer regex beats a shorter prefix");
@@ -89,8 +107,10 @@ fn regexes_are_case_insensitive_anchored_at_the_start_and_oldest_first() {
 
 #[test]
 fn a_second_route_for_the_same_host_and_path_is_refused() {
-    let mut t = table(&[prefix("/a"), regex("/r")]);
-    assert!(t.insert(&HostMatch::Any, &prefix("/a/"), 9, &RegexCache::default()).is_err());
+    let mut t = table(&[prefix("/a"), prefix("/b/"), regex("/r")]);
+    assert!(t.insert(&HostMatch::Any, &prefix("/a"), 9, &RegexCache::default()).is_err());
+    assert!(t.insert(&HostMatch::Any, &prefix("/b//"), 9, &RegexCache::default()).is_err());
+    assert!(t.insert(&HostMatch::Any, &prefix("/a/"), 9, &RegexCache::default()).is_ok(), "see trailing slash");
     assert!(t.insert(&HostMatch::Any, &regex("/r"), 9, &RegexCache::default()).is_err());
     assert!(t.insert(&HostMatch::Any, &exact("/a"), 9, &RegexCache::default()).is_ok());
 }

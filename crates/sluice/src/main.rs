@@ -16,7 +16,9 @@ use sluice_control::{
     FileSource, KubeSource, Plugins, PublishAddress, Publisher, StatusOptions, WatchMetrics, watch_files, watch_kube,
 };
 use sluice_filter::{Engine, Limits, Snapshot};
-use sluice_proxy::{Admin, AdminState, Metrics, Proxy, ProxyConfig, Shutdown, acceptor, bind_reuseport, serve};
+use sluice_proxy::{
+    Admin, AdminState, ClientLimits, Metrics, Proxy, ProxyConfig, Shutdown, acceptor, bind_reuseport, serve,
+};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
@@ -171,6 +173,41 @@ struct ServeArgs {
     /// at ten times this; a watch back from an API outage applies what it missed at once).
     #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = humantime::parse_duration)]
     reload_debounce: Duration,
+    /// How long a client may take to send a request head, and how long a keep-alive connection
+    /// may sit idle between requests, before it is closed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    client_header_timeout: Duration,
+    /// The longest request line accepted (414 beyond).
+    #[arg(long, value_name = "SIZE", default_value = "8k", value_parser = sluice_config::annotations::parse_size)]
+    max_request_line: u64,
+    /// The largest request head accepted, request line included (431 beyond).
+    #[arg(long, value_name = "SIZE", default_value = "32k", value_parser = sluice_config::annotations::parse_size)]
+    max_request_head: u64,
+    /// The most header fields in a request head (431 beyond).
+    #[arg(long, value_name = "COUNT", default_value_t = 100)]
+    max_header_fields: usize,
+    /// The most client connections each data-plane worker holds open; more are closed as they
+    /// are accepted (`sluice_refused_connections`).
+    #[arg(long, value_name = "COUNT", default_value_t = 16384)]
+    max_connections: usize,
+    /// The most concurrent streams on one HTTP/2 connection.
+    #[arg(long, value_name = "COUNT", default_value_t = 128)]
+    http2_max_streams: u32,
+}
+
+impl ServeArgs {
+    /// What clients may send and hold open.
+    fn client_limits(&self) -> anyhow::Result<ClientLimits> {
+        let size = |bytes: u64, flag: &str| usize::try_from(bytes).with_context(|| format!("{flag} is too large"));
+        Ok(ClientLimits {
+            request_line: size(self.max_request_line, "--max-request-line")?,
+            header_section: size(self.max_request_head, "--max-request-head")?,
+            max_headers: self.max_header_fields,
+            header_timeout: self.client_header_timeout,
+            max_connections: self.max_connections,
+            h2_max_streams: self.http2_max_streams,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -305,6 +342,7 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
         ..ProxyConfig::default()
     };
     let tls = acceptor(snapshot.clone()).context("setting up TLS")?;
+    let limits = Arc::new(args.client_limits()?);
     let (stop, shutdown) = Shutdown::new();
     let mut metrics = Metrics::default();
     watch_metrics.register(metrics.registry_mut());
@@ -313,15 +351,15 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
     for (i, (http, https)) in listeners.into_iter().enumerate() {
         let (snapshot, config, shutdown, drain) =
             (snapshot.clone(), config.clone(), shutdown.clone(), args.drain_timeout);
-        let (metrics, tls) = (metrics.clone(), tls.clone());
+        let (metrics, tls, limits) = (metrics.clone(), tls.clone(), limits.clone());
         let worker = std::thread::Builder::new().name(format!("sluice-worker-{i}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let (http, https) = (TcpListener::from_std(http)?, TcpListener::from_std(https)?);
                 let proxy = Arc::new(Proxy::new(snapshot, config, metrics.clone()));
                 tokio::join!(
-                    serve(http, proxy.clone(), shutdown.clone(), drain, Some(metrics.clone()), None),
-                    serve(https, proxy, shutdown, drain, Some(metrics), Some(tls)),
+                    serve(http, proxy.clone(), shutdown.clone(), drain, Some(metrics.clone()), None, limits.clone()),
+                    serve(https, proxy, shutdown, drain, Some(metrics), Some(tls), limits),
                 );
                 Ok::<_, std::io::Error>(())
             })
@@ -339,7 +377,8 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
         }
     });
     let admin_handler = Arc::new(Admin::new(snapshot, state.clone(), metrics));
-    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout, None, None));
+    let admin_limits = Arc::new(ClientLimits::default());
+    let admin_task = tokio::spawn(serve(admin, admin_handler, shutdown, args.drain_timeout, None, None, admin_limits));
     tracing::info!(http = %args.http, https = %args.https, admin = %args.admin, workers = workers.len(), "serving");
 
     let signal = terminated().await?;

@@ -26,7 +26,9 @@ impl OnRequest for RewriteFilter {
             let location = format!("{}://{host}{root}", request.scheme());
             return respond(302, &[("location", &location)], "");
         }
-        if let Some(target) = &config.target {
+        if let Some(target) = &config.target
+            && rewrite::applies(target, &request.route().path)
+        {
             let original = request.query();
             let (path, query) = rewrite::expand(target, &request.captures(), original.as_deref());
             // Checked targets and captures of a routed path always make a valid path.
