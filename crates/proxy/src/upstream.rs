@@ -4,7 +4,7 @@
 //!
 //! Connections come from hyper-util's pooled client, one per data-plane thread and backend
 //! protocol. Measured against HTTP/1.1 connections of our own, pooled per thread and driven by
-//! the request's task (`hyper::client::conn::http1`): those served 7-9% fewer requests per
+//! the request's task (`hyper::client::conn::http1`): those served 5-10% fewer requests per
 //! second than this client (see the README's figures), so the client stays.
 
 use std::net::SocketAddr;
