@@ -230,10 +230,13 @@ fn main() -> ExitCode {
 /// guard that flushes on drop.
 fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    // rustls warns about what clients send (an IP address as SNI, as wrk and scanners do) on
-    // every handshake: a log line per connection under a scan. Its chatter is debug for us.
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns about what clients send (an IP address as SNI, as wrk and scanners do) on
+    // every handshake: a log line per connection under a scan. Only errors, unless asked for.
+    if !std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains("rustls")) {
+        filter = filter.add_directive("rustls=error".parse().expect("a valid directive"));
+    }
     if access_log {
         filter = filter.add_directive("sluice::access=info".parse().expect("a valid directive"));
     }

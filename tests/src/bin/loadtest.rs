@@ -1,16 +1,22 @@
-//! `loadtest`: one echo backend, then the same wrk load straight at it, through Sluice, and
-//! (when installed) through nginx as a reverse proxy, in plain HTTP, HTTPS with keep-alive, and
-//! HTTPS with a new connection (handshake) per request; prints requests/s, p50/p99 latency and
-//! the CPU time the server under test spent per request (the backend for `direct`; all nginx
-//! processes), and Sluice's figures relative to nginx. Plain HTTP is also run on a route with a
-//! chain of three Wasm filters (the test filter `probe`: set a header; keep state for the
-//! response phase; set a response header), and on a route with the built-in rewrite, headers
-//! and cookie-affinity filters (ingress-nginx annotations), against the same route without
-//! filters. On a shared 2-core machine requests/s
-//! moves with whatever else runs; CPU per request is the steadier comparison.
+//! `loadtest`: one echo backend, then the same load straight at it, through Sluice, and (when
+//! installed) through nginx as a reverse proxy, in plain HTTP, HTTPS with keep-alive, HTTPS with
+//! a new connection (handshake) per request, and HTTP/2 over TLS (`h2load`); prints requests/s,
+//! p50/p99 latency (mean for h2load, which reports no percentiles) and the CPU time the server
+//! under test spent per request (the backend for `direct`; all nginx processes), and Sluice's
+//! figures relative to nginx. Plain HTTP is also run on a route with a chain of three Wasm
+//! filters (the test filter `probe`: set a header; keep state for the response phase; set a
+//! response header), and on a route with the built-in rewrite, headers and cookie-affinity
+//! filters (ingress-nginx annotations), against the same route without filters.
+//!
+//! Identical runs on a shared 2-core machine differ by up to 30%, so the comparison is made to
+//! hold: with two or more CPUs, Sluice and nginx are pinned to CPU 0 (one worker each) and the
+//! backend and load generators to CPU 1, every measurement is repeated in `--rounds` rounds in
+//! which Sluice and nginx run back to back, and the ratios are paired per round (min-max) as well
+//! as taken over the medians.
 //!
 //! Build with `cargo build --release --workspace` and run `target/release/loadtest`. Needs `wrk`
-//! (`apt-get install wrk`); nginx is optional (`apt-get install nginx-light`).
+//! (`apt-get install wrk`); nginx and h2load are optional (`apt-get install nginx-light
+//! nghttp2-client`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -30,9 +36,12 @@ struct Args {
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     connections: u32,
-    /// wrk threads.
-    #[arg(long, default_value_t = 2)]
-    threads: u32,
+    /// Rounds: each run is repeated this many times, Sluice and nginx back to back.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Do not pin the servers and the load to separate CPUs.
+    #[arg(long)]
+    no_pin: bool,
 }
 
 struct Figures {
@@ -51,31 +60,55 @@ enum Mode {
     Https,
     /// HTTPS, a new connection per request: the cost of handshakes.
     Handshakes,
+    /// HTTP/2 over TLS with h2load, 10 streams per connection.
+    H2,
 }
 
 impl Mode {
+    const ALL: [Mode; 4] = [Mode::Http, Mode::Https, Mode::Handshakes, Mode::H2];
+
     fn label(self) -> &'static str {
         match self {
             Mode::Http => "http",
             Mode::Https => "https",
             Mode::Handshakes => "https-new-conn",
+            Mode::H2 => "h2",
         }
     }
 }
 
-#[tokio::main]
+/// Sets the CPUs this process, and so whatever it starts from now on, may run on. The runtime is
+/// single-threaded, so every child is spawned from the thread pinned here.
+fn pin_self(cpu: Option<&str>) -> anyhow::Result<()> {
+    let Some(cpu) = cpu else { return Ok(()) };
+    let status = std::process::Command::new("taskset")
+        .args(["-p", "-c", cpu, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    anyhow::ensure!(status.success(), "taskset -p -c {cpu} failed");
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !on_path("wrk") {
         bail!("wrk is not installed: apt-get install -y wrk");
     }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = !args.no_pin && cpus >= 2 && on_path("taskset");
+    let (server_cpu, load_cpu) = if pin { (Some("0"), Some("1")) } else { (None, None) };
+    if pin {
+        eprintln!("pinning: Sluice and nginx on CPU 0, backend and load on CPU 1");
+    }
+    pin_self(load_cpu)?;
     let backend_port = free_port("127.0.0.1")?;
     let backend_addr = format!("127.0.0.1:{backend_port}");
     let echo = sluice_bin().with_file_name("echo-pods");
     let backend = spawn(Command::new(&echo).arg(&backend_addr)).context("starting echo-pods (build the workspace)")?;
     let backend_pid = backend.id().context("echo-pods exited")?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-
     // One certificate for both proxies; plain HTTP is not redirected so both modes can be run.
     let dir = tempfile::tempdir()?;
     let certificate = Certificate::new(&["load.test"]);
@@ -116,82 +149,160 @@ async fn main() -> anyhow::Result<()> {
     let plugins = tempfile::tempdir()?;
     std::fs::copy(sluice_tests::test_filters().join("probe.wasm"), plugins.path().join("probe.wasm"))?;
     let plugin_args = ["--plugins", plugins.path().to_str().context("UTF-8 path")?];
+    pin_self(server_cpu)?;
     let sluice = Gateway::start(dir.path(), &plugin_args).await?;
     let sluice_pid = sluice.child.id().context("sluice exited")?;
-
-    let mut results =
-        vec![("direct http".to_owned(), wrk(&args, &format!("http://{backend_addr}/"), &[], backend_pid).await?)];
-    let sluice_urls = [(Mode::Http, sluice.url("/")), (Mode::Https, format!("https://{}/", sluice.https))];
     let nginx = if on_path("nginx") {
         let (port, tls_port) = (free_port("127.0.0.1")?, free_port("127.0.0.1")?);
-        let child = start_nginx(dir.path(), port, tls_port, &backend_addr, &cert_file, &key_file).await?;
+        let workers = if pin { 1 } else { cpus };
+        let child = start_nginx(dir.path(), workers, port, tls_port, &backend_addr, &cert_file, &key_file).await?;
         Some((child, port, tls_port))
     } else {
         eprintln!("nginx is not installed (apt-get install -y nginx-light): comparing with the backend only");
         None
     };
+    pin_self(load_cpu)?;
+    let h2load = on_path("h2load");
+    if !h2load {
+        eprintln!("h2load is not installed (apt-get install -y nghttp2-client): no HTTP/2 runs");
+    }
     // wrk counts only statuses above 399 as errors: make sure the routes answer 200, not a redirect.
     for path in ["/", "/filtered", "/builtins/x"] {
         let reply = sluice_tests::Client::new().get(&sluice.url(path), "load.test").await?;
         anyhow::ensure!(reply.status == 200, "{path} answered {}: {}", reply.status, reply.body);
     }
-    results.push(("sluice http 3 filters".to_owned(), wrk(&args, &sluice.url("/filtered"), &[], sluice_pid).await?));
-    // Rewrite + headers + affinity: clients that keep their session, and clients that each
-    // start one (a new key and a Set-Cookie on every response).
-    let session = "Cookie: INGRESSCOOKIE=0123456789abcdef";
-    let url = sluice.url("/builtins/x");
-    results.push(("sluice http built-ins".to_owned(), wrk(&args, &url, &[session], sluice_pid).await?));
-    results.push(("sluice http built-ins new".to_owned(), wrk(&args, &url, &[], sluice_pid).await?));
-    for mode in [Mode::Http, Mode::Https, Mode::Handshakes] {
-        let url = &sluice_urls[usize::from(mode != Mode::Http)].1;
-        let close: &[&str] = if mode == Mode::Handshakes { &["Connection: close"] } else { &[] };
-        results.push((format!("sluice {}", mode.label()), wrk(&args, url, close, sluice_pid).await?));
-        if let Some((child, port, tls_port)) = &nginx {
-            let url = match mode {
-                Mode::Http => format!("http://127.0.0.1:{port}/"),
-                _ => format!("https://127.0.0.1:{tls_port}/"),
-            };
-            let pid = child.id().context("nginx exited")?;
-            results.push((format!("nginx {}", mode.label()), wrk(&args, &url, close, pid).await?));
-        }
-    }
 
+    let direct = Load::Wrk(&[]);
+    let mut results = Results::default();
+    results.add("direct http", run(&args, direct, &format!("http://{backend_addr}/"), backend_pid).await?);
+    let session = "Cookie: INGRESSCOOKIE=0123456789abcdef";
+    let builtins = sluice.url("/builtins/x");
+    for round in 1..=args.rounds {
+        eprintln!("round {round} of {}", args.rounds);
+        for mode in Mode::ALL {
+            let load = match mode {
+                Mode::H2 if !h2load => continue,
+                Mode::H2 => Load::H2load,
+                Mode::Handshakes => Load::Wrk(&["Connection: close"]),
+                Mode::Http | Mode::Https => direct,
+            };
+            let url = match mode {
+                Mode::Http => sluice.url("/"),
+                _ => format!("https://{}/", sluice.https),
+            };
+            results.add(&format!("sluice {}", mode.label()), run(&args, load, &url, sluice_pid).await?);
+            if let Some((child, port, tls_port)) = &nginx {
+                let url = match mode {
+                    Mode::Http => format!("http://127.0.0.1:{port}/"),
+                    _ => format!("https://127.0.0.1:{tls_port}/"),
+                };
+                let pid = child.id().context("nginx exited")?;
+                results.add(&format!("nginx {}", mode.label()), run(&args, load, &url, pid).await?);
+            }
+        }
+        results.add("sluice http 3 filters", run(&args, direct, &sluice.url("/filtered"), sluice_pid).await?);
+        // Rewrite + headers + affinity: clients that keep their session, and clients that each
+        // start one (a new key and a Set-Cookie on every response).
+        results.add("sluice http built-ins", run(&args, Load::Wrk(&[session]), &builtins, sluice_pid).await?);
+        results.add("sluice http built-ins new", run(&args, direct, &builtins, sluice_pid).await?);
+    }
     if let Some((child, ..)) = nginx {
         stop_nginx(child).await;
     }
+    results.print();
+    Ok(())
+}
 
-    println!("\n{:<22} {:>12} {:>10} {:>10} {:>14}", "target", "requests/s", "p50", "p99", "CPU us/request");
-    for (name, f) in &results {
-        println!("{name:<22} {:>12.0} {:>10} {:>10} {:>14.1}", f.rps, f.p50, f.p99, f.cpu_us_per_request);
-    }
-    let find = |n: String| results.iter().find(|(name, _)| *name == n).map(|(_, f)| f);
-    for mode in [Mode::Http, Mode::Https, Mode::Handshakes] {
-        if let (Some(s), Some(n)) = (find(format!("sluice {}", mode.label())), find(format!("nginx {}", mode.label())))
-        {
-            let (rps, cpu) = (s.rps / n.rps, s.cpu_us_per_request / n.cpu_us_per_request);
-            println!("sluice/nginx {:<15} throughput {rps:.2}, CPU per request {cpu:.2}", mode.label());
+/// Every run's figures, by name, in the order of the rounds.
+#[derive(Default)]
+struct Results(Vec<(String, Vec<Figures>)>);
+
+impl Results {
+    fn add(&mut self, name: &str, figures: Figures) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, runs)) => runs.push(figures),
+            None => self.0.push((name.to_owned(), vec![figures])),
         }
     }
-    if let (Some(filtered), Some(http)) = (find("sluice http 3 filters".into()), find("sluice http".into())) {
-        let added = (filtered.cpu_us_per_request - http.cpu_us_per_request) / 3.0;
-        println!(
-            "sluice 3-filter chain / no filters: throughput {:.2}, CPU per filter per request {added:.1} us",
-            filtered.rps / http.rps
-        );
+
+    fn runs(&self, name: &str) -> Option<&[Figures]> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, runs)| runs.as_slice())
     }
-    for (name, label) in [("sluice http built-ins", "sessions kept"), ("sluice http built-ins new", "new sessions")] {
-        if let (Some(builtins), Some(http)) = (find(name.into()), find("sluice http".into())) {
+
+    fn print(&self) {
+        println!(
+            "\n{:<26} {:>12} {:>10} {:>10} {:>14} {:>6}",
+            "target (median run)", "requests/s", "p50", "p99", "CPU us/request", "runs"
+        );
+        for (name, runs) in &self.0 {
+            let f = median_run(runs);
             println!(
-                "sluice rewrite+headers+affinity ({label}) / no filters: throughput {:.2}, CPU per request +{:.1} us",
-                builtins.rps / http.rps,
-                builtins.cpu_us_per_request - http.cpu_us_per_request
+                "{name:<26} {:>12.0} {:>10} {:>10} {:>14.1} {:>6}",
+                f.rps,
+                f.p50,
+                f.p99,
+                f.cpu_us_per_request,
+                runs.len()
             );
         }
+        for mode in Mode::ALL {
+            let label = mode.label();
+            if let Some((rps, cpu)) = self.paired(&format!("sluice {label}"), &format!("nginx {label}")) {
+                println!("sluice/nginx {label:<15} throughput {rps}, CPU per request {cpu}");
+            }
+        }
+        if let Some((rps, cpu)) = self.paired("sluice http 3 filters", "sluice http") {
+            println!("sluice 3-filter chain / no filters: throughput {rps}, CPU per request {cpu}");
+        }
+        for (name, label) in [("sluice http built-ins", "sessions kept"), ("sluice http built-ins new", "new sessions")]
+        {
+            if let Some((rps, cpu)) = self.paired(name, "sluice http") {
+                println!(
+                    "sluice rewrite+headers+affinity ({label}) / no filters: throughput {rps}, CPU per request {cpu}"
+                );
+            }
+        }
+        if let Some((rps, _)) = self.paired("sluice https", "sluice http") {
+            println!("sluice https/http keep-alive throughput: {rps}");
+        }
+        println!("(ratios: of the medians, then [min-max] of the rounds' pairs)");
     }
-    if let (Some(https), Some(http)) = (find("sluice https".into()), find("sluice http".into())) {
-        println!("sluice https/http keep-alive throughput: {:.2}", https.rps / http.rps);
+
+    /// `a` over `b`: requests/s and CPU per request, of the medians and per round.
+    fn paired(&self, a: &str, b: &str) -> Option<(String, String)> {
+        let (a, b) = (self.runs(a)?, self.runs(b)?);
+        let ratio = |of: fn(&Figures) -> f64| {
+            let (x, y) = (of(median_run(a)), of(median_run(b)));
+            let mut rounds: Vec<f64> = a.iter().zip(b).map(|(x, y)| of(x) / of(y)).collect();
+            rounds.sort_by(f64::total_cmp);
+            let (min, max) = (rounds.first().copied().unwrap_or(f64::NAN), rounds.last().copied().unwrap_or(f64::NAN));
+            format!("{:.2} [{min:.2}-{max:.2}]", x / y)
+        };
+        Some((ratio(|f| f.rps), ratio(|f| f.cpu_us_per_request)))
     }
-    Ok(())
+}
+
+/// The run with the median requests/s.
+fn median_run(runs: &[Figures]) -> &Figures {
+    let mut sorted: Vec<&Figures> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    sorted[sorted.len() / 2]
+}
+
+/// The load generator of a run.
+#[derive(Clone, Copy)]
+enum Load<'a> {
+    /// wrk, with extra request headers (`Name: value`).
+    Wrk(&'a [&'a str]),
+    /// h2load: HTTP/2, ALPN over TLS.
+    H2load,
+}
+
+async fn run(args: &Args, load: Load<'_>, url: &str, server_pid: u32) -> anyhow::Result<Figures> {
+    match load {
+        Load::Wrk(headers) => wrk(args, url, headers, server_pid).await,
+        Load::H2load => h2load(args, url, server_pid).await,
+    }
 }
 
 fn spawn(command: &mut Command) -> std::io::Result<Child> {
@@ -207,7 +318,7 @@ async fn wrk(args: &Args, url: &str, headers: &[&str], server_pid: u32) -> anyho
     }
     let output = command
         .args(["--latency", "-H", "Host: load.test"])
-        .args(["-t", &args.threads.to_string(), "-c", &args.connections.to_string()])
+        .args(["-t", "1", "-c", &args.connections.to_string()])
         .args(["-d", &format!("{}s", args.duration.as_secs().max(1))])
         .arg(url)
         .output()
@@ -231,6 +342,45 @@ async fn wrk(args: &Args, url: &str, headers: &[&str], server_pid: u32) -> anyho
         p50: field("50%").unwrap_or_default(),
         p99: field("99%").unwrap_or_default(),
         cpu_us_per_request: cpu * 1e6 / requests,
+    })
+}
+
+/// Runs h2load against `url`: `--connections` HTTP/2 connections with 10 streams each.
+async fn h2load(args: &Args, url: &str, server_pid: u32) -> anyhow::Result<Figures> {
+    let cpu_before = cpu_seconds(server_pid)?;
+    let output = Command::new("h2load")
+        .args(["-H", ":authority: load.test", "-t", "1", "-m", "10"])
+        .args(["-c", &args.connections.to_string(), "-D", &args.duration.as_secs().max(1).to_string()])
+        .arg(url)
+        .output()
+        .await?;
+    let cpu = cpu_seconds(server_pid)? - cpu_before;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "finished in 10.00s, 12345.67 req/s, 1.2MB/s", "requests: N total, N started, N done,
+    // N succeeded, N failed, ...", "time for request: MIN MAX MEAN SD +/- SD".
+    let rps: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in ")?.split(", ").nth(1)?.strip_suffix(" req/s")?.parse().ok())
+        .with_context(|| format!("h2load said:\n{text}"))?;
+    let counts: Vec<u64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("requests: "))
+        .map(|l| l.split(", ").filter_map(|part| part.split(' ').next()?.parse().ok()).collect())
+        .with_context(|| format!("h2load said:\n{text}"))?;
+    let (succeeded, failed) = (counts.get(3).copied().unwrap_or(0), counts.get(4).copied().unwrap_or(0));
+    if failed > 0 || succeeded == 0 {
+        bail!("errors under load against {url}:\n{text}");
+    }
+    let mean = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("time for request:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_default();
+    Ok(Figures {
+        rps,
+        p50: format!("{mean} mean"),
+        p99: "-".to_owned(),
+        cpu_us_per_request: cpu * 1e6 / succeeded as f64,
     })
 }
 
@@ -264,6 +414,7 @@ async fn stop_nginx(mut child: Child) {
 
 async fn start_nginx(
     dir: &Path,
+    workers: usize,
     port: u16,
     tls_port: u16,
     backend: &str,
@@ -277,12 +428,12 @@ async fn start_nginx(
     std::fs::write(
         &conf,
         format!(
-            "worker_processes auto;\nerror_log stderr error;\npid {pid};\ndaemon off;\n\
+            "worker_processes {workers};\nerror_log stderr error;\npid {pid};\ndaemon off;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  \
+             http {{\n  access_log off;\n  keepalive_requests 10000000;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  \
              upstream backend {{ server {backend}; keepalive 128; }}\n  \
              server {{\n    listen 127.0.0.1:{port};\n    {location}\n  }}\n  \
-             server {{\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {cert};\n    \
+             server {{\n    listen 127.0.0.1:{tls_port} ssl http2;\n    ssl_certificate {cert};\n    \
              ssl_certificate_key {key};\n    {location}\n  }}\n}}\n",
             pid = dir.join("nginx.pid").display(),
             tmp = dir.display(),
