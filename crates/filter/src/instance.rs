@@ -133,7 +133,7 @@ struct Idle {
 const MAX_IDLE: usize = 4;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<u64, Idle>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<u64, Idle, foldhash::fast::RandomState>> = RefCell::default();
 }
 
 /// An idle instance of `plugin` on this thread, if there is one.

@@ -10,7 +10,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use ipnet::IpNet;
-use sluice_config::{BackendProtocol, PathMatch};
+use sluice_config::{BackendProtocol, PathMatch, Target};
 use sluice_filter::{Exchange, RequestContext, Route, Snapshot};
 use sluice_route::normalize_path;
 
@@ -249,7 +249,15 @@ impl Handler for Proxy {
         let elapsed = started.elapsed();
         self.metrics.request(route.as_ref().map(|r| &r.name), response.status(), elapsed);
         if let Some((method, uri, version)) = logged {
-            let served = response.extensions().get::<ServedBy>().map(|served| served.0);
+            // The pod that answered, or the ExternalName Service's name.
+            let upstream = match (response.extensions().get::<ServedBy>(), route.as_deref()) {
+                (Some(served), _) => served.0.to_string(),
+                (None, Some(route)) => match &*route.backend.target {
+                    Target::External { host, port } => format!("{host}:{port}"),
+                    Target::Pods { .. } => String::new(),
+                },
+                (None, None) => String::new(),
+            };
             let name = route.as_ref().map(|r| &r.name);
             tracing::info!(
                 target: "sluice::access",
@@ -262,7 +270,7 @@ impl Handler for Proxy {
                 ingress = name.map_or("", |n| &n.ingress),
                 host = name.map_or("", |n| &n.host),
                 route = name.map_or("", |n| &n.path),
-                upstream = served.map(tracing::field::display),
+                upstream,
                 tls_server_name = conn.tls.as_ref().and_then(|t| t.server_name.as_deref()).unwrap_or_default(),
                 request_id = request_id.to_str().unwrap_or_default(),
             );
