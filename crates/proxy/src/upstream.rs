@@ -102,15 +102,15 @@ impl Upstreams {
         outbound: Outbound,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let protocol = route.ingress.backend_protocol;
-        match (&*route.backend.target, protocol) {
-            (Target::External { host, port }, _) => {
+        match &*route.backend.target {
+            Target::External { host, port } => {
                 let authority = Authority::try_from(format!("{host}:{port}"))
                     .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
                 let request = client_request(parts, protocol, authority, Either::Left(outbound.body));
                 let mut upgrade = outbound.upgrade;
                 self.through_client(protocol, request, None, &mut upgrade).await
             }
-            (Target::Pods { .. }, _) => self.to_pods(route, parts, outbound).await,
+            Target::Pods { .. } => self.to_pods(route, parts, outbound).await,
         }
     }
 
