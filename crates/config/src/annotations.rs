@@ -1,5 +1,7 @@
 //! Annotation names Sluice reads, and how their values are parsed.
 
+use std::collections::BTreeMap;
+
 /// Names the IngressClass of an Ingress (the pre-`ingressClassName` way).
 pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
 /// On an IngressClass: Ingresses without a class belong to this one.
@@ -64,10 +66,106 @@ pub const NGINX_CUSTOM_HEADERS: &str = "nginx.ingress.kubernetes.io/custom-heade
 /// ingress-nginx: the `Host` header sent upstream.
 pub const NGINX_UPSTREAM_VHOST: &str = "nginx.ingress.kubernetes.io/upstream-vhost";
 
+/// ingress-nginx: this Ingress's routes are canaries of the main Ingress's same host and path.
+pub const NGINX_CANARY: &str = "nginx.ingress.kubernetes.io/canary";
+/// ingress-nginx: the request header that sends a request to the canary (`always`) or not (`never`).
+pub const NGINX_CANARY_BY_HEADER: &str = "nginx.ingress.kubernetes.io/canary-by-header";
+/// ingress-nginx: the `canary-by-header` value that sends a request to the canary.
+pub const NGINX_CANARY_BY_HEADER_VALUE: &str = "nginx.ingress.kubernetes.io/canary-by-header-value";
+/// ingress-nginx: a regex the `canary-by-header` value must match to go to the canary.
+pub const NGINX_CANARY_BY_HEADER_PATTERN: &str = "nginx.ingress.kubernetes.io/canary-by-header-pattern";
+/// ingress-nginx: the cookie that sends a request to the canary (`always`) or not (`never`).
+pub const NGINX_CANARY_BY_COOKIE: &str = "nginx.ingress.kubernetes.io/canary-by-cookie";
+/// ingress-nginx: the share of other requests sent to the canary, out of `canary-weight-total`.
+pub const NGINX_CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
+/// ingress-nginx: what `canary-weight` is a share of (default 100).
+pub const NGINX_CANARY_WEIGHT_TOTAL: &str = "nginx.ingress.kubernetes.io/canary-weight-total";
+
+/// ingress-nginx: seconds to wait for a connection to an endpoint.
+pub const NGINX_PROXY_CONNECT_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-connect-timeout";
+/// ingress-nginx: seconds to wait for the upstream's response.
+pub const NGINX_PROXY_READ_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-read-timeout";
+/// ingress-nginx: seconds to wait for the upstream to take the request.
+pub const NGINX_PROXY_SEND_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-send-timeout";
+/// ingress-nginx: which failures send a request on to another endpoint.
+pub const NGINX_PROXY_NEXT_UPSTREAM: &str = "nginx.ingress.kubernetes.io/proxy-next-upstream";
+/// ingress-nginx: the most endpoints one request is tried on (0: no limit).
+pub const NGINX_PROXY_NEXT_UPSTREAM_TRIES: &str = "nginx.ingress.kubernetes.io/proxy-next-upstream-tries";
+/// ingress-nginx: seconds after which a failed request is not tried again (0: no limit).
+pub const NGINX_PROXY_NEXT_UPSTREAM_TIMEOUT: &str = "nginx.ingress.kubernetes.io/proxy-next-upstream-timeout";
+
+/// ingress-nginx: `round_robin` or `ewma` (default: power of two choices over in-flight requests).
+pub const NGINX_LOAD_BALANCE: &str = "nginx.ingress.kubernetes.io/load-balance";
+/// ingress-nginx: consistent hashing of requests to endpoints by this key (text and variables).
+pub const NGINX_UPSTREAM_HASH_BY: &str = "nginx.ingress.kubernetes.io/upstream-hash-by";
+
+/// ingress-nginx: more host names (comma-separated) served as the Ingress's first host.
+pub const NGINX_SERVER_ALIAS: &str = "nginx.ingress.kubernetes.io/server-alias";
+
+/// ingress-nginx: send to the Service's ClusterIP instead of its endpoints.
+pub const NGINX_SERVICE_UPSTREAM: &str = "nginx.ingress.kubernetes.io/service-upstream";
+/// ingress-nginx: log this Ingress's requests (default true, when the access log is on).
+pub const NGINX_ENABLE_ACCESS_LOG: &str = "nginx.ingress.kubernetes.io/enable-access-log";
+/// ingress-nginx: buffer responses (`on`/`off`); accepted, responses always stream.
+pub const NGINX_PROXY_BUFFERING: &str = "nginx.ingress.kubernetes.io/proxy-buffering";
+/// ingress-nginx: buffer request bodies before sending (`on`/`off`); accepted, they always stream.
+pub const NGINX_PROXY_REQUEST_BUFFERING: &str = "nginx.ingress.kubernetes.io/proxy-request-buffering";
+/// ingress-nginx: the request body buffer (a size); accepted, bodies are not buffered.
+pub const NGINX_CLIENT_BODY_BUFFER_SIZE: &str = "nginx.ingress.kubernetes.io/client-body-buffer-size";
+/// ingress-nginx: the HTTP version to backends; `1.1`, which Sluice speaks, is accepted.
+pub const NGINX_PROXY_HTTP_VERSION: &str = "nginx.ingress.kubernetes.io/proxy-http-version";
+
+/// ingress-nginx: a Service (its first port) for routes whose Service has no ready endpoint.
+pub const NGINX_DEFAULT_BACKEND: &str = "nginx.ingress.kubernetes.io/default-backend";
+
+/// ingress-nginx: requests for `example.com` redirect to the rule host `www.example.com`, or
+/// the other way round.
+pub const NGINX_FROM_TO_WWW_REDIRECT: &str = "nginx.ingress.kubernetes.io/from-to-www-redirect";
+
+/// ingress-nginx annotations that paste nginx configuration text: never interpreted.
+pub const NGINX_SNIPPETS: [&str; 5] = [
+    "nginx.ingress.kubernetes.io/configuration-snippet",
+    "nginx.ingress.kubernetes.io/server-snippet",
+    "nginx.ingress.kubernetes.io/auth-snippet",
+    "nginx.ingress.kubernetes.io/stream-snippet",
+    "nginx.ingress.kubernetes.io/modsecurity-snippet",
+];
+
 /// Header changes on requests: YAML `{remove: [...], set: {...}, add: {...}}`.
 pub const REQUEST_HEADERS: &str = "sluice.dev/request-headers";
 /// Header changes on responses, like [`REQUEST_HEADERS`].
 pub const RESPONSE_HEADERS: &str = "sluice.dev/response-headers";
+
+/// Reads the annotations of one Ingress; every invalid value is an error naming its field.
+pub(crate) struct Reader<'a> {
+    pub(crate) annotations: &'a BTreeMap<String, String>,
+    pub(crate) errors: &'a mut Vec<(String, String)>,
+}
+
+impl Reader<'_> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.annotations.get(name).map(String::as_str)
+    }
+
+    pub(crate) fn error(&mut self, name: &str, message: impl Into<String>) {
+        self.errors.push((field(name), message.into()));
+    }
+
+    /// The value of `name` parsed by `parse`, `None` when absent or invalid (reported).
+    pub(crate) fn parsed<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let value = self.get(name)?;
+        parse(value).map_err(|message| self.error(name, message)).ok()
+    }
+
+    /// The value of `name` when `check` accepts it.
+    pub(crate) fn checked(&mut self, name: &str, check: impl FnOnce(&str) -> Result<(), String>) -> Option<String> {
+        self.parsed(name, |value| check(value).map(|()| value.to_owned()))
+    }
+}
+
+pub(crate) fn field(annotation: &str) -> String {
+    format!("metadata.annotations[{annotation}]")
+}
 
 /// Parses an nginx size: bytes, or a number with `k`, `m` or `g` (any case).
 pub fn parse_size(value: &str) -> Result<u64, String> {
@@ -89,6 +187,24 @@ pub fn parse_bool(value: &str) -> Result<bool, String> {
         "true" | "True" | "TRUE" => Ok(true),
         "false" | "False" | "FALSE" => Ok(false),
         other => Err(format!("expected \"true\" or \"false\", found {other:?}")),
+    }
+}
+
+/// Parses nginx's `on`/`off`.
+pub fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected \"on\" or \"off\", found {other:?}")),
+    }
+}
+
+/// Parses a whole number of seconds, at least one (ingress-nginx's timeout annotations).
+pub fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second".to_owned()),
+        Ok(seconds) => Ok(std::time::Duration::from_secs(seconds)),
+        Err(_) => Err(format!("{value:?} is not a whole number of seconds")),
     }
 }
 

@@ -7,42 +7,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 use sluice_builtins::{Affinity, Config, HeaderOps, Headers, Redirect, Rewrite, check, rewrite};
 
-use crate::annotations::{self as names, parse_bool};
+use crate::annotations::{self as names, Reader, parse_bool};
 use crate::filters::{FailurePolicy, FilterSpec, Isolation};
 
 /// Finds a ConfigMap by namespace and name.
 pub(crate) type ConfigMaps<'a> = dyn Fn(&str, &str) -> Option<&'a ConfigMap> + 'a;
-
-/// Reads the annotations of one Ingress; every invalid value is an error naming its field.
-struct Reader<'a> {
-    annotations: &'a BTreeMap<String, String>,
-    errors: &'a mut Vec<(String, String)>,
-}
-
-impl Reader<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.annotations.get(name).map(String::as_str)
-    }
-
-    fn error(&mut self, name: &str, message: impl Into<String>) {
-        self.errors.push((field(name), message.into()));
-    }
-
-    /// The value of `name` parsed by `parse`, `None` when absent or invalid (reported).
-    fn parsed<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let value = self.get(name)?;
-        parse(value).map_err(|message| self.error(name, message)).ok()
-    }
-
-    /// The value of `name` when `check` accepts it.
-    fn checked(&mut self, name: &str, check: impl FnOnce(&str) -> Result<(), String>) -> Option<String> {
-        self.parsed(name, |value| check(value).map(|()| value.to_owned()))
-    }
-}
-
-fn field(annotation: &str) -> String {
-    format!("metadata.annotations[{annotation}]")
-}
 
 /// The built-in filters `annotations` ask for, in chain order (rewrite, headers, affinity).
 /// Invalid values are pushed to `errors` as (field, message); the caller fails the Ingress.

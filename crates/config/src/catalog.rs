@@ -111,6 +111,8 @@ struct ServiceEntry {
     external_name: Option<String>,
     /// `spec.ports`: name and number.
     ports: Vec<(Option<String>, i32)>,
+    /// `spec.clusterIP`; `None` for a headless Service.
+    cluster_ip: Option<IpAddr>,
     /// `status.loadBalancer.ingress`.
     load_balancer: Vec<LoadBalancerIngress>,
 }
@@ -124,6 +126,7 @@ impl ServiceEntry {
         Self {
             external_name: external.then(|| spec.and_then(|s| s.external_name.clone()).unwrap_or_default()),
             ports: ports.iter().map(|p| (p.name.clone(), p.port)).collect(),
+            cluster_ip: spec.and_then(|s| s.cluster_ip.as_deref()).and_then(|ip| ip.parse().ok()),
             load_balancer: load_balancer.and_then(|lb| lb.ingress.clone()).unwrap_or_default(),
         }
     }
@@ -404,7 +407,7 @@ impl Catalog {
                 if let Some(message) = &resolved.error {
                     let message = format!("{message}; requests to this backend get 503");
                     let info = &translated.info;
-                    model.errors.push(ConfigError::field(&info.origin, &info.id, format!("{field}.service"), message));
+                    model.errors.push(ConfigError::field(&info.origin, &info.id, field.clone(), message));
                 }
                 if !model.backends.contains_key(key) {
                     model.backends.insert(key.clone(), resolved.target.clone());
@@ -434,10 +437,11 @@ impl Backends {
         let Some(service) = self.services.get(&key.namespace, &key.service) else {
             return Err(format!("Service {}/{} not found", key.namespace, key.service));
         };
-        let port = service.ports.iter().find(|(name, number)| match &key.port {
-            PortRef::Number(n) => number == n,
-            PortRef::Name(wanted) => name.as_ref() == Some(wanted),
-        });
+        let port = match &key.port {
+            PortRef::Number(n) => service.ports.iter().find(|(_, number)| number == n),
+            PortRef::Name(wanted) => service.ports.iter().find(|(name, _)| name.as_ref() == Some(wanted)),
+            PortRef::First => service.ports.first(),
+        };
         if let Some(host) = &service.external_name {
             if host.is_empty() {
                 return Err(format!("ExternalName Service {}/{} has no spec.externalName", key.namespace, key.service));
@@ -445,12 +449,22 @@ impl Backends {
             let number = match (&key.port, port) {
                 (_, Some((_, number))) => *number,
                 (PortRef::Number(n), None) => *n,
-                (PortRef::Name(_), None) => return Err(missing_port(key)),
+                (PortRef::Name(_) | PortRef::First, None) => return Err(missing_port(key)),
             };
             let port = u16::try_from(number).map_err(|_| format!("port {number} is out of range"))?;
             return Ok(Target::External { host: host.clone(), port });
         }
-        let Some((port_name, _)) = port else { return Err(missing_port(key)) };
+        let Some((port_name, number)) = port else { return Err(missing_port(key)) };
+        if key.cluster_ip {
+            let ip = service.cluster_ip.ok_or_else(|| {
+                format!(
+                    "Service {}/{} has no ClusterIP (headless), which service-upstream needs",
+                    key.namespace, key.service
+                )
+            })?;
+            let port = u16::try_from(*number).map_err(|_| format!("port {number} is out of range"))?;
+            return Ok(Target::Pods { endpoints: vec![SocketAddr::new(ip, port)], unready: Vec::new() });
+        }
         let port_name = port_name.as_deref().unwrap_or_default();
         let (mut ready, mut terminating, mut unready) = (Vec::new(), Vec::new(), Vec::new());
         let slices = self.by_service.get(&key.namespace, &key.service).into_iter().flatten();
@@ -479,6 +493,7 @@ fn missing_port(key: &BackendKey) -> String {
     let port = match &key.port {
         PortRef::Number(n) => format!("port {n}"),
         PortRef::Name(name) => format!("port named {name:?}"),
+        PortRef::First => "port".to_owned(),
     };
     format!("Service {}/{} has no {port}", key.namespace, key.service)
 }

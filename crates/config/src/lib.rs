@@ -21,7 +21,8 @@ pub use error::{ConfigError, ObjectRef};
 pub use filters::{FILTERS, FailurePolicy, FilterSpec, Isolation, parse_filters, valid_plugin_name};
 pub use manifest::{Manifest, Object, Parsed, parse_manifests};
 pub use model::{
-    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, IngressModel, Model, PathMatch, PortRef,
-    RouteSpec, Target, TlsCertificate, TlsSpec,
+    Alias, BackendKey, BackendProtocol, CanaryRules, DefaultBackend, HashKey, HashPart, HostMatch, IngressInfo,
+    IngressModel, LoadBalance, Model, NextUpstream, PathMatch, PortRef, RetryConditions, RouteSpec, Target,
+    TlsCertificate, TlsSpec, UpstreamPolicy,
 };
 pub use translate::{TranslateOptions, translate};

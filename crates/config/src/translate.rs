@@ -6,15 +6,17 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
-use crate::annotations;
+use sluice_builtins::check;
+
+use crate::annotations::{self, Reader};
 use crate::builtins::builtin_filters;
 use crate::catalog::{Catalog, Referenced, namespace};
 use crate::error::{ConfigError, ObjectRef};
 use crate::filters::{FILTERS, FilterSpec, parse_filters};
 use crate::manifest::Manifest;
 use crate::model::{
-    BackendKey, BackendProtocol, DefaultBackend, HostMatch, IngressInfo, IngressModel, Model, PathMatch, PortRef,
-    RouteSpec, TlsCertificate, TlsSpec,
+    Alias, BackendKey, BackendProtocol, CanaryRules, DefaultBackend, HashKey, HostMatch, IngressInfo, IngressModel,
+    LoadBalance, Model, NextUpstream, PathMatch, PortRef, RouteSpec, TlsCertificate, TlsSpec, UpstreamPolicy,
 };
 
 /// What the translation needs to know besides the objects.
@@ -48,6 +50,8 @@ pub(crate) fn is_ours(ingress: &Ingress, class: &str, default_class: bool) -> bo
 struct IngressTranslation<'o> {
     origin: &'o Arc<str>,
     model: IngressModel,
+    /// `service-upstream`.
+    cluster_ip: bool,
 }
 
 impl IngressTranslation<'_> {
@@ -74,8 +78,9 @@ impl IngressTranslation<'_> {
                 return None;
             }
         };
-        let key = BackendKey { namespace: self.model.info.id.namespace.clone(), service: service.name.clone(), port };
-        self.model.backends.push((field, key.clone()));
+        let namespace = self.model.info.id.namespace.clone();
+        let key = BackendKey { namespace, service: service.name.clone(), port, cluster_ip: self.cluster_ip };
+        self.model.backends.push((format!("{field}.service"), key.clone()));
         Some(key)
     }
 }
@@ -89,48 +94,36 @@ struct IngressOptions {
     backend_protocol: BackendProtocol,
     max_body_size: Option<u64>,
     filters: Result<Vec<FilterSpec>, String>,
+    canary: Option<CanaryRules>,
+    upstream: UpstreamPolicy,
+    load_balance: LoadBalance,
+    hash_by: Option<HashKey>,
+    service_upstream: bool,
+    access_log: bool,
+    unavailable_backend: Option<String>,
+    www_redirect: bool,
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
 fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec<(String, String)>) -> IngressOptions {
-    let annotations = ingress.metadata.annotations.as_ref();
-    let annotation = |name: &str| annotations.and_then(|a| a.get(name));
-    let mut flag = |name: &str, default: bool| match annotation(name) {
-        None => default,
-        Some(value) => annotations::parse_bool(value).unwrap_or_else(|message| {
-            errors.push((format!("metadata.annotations[{name}]"), message));
-            default
-        }),
-    };
-    let use_regex = flag(annotations::NGINX_USE_REGEX, false);
-    let ssl_redirect = flag(annotations::NGINX_SSL_REDIRECT, true);
-    let force_ssl_redirect = flag(annotations::NGINX_FORCE_SSL_REDIRECT, false);
-    let preserve_trailing_slash = flag(annotations::NGINX_PRESERVE_TRAILING_SLASH, false);
-    let rewrite = annotation(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
-    let backend_protocol =
-        annotation(annotations::NGINX_BACKEND_PROTOCOL).map_or(Ok(BackendProtocol::Http), |v| v.parse());
-    let backend_protocol = backend_protocol.unwrap_or_else(|message| {
-        errors.push((format!("metadata.annotations[{}]", annotations::NGINX_BACKEND_PROTOCOL), message));
-        BackendProtocol::Http
-    });
-    let body_size = annotation(annotations::NGINX_PROXY_BODY_SIZE).map(|v| annotations::parse_size(v)).transpose();
-    let max_body_size = body_size
-        .unwrap_or_else(|message| {
-            errors.push((format!("metadata.annotations[{}]", annotations::NGINX_PROXY_BODY_SIZE), message));
-            None
-        })
-        .filter(|&limit| limit > 0);
+    let empty = BTreeMap::new();
+    let all = ingress.metadata.annotations.as_ref().unwrap_or(&empty);
     // Built-ins first, then the Ingress's own filters. A broken value anywhere fails every
     // route closed: a rewrite, redirect or guard filter must not silently disappear.
     let mut filter_errors = Vec::new();
     let config_maps = |ns: &str, name: &str| referenced.config_maps.get(ns, name).map(|map| &**map);
-    let empty = BTreeMap::new();
-    let all = annotations.unwrap_or(&empty);
     let mut filters = builtin_filters(all, namespace(&ingress.metadata), &config_maps, &mut filter_errors);
-    match annotation(FILTERS).map(|value| parse_filters(value)) {
+    match all.get(FILTERS).map(|value| parse_filters(value)) {
         Some(Ok(specs)) => filters.extend(specs),
-        Some(Err(message)) => filter_errors.push((format!("metadata.annotations[{FILTERS}]"), message)),
+        Some(Err(message)) => filter_errors.push((annotations::field(FILTERS), message)),
         None => {}
+    }
+    // A snippet may be what guards the route (a `deny`, an auth check): refused, never run,
+    // and the routes fail closed rather than open.
+    for name in annotations::NGINX_SNIPPETS.iter().filter(|name| all.contains_key(**name)) {
+        let message = "nginx configuration snippets are never interpreted; \
+                       do this with a filter (sluice.dev/filters) instead";
+        filter_errors.push((annotations::field(name), message.to_owned()));
     }
     let filters = match filter_errors.first() {
         None => Ok(filters),
@@ -139,6 +132,29 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
     errors.extend(filter_errors.into_iter().map(|(field, message)| {
         (field, format!("{message}; every route of this Ingress answers 500 until it is fixed"))
     }));
+
+    let mut r = Reader { annotations: all, errors };
+    let mut flag = |name: &str, default: bool| r.parsed(name, annotations::parse_bool).unwrap_or(default);
+    let use_regex = flag(annotations::NGINX_USE_REGEX, false);
+    let ssl_redirect = flag(annotations::NGINX_SSL_REDIRECT, true);
+    let force_ssl_redirect = flag(annotations::NGINX_FORCE_SSL_REDIRECT, false);
+    let preserve_trailing_slash = flag(annotations::NGINX_PRESERVE_TRAILING_SLASH, false);
+    let canary = flag(annotations::NGINX_CANARY, false);
+    let service_upstream = flag(annotations::NGINX_SERVICE_UPSTREAM, false);
+    let access_log = flag(annotations::NGINX_ENABLE_ACCESS_LOG, true);
+    let www_redirect = flag(annotations::NGINX_FROM_TO_WWW_REDIRECT, false);
+    let rewrite = r.get(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
+    let backend_protocol = r.parsed(annotations::NGINX_BACKEND_PROTOCOL, str::parse).unwrap_or_default();
+    let max_body_size =
+        r.parsed(annotations::NGINX_PROXY_BODY_SIZE, annotations::parse_size).filter(|&limit| limit > 0);
+    // Accepted for what they mean here: bodies stream both ways, never buffered (see README).
+    r.parsed(annotations::NGINX_PROXY_BUFFERING, annotations::parse_on_off);
+    r.parsed(annotations::NGINX_PROXY_REQUEST_BUFFERING, annotations::parse_on_off);
+    r.parsed(annotations::NGINX_CLIENT_BODY_BUFFER_SIZE, annotations::parse_size);
+    r.checked(annotations::NGINX_PROXY_HTTP_VERSION, |v| match v.trim() {
+        "1.1" => Ok(()),
+        other => Err(format!("{other:?}: Sluice speaks HTTP/1.1 (or HTTP/2 for gRPC) to backends")),
+    });
     IngressOptions {
         regex_mode: use_regex || rewrite,
         ssl_redirect,
@@ -147,6 +163,83 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
         backend_protocol,
         max_body_size,
         filters,
+        canary: canary.then(|| canary_rules(&mut r)),
+        upstream: upstream_policy(&mut r),
+        load_balance: r.parsed(annotations::NGINX_LOAD_BALANCE, str::parse).unwrap_or_default(),
+        hash_by: r.parsed(annotations::NGINX_UPSTREAM_HASH_BY, str::parse),
+        service_upstream,
+        access_log,
+        unavailable_backend: r.checked(annotations::NGINX_DEFAULT_BACKEND, check_service_name),
+        www_redirect,
+    }
+}
+
+/// A Service name: a DNS label (RFC 1035), as Kubernetes requires.
+fn check_service_name(name: &str) -> Result<(), String> {
+    let label = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if label { Ok(()) } else { Err(format!("{name:?} is not a Service name")) }
+}
+
+/// The `canary-*` annotations of a canary Ingress. An invalid value is reported and left out,
+/// which sends fewer requests to the canary, never more.
+fn canary_rules(r: &mut Reader) -> CanaryRules {
+    let header = r.checked(annotations::NGINX_CANARY_BY_HEADER, check::header_name).map(|h| h.to_ascii_lowercase());
+    let mut header_value = r.checked(annotations::NGINX_CANARY_BY_HEADER_VALUE, check::header_value);
+    let mut header_pattern = r.checked(annotations::NGINX_CANARY_BY_HEADER_PATTERN, |pattern| {
+        regex_syntax::Parser::new().parse(pattern).map(drop).map_err(|e| format!("not a valid regular expression: {e}"))
+    });
+    let cookie = r.checked(annotations::NGINX_CANARY_BY_COOKIE, check::cookie_name);
+    let number = |v: &str| v.trim().parse::<u32>().map_err(|_| format!("{v:?} is not a whole number"));
+    // ingress-nginx reads a total below 100 as 100; refused, since it reads two ways.
+    let weight_total = r
+        .parsed(annotations::NGINX_CANARY_WEIGHT_TOTAL, |v| match number(v)? {
+            total if total < 100 => Err(format!("{total} is below 100, which ingress-nginx would read as 100")),
+            total => Ok(total),
+        })
+        .unwrap_or(100);
+    let weight = r
+        .parsed(annotations::NGINX_CANARY_WEIGHT, |v| match number(v)? {
+            weight if weight > weight_total => Err(format!("{weight} is more than the total weight {weight_total}")),
+            weight => Ok(weight),
+        })
+        .unwrap_or(0);
+    if header.is_none() {
+        for (name, set) in [
+            (annotations::NGINX_CANARY_BY_HEADER_VALUE, header_value.take().is_some()),
+            (annotations::NGINX_CANARY_BY_HEADER_PATTERN, header_pattern.take().is_some()),
+        ] {
+            if set {
+                r.error(name, format!("has no effect without {}", annotations::NGINX_CANARY_BY_HEADER));
+            }
+        }
+    }
+    CanaryRules { header, header_value, header_pattern, cookie, weight, weight_total }
+}
+
+/// The `proxy-*-timeout` and `proxy-next-upstream*` annotations; invalid ones are reported and
+/// the defaults used.
+fn upstream_policy(r: &mut Reader) -> UpstreamPolicy {
+    let seconds = annotations::parse_seconds;
+    let defaults = NextUpstream::default();
+    let whole = |v: &str| v.trim().parse::<u32>().map_err(|_| format!("{v:?} is not a whole number"));
+    let next_upstream = NextUpstream {
+        when: r.parsed(annotations::NGINX_PROXY_NEXT_UPSTREAM, str::parse).unwrap_or(defaults.when),
+        tries: r.parsed(annotations::NGINX_PROXY_NEXT_UPSTREAM_TRIES, whole).unwrap_or(defaults.tries),
+        timeout: r
+            .parsed(annotations::NGINX_PROXY_NEXT_UPSTREAM_TIMEOUT, |v| match whole(v)? {
+                0 => Ok(None),
+                _ => seconds(v).map(Some),
+            })
+            .unwrap_or(defaults.timeout),
+    };
+    UpstreamPolicy {
+        connect_timeout: r.parsed(annotations::NGINX_PROXY_CONNECT_TIMEOUT, seconds),
+        read_timeout: r.parsed(annotations::NGINX_PROXY_READ_TIMEOUT, seconds),
+        send_timeout: r.parsed(annotations::NGINX_PROXY_SEND_TIMEOUT, seconds),
+        next_upstream,
     }
 }
 
@@ -156,6 +249,12 @@ pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced
     let created = ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut annotation_errors = Vec::new();
     let options = read_annotations(ingress, referenced, &mut annotation_errors);
+    let unavailable_backend = options.unavailable_backend.as_ref().map(|name| BackendKey {
+        namespace: id.namespace.clone(),
+        service: name.clone(),
+        port: PortRef::First,
+        cluster_ip: options.service_upstream,
+    });
     let info = IngressInfo {
         id,
         origin: origin.clone(),
@@ -166,16 +265,28 @@ pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced
         backend_protocol: options.backend_protocol,
         max_body_size: options.max_body_size,
         filters: options.filters,
+        canary: options.canary,
+        upstream: options.upstream,
+        load_balance: options.load_balance,
+        hash_by: options.hash_by,
+        access_log: options.access_log,
+        unavailable_backend,
     };
     let model = IngressModel {
         info: Arc::new(info),
         routes: Vec::new(),
         default_backend: None,
         tls: Vec::new(),
+        aliases: Vec::new(),
+        www_redirects: Vec::new(),
         errors: Vec::new(),
         backends: Vec::new(),
     };
-    let mut tr = IngressTranslation { origin, model };
+    let mut tr = IngressTranslation { origin, model, cluster_ip: options.service_upstream };
+    if let Some(key) = &tr.model.info.unavailable_backend {
+        let field = annotations::field(annotations::NGINX_DEFAULT_BACKEND);
+        tr.model.backends.push((field, key.clone()));
+    }
     for (field, message) in annotation_errors {
         tr.error(field, message);
     }
@@ -242,7 +353,38 @@ pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced
         };
         tr.model.tls.push(TlsSpec { ingress: tr.model.info.clone(), field, hosts: tls_hosts, certificate });
     }
-    if let Some(backend) = &spec.default_backend
+    if let Some(value) = ingress.metadata.annotations.as_ref().and_then(|a| a.get(annotations::NGINX_SERVER_ALIAS)) {
+        let field = annotations::field(annotations::NGINX_SERVER_ALIAS);
+        match hosts.iter().find(|h| **h != HostMatch::Any) {
+            None => tr.error(field, "the Ingress has no rule with a host to be an alias of"),
+            Some(target) => {
+                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    match parse_host(name) {
+                        Ok(host) => {
+                            let alias = Alias { ingress: tr.model.info.clone(), host, target: target.clone() };
+                            tr.model.aliases.push(alias);
+                        }
+                        Err(message) => tr.error(field.clone(), message),
+                    }
+                }
+            }
+        }
+    }
+    if options.www_redirect {
+        for target in hosts.iter().filter_map(|h| if let HostMatch::Exact(name) = h { Some(name) } else { None }) {
+            let twin = match target.strip_prefix("www.") {
+                Some(apex) => apex.to_owned(),
+                None => format!("www.{target}"),
+            };
+            let host = HostMatch::Exact(twin);
+            let redirect = Alias { ingress: tr.model.info.clone(), host, target: HostMatch::Exact(target.clone()) };
+            tr.model.www_redirects.push(redirect);
+        }
+    }
+    if spec.default_backend.is_some() && tr.model.info.canary.is_some() {
+        let message = "a canary Ingress's defaultBackend is not used; the main Ingress's applies";
+        tr.error("spec.defaultBackend", message);
+    } else if let Some(backend) = &spec.default_backend
         && let Some(backend) = tr.backend(backend, "spec.defaultBackend".to_owned())
     {
         tr.model.default_backend = Some(DefaultBackend { ingress: tr.model.info.clone(), hosts, backend });

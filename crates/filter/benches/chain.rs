@@ -50,7 +50,8 @@ fn chains(c: &mut Criterion) {
     };
     let (probe, tag) = (load("probe"), load("tag"));
     let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
-    let key = BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80) };
+    let key =
+        BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     let backend = Arc::new(Backend::new(key, Arc::new(Target::Pods { endpoints, unready: Vec::new() })));
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut request = http::Request::get("/hello").header("user-agent", "bench");

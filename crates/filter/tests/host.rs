@@ -25,7 +25,8 @@ fn chain(attachments: Vec<Attachment>) -> Chain {
 
 fn context() -> RequestContext {
     let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap()];
-    let key = BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80) };
+    let key =
+        BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
         scheme: "http",

@@ -15,6 +15,8 @@ use crate::metrics::{Metrics, UpstreamError};
 pub enum ProxyError {
     /// Not a failure: the request belongs on HTTPS, at this location (308).
     RedirectToHttps(HeaderValue),
+    /// Not a failure: the host redirects to its `www.` twin or back (`from-to-www-redirect`, 308).
+    RedirectToHost(HeaderValue),
     /// The request is malformed; it never reaches a backend.
     BadRequest(String),
     /// The request's host has a certificate of its own, but came over a TLS connection made
@@ -46,7 +48,7 @@ mod grpc {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::RedirectToHttps(_) => StatusCode::PERMANENT_REDIRECT,
+            ProxyError::RedirectToHttps(_) | ProxyError::RedirectToHost(_) => StatusCode::PERMANENT_REDIRECT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
@@ -62,7 +64,7 @@ impl ProxyError {
     /// HTTP (a redirect).
     fn grpc_status(&self) -> Option<u8> {
         Some(match self {
-            ProxyError::RedirectToHttps(_) => return None,
+            ProxyError::RedirectToHttps(_) | ProxyError::RedirectToHost(_) => return None,
             ProxyError::BadRequest(_) | ProxyError::Filter(_) => grpc::INTERNAL,
             ProxyError::Misdirected | ProxyError::NoEndpoint | ProxyError::Upstream(_) => grpc::UNAVAILABLE,
             ProxyError::NoRoute => grpc::UNIMPLEMENTED,
@@ -118,7 +120,7 @@ impl ProxyError {
         }
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         *response.status_mut() = self.status();
-        if let ProxyError::RedirectToHttps(location) = self {
+        if let ProxyError::RedirectToHttps(location) | ProxyError::RedirectToHost(location) = self {
             response.headers_mut().insert(header::LOCATION, location);
         }
         response
@@ -139,6 +141,7 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProxyError::RedirectToHttps(_) => f.write_str("this host is served over HTTPS"),
+            ProxyError::RedirectToHost(_) => f.write_str("this host redirects to another"),
             ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
             ProxyError::Misdirected => f.write_str("this connection's TLS name does not cover this host"),
             ProxyError::NoRoute => f.write_str("no route for this host and path"),

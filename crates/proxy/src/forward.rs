@@ -10,10 +10,11 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use ipnet::IpNet;
-use sluice_config::{BackendProtocol, PathMatch, Target};
+use sluice_config::{BackendProtocol, LoadBalance, PathMatch, Target};
 use sluice_filter::{Exchange, RequestContext, Route, Snapshot};
 use sluice_route::normalize_path;
 
+use crate::balance;
 use crate::body::{ResponseBody, full};
 use crate::error::ProxyError;
 use crate::headers::{self, Host, X_REQUEST_ID};
@@ -90,7 +91,17 @@ impl Proxy {
         let path = normalize_path(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
         // One load per request: a reload published meanwhile applies to the next request.
         let snapshot = self.snapshot.load();
-        let route = snapshot.table.route(host.as_str(), &path).ok_or(ProxyError::NoRoute)?.clone();
+        let route = snapshot.table.route(host.as_str(), &path).ok_or(ProxyError::NoRoute)?;
+        if let Some(to) = &route.redirect_host {
+            return Err(www_redirect(to, &host, &parts.uri, conn));
+        }
+        let route = route
+            .choose(
+                |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
+                parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()),
+                |n| fastrand::u32(1..=n),
+            )
+            .clone();
         let tls_host = snapshot.tls.get(host.as_str());
         match &conn.tls {
             None if route.ingress.force_ssl_redirect || (route.ingress.ssl_redirect && tls_host.is_some()) => {
@@ -113,10 +124,7 @@ impl Proxy {
         let filters = (!route.filters.is_empty()).then(|| RequestContext {
             client: conn.remote,
             scheme: if conn.tls.is_some() { "https" } else { "http" },
-            host: Authority::try_from(host.as_str()).map_or_else(
-                |_| host.as_str().to_ascii_lowercase(),
-                |a| a.host().trim_end_matches('.').to_ascii_lowercase(),
-            ),
+            host: host.name(),
             route: route.name.clone(),
             regex: match &route.path {
                 Some(PathMatch::Regex(pattern)) => snapshot.regex(pattern).cloned(),
@@ -142,7 +150,11 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let Routed { route, host, filters, .. } = routed;
         let upgrade = self.upstream_head(&route, &host, &mut parts, conn);
-        let Some(context) = filters else { return self.forward(&route, parts, body, upgrade, None).await };
+        let balanced = |parts: &http::request::Parts| balance::choose(&route, parts, conn.remote, &host);
+        let Some(context) = filters else {
+            let chosen = balanced(&parts);
+            return self.forward(&route, parts, body, upgrade, chosen).await;
+        };
         let chain = &route.filters;
         let mut exchange = Exchange::new(context, chain);
         let answer = chain.on_request(&mut exchange, &mut parts).await;
@@ -150,7 +162,7 @@ impl Proxy {
         let response = match answer.map_err(ProxyError::Filter)? {
             Some(answer) => answer.map(full),
             None => {
-                let chosen = exchange.chosen_endpoint();
+                let chosen = exchange.chosen_endpoint().or_else(|| balanced(&parts));
                 let response = self.forward(&route, parts, body, upgrade, chosen).await?;
                 exchange.set_served(response.extensions().get::<ServedBy>().map(|served| served.0));
                 response
@@ -218,7 +230,25 @@ impl Proxy {
             return Err(ProxyError::PayloadTooLarge);
         }
         let body = Limited::new(body, max.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX)));
-        self.upstreams.forward(route, parts, Outbound { body, upgrade, chosen }).await
+        let started = (route.ingress.load_balance == LoadBalance::Ewma).then(Instant::now);
+        let response = self.upstreams.forward(route, parts, Outbound { body, upgrade, chosen }).await;
+        if let (Some(started), Ok(response)) = (started, &response)
+            && let Some(served) = response.extensions().get::<ServedBy>()
+        {
+            balance::observe(&route.backend, served.0, started.elapsed());
+        }
+        response
+    }
+}
+
+/// The 308 of `from-to-www-redirect`: the same scheme, port, path and query on host `to`.
+fn www_redirect(to: &str, host: &Host, uri: &http::Uri, conn: &Conn) -> ProxyError {
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
+    let port = Authority::try_from(host.as_str()).ok().and_then(|a| a.port_u16()).map(|p| format!(":{p}"));
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match HeaderValue::try_from(format!("{scheme}://{to}{}{path}", port.unwrap_or_default())) {
+        Ok(location) => ProxyError::RedirectToHost(location),
+        Err(_) => ProxyError::BadRequest("invalid request target".into()),
     }
 }
 
@@ -248,7 +278,10 @@ impl Handler for Proxy {
         }
         let elapsed = started.elapsed();
         self.metrics.request(route.as_ref().map(|r| &r.name), response.status(), elapsed);
-        if let Some((method, uri, version)) = logged {
+        // `enable-access-log: "false"` leaves the route's requests out.
+        if let Some((method, uri, version)) = logged
+            && route.as_ref().is_none_or(|r| r.ingress.access_log)
+        {
             // The pod that answered, or the ExternalName Service's name.
             let upstream = match (response.extensions().get::<ServedBy>(), route.as_deref()) {
                 (Some(served), _) => served.0.to_string(),

@@ -71,6 +71,13 @@ impl Host {
         }
     }
 
+    /// The host name alone, as nginx's `$host`: lowercase, without port or trailing dot.
+    pub fn name(&self) -> String {
+        let host = self.as_str();
+        Authority::try_from(host)
+            .map_or_else(|_| host.to_ascii_lowercase(), |a| a.host().trim_end_matches('.').to_ascii_lowercase())
+    }
+
     /// The Host header the upstream gets (empty for none, as RFC 9112 3.2 asks).
     pub fn to_header(&self) -> HeaderValue {
         match self {

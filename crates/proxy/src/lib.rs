@@ -16,12 +16,14 @@
 mod admin;
 mod balance;
 mod body;
+mod connect;
 pub mod danger;
 mod error;
 mod forward;
 mod front;
 mod headers;
 mod metrics;
+mod retry;
 mod server;
 mod tls;
 mod tunnel;

@@ -1,5 +1,5 @@
 //! Sending a request to its route's backend: picking the endpoint, the connection that carries
-//! the request, the one retry on another endpoint, timeouts and the body limit, and what comes
+//! the request, further attempts on other endpoints, timeouts and the body limit, and what comes
 //! back.
 //!
 //! Connections come from hyper-util's pooled client, one per data-plane thread and backend
@@ -8,7 +8,7 @@
 //! second than this client (see the README's figures), so the client stays.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header;
@@ -27,8 +27,10 @@ use sluice_filter::Route;
 
 use crate::balance::{self, ActiveGuard};
 use crate::body::{ResponseBody, Upstream};
+use crate::connect::{self, Connector};
 use crate::error::ProxyError;
 use crate::headers::{keep_upgrade, strip_hop_by_hop};
+use crate::retry::{self, Attempts, Outcome};
 use crate::{danger, tunnel};
 
 /// A request body on its way upstream, cut off at the route's size limit.
@@ -53,10 +55,10 @@ pub struct Timeouts {
 #[derive(Debug)]
 pub struct Upstreams {
     timeouts: Timeouts,
-    http: Client<HttpConnector, UpstreamBody>,
-    https: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
-    grpc: Client<HttpConnector, UpstreamBody>,
-    grpcs: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    http: Client<Connector, UpstreamBody>,
+    https: Client<HttpsConnector<Connector>, UpstreamBody>,
+    grpc: Client<Connector, UpstreamBody>,
+    grpcs: Client<HttpsConnector<Connector>, UpstreamBody>,
 }
 
 /// What [`Upstreams::forward`] needs of the request besides its head.
@@ -73,8 +75,8 @@ impl Upstreams {
     pub fn new(timeouts: Timeouts) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(timeouts.connect));
         tcp.enforce_http(false);
+        let tcp = Connector::new(tcp, timeouts.connect);
         let tls = |h2: bool| {
             let builder = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(danger::client_config_accepting_any_certificate())
@@ -108,33 +110,41 @@ impl Upstreams {
                     .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
                 let request = client_request(parts, protocol, authority, Either::Left(outbound.body));
                 let mut upgrade = outbound.upgrade;
-                self.through_client(protocol, request, None, &mut upgrade).await
+                self.through_client(route, request, None, &mut upgrade).await
             }
             Target::Pods { .. } => self.to_pods(route, parts, outbound).await,
         }
     }
 
-    /// To a pod. hyper-util's client takes the request whole, so the retry on another endpoint
-    /// after a failed connect needs a copy of the head: made only for requests without a body,
-    /// and only when there is another endpoint.
+    /// To a pod, and on to others as the route's `proxy-next-upstream` allows. hyper-util's
+    /// client takes the request whole, so an attempt that may be followed by another sends a
+    /// copy of the head; only requests without a body get more than one attempt.
     async fn to_pods(
         &self,
         route: &Route,
         parts: http::request::Parts,
         outbound: Outbound,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (backend, protocol) = (&route.backend, route.ingress.backend_protocol);
-        let retryable = outbound.body.is_end_stream() && backend.endpoints.len() > 1;
-        let (mut upgrade, mut failed) = (outbound.upgrade, None);
+        let (backend, policy) = (&route.backend, &route.ingress.upstream.next_upstream);
+        let started = Instant::now();
+        let mut attempts = Attempts {
+            made: 0,
+            endpoints: backend.endpoints.len(),
+            elapsed: Duration::ZERO,
+            body: !outbound.body.is_end_stream(),
+        };
+        let (method, most) = (parts.method.clone(), retry::max_attempts(policy, &parts.method, &attempts));
+        let (mut upgrade, mut tried) = (outbound.upgrade, Vec::new());
         let mut original = Some((parts, outbound.body));
         loop {
-            let picked = match (outbound.chosen, failed) {
-                (Some(index), None) => balance::pin(backend, index),
-                _ => balance::pick(backend, failed),
+            let picked = match (outbound.chosen, tried.is_empty()) {
+                (Some(index), true) => balance::pin(backend, index),
+                _ => balance::pick(backend, &tried),
             };
             let (index, active) = picked.ok_or(ProxyError::NoEndpoint)?;
             let endpoint = backend.endpoints[index].addr;
-            let last = !retryable || failed.is_some();
+            attempts.made += 1;
+            let last = attempts.made >= most;
             let (head, body) = match &original {
                 Some((head, _)) if !last => (clone_head(head), Either::Right(Empty::new())),
                 _ => {
@@ -143,48 +153,79 @@ impl Upstreams {
                 }
             };
             let authority = Authority::try_from(endpoint.to_string()).expect("a socket address is a valid authority");
-            let request = client_request(head, protocol, authority, body);
-            match self.through_client(protocol, request, Some(active), &mut upgrade).await {
-                Err(ProxyError::Upstream(e)) if !last && e.is_connect() => {
-                    tracing::debug!(%endpoint, "connect failed, trying another endpoint");
-                    failed = Some(index);
-                }
-                Ok(mut response) => {
-                    response.extensions_mut().insert(ServedBy(endpoint));
-                    return Ok(response);
-                }
-                failed => return failed,
+            let request = client_request(head, route.ingress.backend_protocol, authority, body);
+            let result = self.through_client(route, request, Some(active), &mut upgrade).await;
+            attempts.elapsed = started.elapsed();
+            if !last
+                && let Some(outcome) = outcome(&result)
+                && retry::try_again(policy, &method, outcome, &attempts)
+            {
+                tracing::debug!(%endpoint, ?outcome, "trying another endpoint");
+                tried.push(index);
+                continue;
             }
+            return result.map(|mut response| {
+                response.extensions_mut().insert(ServedBy(endpoint));
+                response
+            });
         }
     }
 
     async fn through_client(
         &self,
-        protocol: BackendProtocol,
+        route: &Route,
         request: Request<UpstreamBody>,
         active: Option<ActiveGuard>,
         downstream: &mut Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let sent = match protocol {
+        let sent = match route.ingress.backend_protocol {
             BackendProtocol::Http => self.http.request(request),
             BackendProtocol::Https => self.https.request(request),
             BackendProtocol::Grpc => self.grpc.request(request),
             BackendProtocol::Grpcs => self.grpcs.request(request),
         };
-        let response = self.head(sent).await?;
-        Ok(switch(response, downstream.take(), active))
+        let policy = &route.ingress.upstream;
+        let read = policy.read_timeout.unwrap_or(self.timeouts.response);
+        let response =
+            connect::within(policy.connect_timeout.unwrap_or(self.timeouts.connect), head(sent, read)).await?;
+        // The client's side of an upgrade is kept for a later attempt unless this one switches.
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        Ok(switch(response, downstream.take_if(|_| switching), active))
     }
+}
 
-    /// Waits for a response head within the response timeout; a body over the route's limit
-    /// shows up here as the upstream write failing.
-    async fn head(&self, sent: ResponseFuture) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.timeouts.response, sent).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => Err(ProxyError::PayloadTooLarge),
-            Ok(Err(e)) => Err(ProxyError::Upstream(e)),
-            Ok(Ok(response)) => Ok(response),
-        }
+/// Waits for a response head within `timeout`; a body over the route's limit shows up here as
+/// the upstream write failing, a connect timeout as a timeout (504, as nginx answers).
+async fn head(sent: ResponseFuture, timeout: Duration) -> Result<Response<Incoming>, ProxyError> {
+    match tokio::time::timeout(timeout, sent).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => Err(ProxyError::PayloadTooLarge),
+        Ok(Err(e)) if e.is_connect() && timed_out(&e) => Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+        Ok(Ok(response)) => Ok(response),
     }
+}
+
+/// How an attempt ended, for deciding on another; `None` when another cannot help (the
+/// request body was too large).
+fn outcome(result: &Result<Response<ResponseBody>, ProxyError>) -> Option<Outcome> {
+    match result {
+        Ok(response) => Some(Outcome::Status(response.status().as_u16())),
+        Err(ProxyError::UpstreamTimeout) => Some(Outcome::Timeout),
+        Err(ProxyError::Upstream(e)) if caused_by_parse(e) => Some(Outcome::InvalidHeader),
+        Err(ProxyError::Upstream(_)) => Some(Outcome::Error),
+        Err(_) => None,
+    }
+}
+
+fn caused_by_parse(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse))
+}
+
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let io = std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<std::io::Error>());
+    io.is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// The response as the client gets it: if it switches protocols and the client asked to, the

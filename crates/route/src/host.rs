@@ -37,6 +37,15 @@ impl<T> HostMap<T> {
         Some(map.entry(name.as_str().into()).or_insert_with(make))
     }
 
+    /// The value stored for `host` itself (no wildcard matching); `None` for [`HostMatch::Any`].
+    pub fn get_match(&self, host: &HostMatch) -> Option<&T> {
+        match host {
+            HostMatch::Any => None,
+            HostMatch::Exact(name) => self.exact.get(name.as_str()),
+            HostMatch::Wildcard(parent) => self.wildcard.get(parent.as_str()),
+        }
+    }
+
     /// Every host with its value.
     pub fn iter(&self) -> impl Iterator<Item = (HostMatch, &T)> {
         let exact = self.exact.iter().map(|(h, v)| (HostMatch::Exact(h.to_string()), v));

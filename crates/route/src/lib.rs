@@ -7,14 +7,16 @@
 //! [`Snapshot`] is one immutable, published configuration: the table, the backends and the
 //! errors found while building it.
 
+mod canary;
 mod host;
 mod path;
 mod snapshot;
 mod table;
 mod tls;
 
+pub use canary::Canary;
 pub use host::HostMap;
 pub use path::{PathError, normalize_path};
-pub use snapshot::{Backend, Endpoint, PluginInfo, Route, RouteName, Snapshot};
-pub use table::{HostRoutes, InsertError, RegexCache, RouteTable};
+pub use snapshot::{Backend, Endpoint, Ewma, PluginInfo, Route, RouteName, Snapshot};
+pub use table::{AliasError, HostRoutes, InsertError, RegexCache, RouteTable};
 pub use tls::{CertificateCache, TlsHost, TlsTable, load_certificate};

@@ -1,13 +1,20 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sluice_config::{BackendKey, ConfigError, HostMatch, IngressInfo, Model, ObjectRef, PathMatch, RouteSpec, Target};
+use sluice_config::annotations::{NGINX_CANARY_BY_HEADER_PATTERN, NGINX_SERVER_ALIAS};
+use sluice_config::{
+    BackendKey, ConfigError, HostMatch, IngressInfo, LoadBalance, Model, ObjectRef, PathMatch, RouteSpec, Target,
+    UpstreamPolicy,
+};
 
-use crate::table::{InsertError, RegexCache, RouteTable};
+use crate::canary::Canary;
+use crate::table::{AliasError, InsertError, RegexCache, RouteTable};
 use crate::tls::{CertificateCache, TlsHost, TlsTable, load_certificate};
 
 /// One published configuration. Requests load it once and use it to the end.
@@ -59,6 +66,29 @@ pub struct Route<F = ()> {
     pub name: RouteName,
     /// The Ingress's filters; shared by all its routes.
     pub filters: F,
+    /// The canary Ingress that takes some of this route's requests.
+    pub canary: Option<Canary<F>>,
+    /// `from-to-www-redirect`: every request answers 308 to this host instead.
+    pub redirect_host: Option<Arc<str>>,
+}
+
+impl<F> Route<F> {
+    /// The route a request takes: this one or its canary's. `header` reads a request header,
+    /// `cookies` are the `Cookie` header values, `draw` gives a uniform random number in `1..=n`.
+    pub fn choose<'a, 'r>(
+        self: &'r Arc<Self>,
+        header: impl FnOnce(&str) -> Option<&'a str>,
+        cookies: impl IntoIterator<Item = &'a str>,
+        draw: impl FnOnce(u32) -> u32,
+    ) -> &'r Arc<Self> {
+        match &self.canary {
+            Some(canary) => {
+                let value = canary.rules.header.as_deref().and_then(header);
+                if canary.chooses(value, cookies, draw) { &canary.route } else { self }
+            }
+            None => self,
+        }
+    }
 }
 
 /// A route's identity in logs and metrics, formatted once when the snapshot is built so that
@@ -74,7 +104,7 @@ pub struct RouteName {
 }
 
 impl RouteName {
-    fn new(ingress: &IngressInfo, host: &HostMatch, path: Option<&PathMatch>) -> Self {
+    pub(crate) fn new(ingress: &IngressInfo, host: &HostMatch, path: Option<&PathMatch>) -> Self {
         let path = match path {
             Some(PathMatch::Exact(p)) => format!("Exact {p}"),
             Some(PathMatch::Prefix(p)) => format!("Prefix {p}"),
@@ -94,25 +124,84 @@ pub struct Backend {
     pub target: Arc<Target>,
     /// The endpoints to balance across (empty for ExternalName Services).
     pub endpoints: Box<[Endpoint]>,
+    /// The next endpoint for round-robin balancing (modulo their number).
+    pub next: AtomicUsize,
 }
 
-/// One pod endpoint, with the count of requests it is serving now for least-request balancing.
+/// One pod endpoint, with what balancing measures of it: the requests it is serving now, and
+/// how fast it has been answering.
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub active: AtomicUsize,
+    pub ewma: Ewma,
+}
+
+/// A decaying average of an endpoint's response times, as ingress-nginx's `ewma` balancer keeps:
+/// a sample `age` old weighs `exp(-age / 10 s)`, and the average decays towards zero while the
+/// endpoint is idle, so a once-slow endpoint is tried again. Updates race benignly (an estimate).
+#[derive(Debug, Default)]
+pub struct Ewma {
+    /// Microseconds, as `f64` bits.
+    average: AtomicU64,
+    /// When it was last updated, in [`Ewma::now`]'s microseconds.
+    touched: AtomicU64,
+}
+
+impl Ewma {
+    const DECAY_MICROS: f64 = 10e6;
+
+    /// Microseconds since the first call, plus one (0 is "never"): the clock of
+    /// [`Ewma::observe`] and [`Ewma::score`].
+    pub fn now() -> u64 {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    /// The average at `now`, decayed since the last update.
+    fn decayed(&self, now: u64) -> f64 {
+        let age = now.saturating_sub(self.touched.load(Ordering::Relaxed)) as f64;
+        f64::from_bits(self.average.load(Ordering::Relaxed)) * (-age / Self::DECAY_MICROS).exp()
+    }
+
+    /// Adds a response time measured at `now`; the first one is the average.
+    pub fn observe(&self, sample: Duration, now: u64) {
+        let (touched, sample) = (self.touched.swap(now, Ordering::Relaxed), sample.as_micros() as f64);
+        let weight =
+            if touched == 0 { 0.0 } else { (-(now.saturating_sub(touched) as f64) / Self::DECAY_MICROS).exp() };
+        let average = f64::from_bits(self.average.load(Ordering::Relaxed)) * weight + sample * (1.0 - weight);
+        self.average.store(average.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Lower is better: the average times the requests in flight, plus one.
+    pub fn score(&self, now: u64, active: usize) -> f64 {
+        self.decayed(now) * (active as f64 + 1.0)
+    }
 }
 
 impl Backend {
     /// A backend with all endpoints idle.
     pub fn new(key: BackendKey, target: Arc<Target>) -> Self {
         let endpoints = match &*target {
-            Target::Pods { endpoints, .. } => {
-                endpoints.iter().map(|&addr| Endpoint { addr, active: AtomicUsize::new(0) }).collect()
-            }
+            Target::Pods { endpoints, .. } => endpoints
+                .iter()
+                .map(|&addr| Endpoint { addr, active: AtomicUsize::new(0), ewma: Ewma::default() })
+                .collect(),
             Target::External { .. } => Box::default(),
         };
-        Self { key, target, endpoints }
+        Self { key, target, endpoints, next: AtomicUsize::new(0) }
+    }
+}
+
+/// The backend of `key`, or, when it has no endpoint to send to, the Ingress's `default-backend`.
+/// Endpoints changing means a new snapshot, so this is decided once per snapshot.
+fn serving(backends: &HashMap<BackendKey, Arc<Backend>>, ingress: &IngressInfo, key: &BackendKey) -> Arc<Backend> {
+    let backend = &backends[key];
+    match &ingress.unavailable_backend {
+        Some(fallback) if backend.endpoints.is_empty() && matches!(*backend.target, Target::Pods { .. }) => {
+            backends[fallback].clone()
+        }
+        _ => backend.clone(),
     }
 }
 
@@ -154,17 +243,64 @@ impl<F: Clone + Serialize> Snapshot<F> {
         // sorted, not the (large) specs themselves.
         let mut routes: Vec<&RouteSpec> = translated.iter().flat_map(|ingress| &ingress.routes).collect();
         routes.sort_by(|a, b| a.ingress.age_order(&b.ingress));
+        let (canaries, routes): (Vec<&RouteSpec>, Vec<&RouteSpec>) =
+            routes.into_iter().partition(|spec| spec.ingress.canary.is_some());
+        // One canary per host and path (as in ingress-nginx): the oldest.
+        let mut canary_of: HashMap<(&HostMatch, &PathMatch), &RouteSpec> = HashMap::default();
+        for spec in canaries {
+            if let Some(first) = canary_of.get(&(&spec.host, &spec.path)) {
+                let message = format!(
+                    "host {} path {:?} has a canary already, from {}; this path is ignored",
+                    spec.host,
+                    spec.path.as_str(),
+                    first.ingress.id
+                );
+                errors.push(ConfigError::field(&spec.ingress.origin, &spec.ingress.id, spec.path_field(), message));
+                continue;
+            }
+            canary_of.insert((&spec.host, &spec.path), spec);
+        }
+        let mut attached = Vec::new();
         for spec in routes {
+            let filters = chain(&spec.ingress, &mut errors);
+            let canary = canary_of.get(&(&spec.host, &spec.path)).and_then(|canary| {
+                // The main route's settings and filters, with the canary's backend.
+                let route = Arc::new(Route {
+                    ingress: spec.ingress.clone(),
+                    host: spec.host.clone(),
+                    path: Some(spec.path.clone()),
+                    backend: backends[&canary.backend].clone(),
+                    name: RouteName::new(&canary.ingress, &spec.host, Some(&spec.path)),
+                    filters: filters.clone(),
+                    canary: None,
+                    redirect_host: None,
+                });
+                let rules = canary.ingress.canary.clone().expect("partitioned by canary rules");
+                Canary::new(rules, route)
+                    .map_err(|e| {
+                        let field = format!("metadata.annotations[{NGINX_CANARY_BY_HEADER_PATTERN}]");
+                        errors.push(ConfigError::field(&canary.ingress.origin, &canary.ingress.id, field, e));
+                    })
+                    .ok()
+            });
+            let has_canary = canary.is_some();
             let route = Arc::new(Route {
                 ingress: spec.ingress.clone(),
                 host: spec.host.clone(),
                 path: Some(spec.path.clone()),
-                backend: backends[&spec.backend].clone(),
+                backend: serving(&backends, &spec.ingress, &spec.backend),
                 name: RouteName::new(&spec.ingress, &spec.host, Some(&spec.path)),
-                filters: chain(&spec.ingress, &mut errors),
+                filters,
+                canary,
+                redirect_host: None,
             });
             let message = match table.insert(&spec.host, &spec.path, route, &previous.regexes) {
-                Ok(()) => continue,
+                Ok(()) => {
+                    if has_canary {
+                        attached.push((&spec.host, &spec.path));
+                    }
+                    continue;
+                }
                 Err(InsertError::Taken(older)) => format!(
                     "host {} path {:?} is already routed by {}; this path is ignored",
                     spec.host,
@@ -173,6 +309,18 @@ impl<F: Clone + Serialize> Snapshot<F> {
                 ),
                 Err(InsertError::InvalidRegex(e)) => e,
             };
+            errors.push(ConfigError::field(&spec.ingress.origin, &spec.ingress.id, spec.path_field(), message));
+        }
+        for key in attached {
+            canary_of.remove(&key);
+        }
+        for spec in canary_of.into_values() {
+            let message = format!(
+                "canary for host {} path {:?}, which no other Ingress routes; a canary needs a main Ingress with \
+                 the same host and path; this path is ignored",
+                spec.host,
+                spec.path.as_str()
+            );
             errors.push(ConfigError::field(&spec.ingress.origin, &spec.ingress.id, spec.path_field(), message));
         }
 
@@ -186,11 +334,32 @@ impl<F: Clone + Serialize> Snapshot<F> {
                 backend: backends[&default.backend].clone(),
                 name: RouteName::new(&default.ingress, &HostMatch::Any, None),
                 filters: chain(&default.ingress, &mut errors),
+                canary: None,
+                redirect_host: None,
             });
             for host in &default.hosts {
                 table.set_fallback(host, route.clone());
             }
             table.set_default(route);
+        }
+
+        // Aliases last, so that they copy every route of their host and never take a host
+        // that has rules of its own. Oldest first.
+        let mut aliases: Vec<_> = translated.iter().flat_map(|ingress| &ingress.aliases).collect();
+        aliases.sort_by(|a, b| a.ingress.age_order(&b.ingress));
+        let mut aliased = Vec::new();
+        for alias in aliases {
+            let why = match table.alias(&alias.host, &alias.target) {
+                Ok(()) => {
+                    aliased.push(alias);
+                    continue;
+                }
+                Err(AliasError::Taken) => format!("{} is served already (by rules or another alias)", alias.host),
+                Err(AliasError::NoTarget) => format!("{} has no routes to serve {} with", alias.target, alias.host),
+            };
+            let field = format!("metadata.annotations[{NGINX_SERVER_ALIAS}]");
+            let message = format!("{why}; this alias is ignored");
+            errors.push(ConfigError::field(&alias.ingress.origin, &alias.ingress.id, field, message));
         }
 
         // Oldest first: the oldest Ingress keeps a host that several give certificates for.
@@ -221,6 +390,39 @@ impl<F: Clone + Serialize> Snapshot<F> {
             };
             for name in &spec.hosts {
                 tls_table.get_or_insert_with(name, || host.clone());
+            }
+        }
+        // `www.` twins redirect unless they are served (by rules or an alias), as in ingress-nginx.
+        let mut redirects: Vec<_> = (translated.iter())
+            .flat_map(|ingress| ingress.www_redirects.iter().map(move |redirect| (ingress, redirect)))
+            .collect();
+        redirects.sort_by(|(_, a), (_, b)| a.ingress.age_order(&b.ingress));
+        for (ingress, redirect) in redirects {
+            let (HostMatch::Exact(to), Some(spec)) =
+                (&redirect.target, ingress.routes.iter().find(|r| r.host == redirect.target))
+            else {
+                continue;
+            };
+            if table.has_host(&redirect.host) {
+                continue;
+            }
+            let route = Arc::new(Route {
+                ingress: redirect.ingress.clone(),
+                host: redirect.host.clone(),
+                path: None,
+                backend: backends[&spec.backend].clone(),
+                name: RouteName::new(&redirect.ingress, &redirect.host, None),
+                filters: chain(&redirect.ingress, &mut errors),
+                canary: None,
+                redirect_host: Some(Arc::from(to.as_str())),
+            });
+            table.set_fallback(&redirect.host, route);
+        }
+
+        // An alias is served with its host's certificate unless it has one of its own.
+        for alias in aliased {
+            if let Some(host) = tls_table.get_match(&alias.target).cloned() {
+                tls_table.get_or_insert_with(&alias.host, || host);
             }
         }
 
@@ -268,12 +470,30 @@ impl<F: Clone + Serialize> Snapshot<F> {
                         if !(filters.is_null() || filters.as_array().is_some_and(Vec::is_empty)) {
                             entry["filters"] = filters;
                         }
+                        let ingress = &route.ingress;
+                        if ingress.upstream != UpstreamPolicy::default() {
+                            entry["upstream"] = json!(ingress.upstream);
+                        }
+                        if let Some(key) = &ingress.hash_by {
+                            entry["hash_by"] = json!(key);
+                        } else if ingress.load_balance != LoadBalance::default() {
+                            entry["load_balance"] = json!(ingress.load_balance);
+                        }
+                        if let Some(canary) = &route.canary {
+                            entry["canary"] = json!({
+                                "ingress": &*canary.route.name.ingress,
+                                "backend": canary.route.backend.key,
+                                "rules": canary.rules,
+                            });
+                        }
                         entry
                     })
                     .collect();
                 let mut entry = json!({ "host": host.to_string(), "paths": paths });
-                if let Some(fallback) = routes.fallback() {
-                    entry["fallback"] = json!(fallback.backend.key);
+                match routes.fallback().map(|route| &**route) {
+                    Some(Route { redirect_host: Some(to), .. }) => entry["redirect"] = json!(&**to),
+                    Some(fallback) => entry["fallback"] = json!(fallback.backend.key),
+                    None => {}
                 }
                 entry
             })

@@ -40,6 +40,15 @@ struct RegexRoute<T> {
     value: T,
 }
 
+/// Why [`RouteTable::alias`] did not take an alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasError {
+    /// The alias has routes of its own (or is an alias already).
+    Taken,
+    /// The host it names has no routes.
+    NoTarget,
+}
+
 /// Why [`RouteTable::insert`] did not take a route.
 #[derive(Debug)]
 pub enum InsertError<'a, T> {
@@ -118,6 +127,24 @@ impl<T> RouteTable<T> {
     /// Sets what serves requests that no host matches, unless set already.
     pub fn set_default(&mut self, value: T) {
         self.default.get_or_insert(value);
+    }
+
+    /// Whether `host` itself has routes (no wildcard matching).
+    pub fn has_host(&self, host: &HostMatch) -> bool {
+        self.hosts.get_match(host).is_some()
+    }
+
+    /// Serves `alias` as `target` is served now; call once every route is in.
+    pub fn alias(&mut self, alias: &HostMatch, target: &HostMatch) -> Result<(), AliasError>
+    where
+        T: Clone,
+    {
+        if *alias == HostMatch::Any || self.hosts.get_match(alias).is_some() {
+            return Err(AliasError::Taken);
+        }
+        let routes = self.hosts.get_match(target).ok_or(AliasError::NoTarget)?.clone();
+        self.hosts.get_or_insert_with(alias, || routes);
+        Ok(())
     }
 
     /// The route for a request. `host` is the Host header or authority (any case, port and

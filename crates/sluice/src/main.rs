@@ -145,10 +145,12 @@ struct ServeArgs {
     /// The IngressClass whose Ingresses this gateway serves.
     #[arg(long, value_name = "NAME", default_value = "sluice")]
     ingress_class: String,
-    /// How long to wait for a connection to an endpoint before answering 502.
+    /// How long to wait for a connection to an endpoint before answering 504 (per route:
+    /// `proxy-connect-timeout`).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
-    /// How long to wait for an upstream's response headers before answering 504.
+    /// How long to wait for an upstream's response headers before answering 504 (per route:
+    /// `proxy-read-timeout`).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     response_timeout: Duration,
     /// After SIGTERM, how long to keep accepting new connections while `/readyz` reports 503, so
