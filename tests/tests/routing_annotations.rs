@@ -286,6 +286,16 @@ async fn hash_by_round_robin_and_ewma() {
             balanced("rr", "three", "nginx.ingress.kubernetes.io/load-balance", "round_robin"),
             balanced("ewma", "uneven", "nginx.ingress.kubernetes.io/load-balance", "ewma"),
             balanced("typo", "three", "nginx.ingress.kubernetes.io/upstream-hash-by", "$server_name"),
+            annotated_ingress(
+                "subset",
+                "subset.test",
+                &[("/", "Prefix", "three")],
+                &[
+                    ("nginx.ingress.kubernetes.io/upstream-hash-by", "$http_x_user"),
+                    ("nginx.ingress.kubernetes.io/upstream-hash-by-subset", "true"),
+                    ("nginx.ingress.kubernetes.io/upstream-hash-by-subset-size", "2"),
+                ],
+            ),
         ]
         .join("---\n")
     };
@@ -325,6 +335,18 @@ async fn hash_by_round_robin_and_ewma() {
         }
     }
     assert!((1..=25).contains(&moved), "{moved} of 40 keys moved to the fourth pod (expected about 10)");
+
+    // Subsets of 2 of the 3 pods: a key spreads over its two, and keys have different pairs.
+    let mut pairs = std::collections::BTreeSet::new();
+    for user in 0..10 {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            seen.insert(pod("subset.test", user.to_string()).await);
+        }
+        assert_eq!(seen.len(), 2, "user {user} saw {seen:?}");
+        pairs.insert(seen);
+    }
+    assert!(pairs.len() >= 2, "every key had the same subset: {pairs:?}");
 
     // Round robin: in turn, exactly.
     let mut counts = std::collections::BTreeMap::new();

@@ -118,6 +118,10 @@ pub const NGINX_PROXY_HTTP_VERSION: &str = "nginx.ingress.kubernetes.io/proxy-ht
 /// ingress-nginx: a Service (its first port) for routes whose Service has no ready endpoint.
 pub const NGINX_DEFAULT_BACKEND: &str = "nginx.ingress.kubernetes.io/default-backend";
 
+/// ingress-nginx: `upstream-hash-by` maps a key to a few endpoints, one of them chosen at random.
+pub const NGINX_UPSTREAM_HASH_BY_SUBSET: &str = "nginx.ingress.kubernetes.io/upstream-hash-by-subset";
+/// ingress-nginx: how many endpoints a key maps to with `upstream-hash-by-subset` (default 3).
+pub const NGINX_UPSTREAM_HASH_BY_SUBSET_SIZE: &str = "nginx.ingress.kubernetes.io/upstream-hash-by-subset-size";
 /// ingress-nginx: requests for `example.com` redirect to the rule host `www.example.com`, or
 /// the other way round.
 pub const NGINX_FROM_TO_WWW_REDIRECT: &str = "nginx.ingress.kubernetes.io/from-to-www-redirect";

@@ -102,6 +102,8 @@ pub struct IngressInfo {
     pub load_balance: LoadBalance,
     /// `upstream-hash-by`: requests with the same key go to the same endpoint.
     pub hash_by: Option<HashKey>,
+    /// `upstream-hash-by-subset`: a key maps to this many endpoints, one chosen at random.
+    pub hash_subset: Option<usize>,
     /// Requests of this Ingress are logged when the access log is on (`enable-access-log`).
     pub access_log: bool,
     /// `default-backend`: serves the routes whose own Service has no ready endpoint.

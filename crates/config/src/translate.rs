@@ -98,6 +98,7 @@ struct IngressOptions {
     upstream: UpstreamPolicy,
     load_balance: LoadBalance,
     hash_by: Option<HashKey>,
+    hash_subset: Option<usize>,
     service_upstream: bool,
     access_log: bool,
     unavailable_backend: Option<String>,
@@ -143,6 +144,7 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
     let service_upstream = flag(annotations::NGINX_SERVICE_UPSTREAM, false);
     let access_log = flag(annotations::NGINX_ENABLE_ACCESS_LOG, true);
     let www_redirect = flag(annotations::NGINX_FROM_TO_WWW_REDIRECT, false);
+    let hash_subset = flag(annotations::NGINX_UPSTREAM_HASH_BY_SUBSET, false);
     let rewrite = r.get(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
     let backend_protocol = r.parsed(annotations::NGINX_BACKEND_PROTOCOL, str::parse).unwrap_or_default();
     let max_body_size =
@@ -167,6 +169,13 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
         upstream: upstream_policy(&mut r),
         load_balance: r.parsed(annotations::NGINX_LOAD_BALANCE, str::parse).unwrap_or_default(),
         hash_by: r.parsed(annotations::NGINX_UPSTREAM_HASH_BY, str::parse),
+        hash_subset: hash_subset.then(|| {
+            let size = |v: &str| match v.trim().parse::<usize>() {
+                Ok(size) if size > 0 => Ok(size),
+                _ => Err(format!("{v:?} is not a whole number of endpoints above 0")),
+            };
+            r.parsed(annotations::NGINX_UPSTREAM_HASH_BY_SUBSET_SIZE, size).unwrap_or(3)
+        }),
         service_upstream,
         access_log,
         unavailable_backend: r.checked(annotations::NGINX_DEFAULT_BACKEND, check_service_name),
@@ -269,6 +278,7 @@ pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced
         upstream: options.upstream,
         load_balance: options.load_balance,
         hash_by: options.hash_by,
+        hash_subset: options.hash_subset,
         access_log: options.access_log,
         unavailable_backend,
     };

@@ -66,7 +66,11 @@ pub fn choose(route: &Route, parts: &http::request::Parts, client: SocketAddr, h
         return None;
     }
     if let Some(key) = &route.ingress.hash_by {
-        return Some(rendezvous(endpoints, hash_key(key, parts, client, host)));
+        let key = hash_key(key, parts, client, host);
+        return Some(match route.ingress.hash_subset {
+            Some(size) if size < endpoints.len() => rendezvous_subset(endpoints, key, size),
+            _ => rendezvous(endpoints, key),
+        });
     }
     match route.ingress.load_balance {
         LoadBalance::LeastRequest => None,
@@ -115,17 +119,27 @@ fn hash_key(key: &HashKey, parts: &http::request::Parts, client: SocketAddr, hos
 /// Rendezvous hashing: the endpoint whose hash with `key` is highest. Going from n to n+1
 /// endpoints moves 1/(n+1) of the keys, all to the new endpoint; removing one moves only its keys.
 fn rendezvous(endpoints: &[Endpoint], key: u64) -> usize {
-    let weight = |endpoint: &Endpoint| {
-        let ip = match endpoint.addr.ip() {
-            IpAddr::V4(ip) => ip.to_ipv6_mapped(),
-            IpAddr::V6(ip) => ip,
-        };
-        let mut bytes = [0u8; 18];
-        bytes[..16].copy_from_slice(&ip.octets());
-        bytes[16..].copy_from_slice(&endpoint.addr.port().to_be_bytes());
-        xxh3_64_with_seed(&bytes, key)
+    (0..endpoints.len()).max_by_key(|&i| weight(&endpoints[i], key)).unwrap_or(0)
+}
+
+/// One of the `size` endpoints that rank highest for `key` (`0 < size < endpoints.len()`), at
+/// random: the key sticks to its subset, and its load spreads within it.
+fn rendezvous_subset(endpoints: &[Endpoint], key: u64, size: usize) -> usize {
+    let mut ranked: Vec<(u64, usize)> = (0..endpoints.len()).map(|i| (weight(&endpoints[i], key), i)).collect();
+    ranked.select_nth_unstable_by(size - 1, |a, b| b.cmp(a));
+    ranked[fastrand::usize(..size)].1
+}
+
+/// The rendezvous weight of `endpoint` for `key`.
+fn weight(endpoint: &Endpoint, key: u64) -> u64 {
+    let ip = match endpoint.addr.ip() {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        IpAddr::V6(ip) => ip,
     };
-    (0..endpoints.len()).max_by_key(|&i| weight(&endpoints[i])).unwrap_or(0)
+    let mut bytes = [0u8; 18];
+    bytes[..16].copy_from_slice(&ip.octets());
+    bytes[16..].copy_from_slice(&endpoint.addr.port().to_be_bytes());
+    xxh3_64_with_seed(&bytes, key)
 }
 
 /// Records how long an endpoint took to answer, for `ewma` balancing.
@@ -191,6 +205,18 @@ mod tests {
         }
         assert!((300..=500).contains(&moved), "{moved} of 2000 keys moved to the fifth endpoint (expected about 400)");
         assert!(spread.iter().all(|&n| (400..=600).contains(&n)), "uneven: {spread:?}");
+    }
+
+    #[test]
+    fn a_subset_is_the_top_ranked_endpoints() {
+        let five = addrs(5);
+        for key in 0..50u64 {
+            let mut top: Vec<usize> = (0..5).collect();
+            top.sort_by_key(|&i| std::cmp::Reverse(weight(&five[i], key)));
+            let chosen: std::collections::BTreeSet<usize> = (0..60).map(|_| rendezvous_subset(&five, key, 2)).collect();
+            assert_eq!(chosen, top[..2].iter().copied().collect(), "key {key}");
+            assert_eq!(rendezvous(&five, key), top[0]);
+        }
     }
 
     #[test]

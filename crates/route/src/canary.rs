@@ -81,6 +81,7 @@ mod tests {
             upstream: Default::default(),
             load_balance: Default::default(),
             hash_by: None,
+            hash_subset: None,
             access_log: true,
             unavailable_backend: None,
         });

@@ -476,6 +476,9 @@ impl<F: Clone + Serialize> Snapshot<F> {
                         }
                         if let Some(key) = &ingress.hash_by {
                             entry["hash_by"] = json!(key);
+                            if let Some(size) = ingress.hash_subset {
+                                entry["hash_subset"] = json!(size);
+                            }
                         } else if ingress.load_balance != LoadBalance::default() {
                             entry["load_balance"] = json!(ingress.load_balance);
                         }
