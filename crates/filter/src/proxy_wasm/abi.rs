@@ -128,6 +128,11 @@ fn answer(done: Done) -> wasmtime::Result<Status> {
     }
 }
 
+/// Runs a host function's body: its status, or its trap.
+fn run(body: impl FnOnce() -> Done) -> wasmtime::Result<Status> {
+    answer(body())
+}
+
 fn memory(caller: &Caller<'_, Host>) -> Result<Memory, Fault> {
     caller.data().memory.ok_or(Fault::Status(INVALID_MEMORY_ACCESS))
 }
@@ -277,7 +282,7 @@ pub(crate) fn with_stubs(linker: &Linker<Host>, module: &Module) -> Result<Linke
 }
 
 fn proxy_log(mut caller: Caller<'_, Host>, level: u32, ptr: u32, len: u32) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let message = read(&mut caller, ptr, len)?;
         let message = String::from_utf8_lossy(&message);
         let plugin = &*caller.data().plugin;
@@ -290,7 +295,7 @@ fn proxy_log(mut caller: Caller<'_, Host>, level: u32, ptr: u32, len: u32) -> wa
             _ => return Err(Fault::Status(BAD_ARGUMENT)),
         }
         Ok(())
-    })())
+    })
 }
 
 fn proxy_get_log_level(mut caller: Caller<'_, Host>, ptr: u32) -> wasmtime::Result<Status> {
@@ -323,7 +328,7 @@ fn proxy_get_buffer_bytes(
     data_ptr: u32,
     size_ptr: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let bytes = match buffer {
             PLUGIN_CONFIGURATION => caller.data().configuration.clone(),
             VM_CONFIGURATION => Vec::new(),
@@ -332,7 +337,7 @@ fn proxy_get_buffer_bytes(
         let start = (start as usize).min(bytes.len());
         let end = start.saturating_add(max_size as usize).min(bytes.len());
         give(&mut caller, &bytes[start..end], data_ptr, size_ptr)
-    })())
+    })
 }
 
 fn proxy_get_header_map_pairs(
@@ -341,18 +346,18 @@ fn proxy_get_header_map_pairs(
     data_ptr: u32,
     size_ptr: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let pairs = with_map(&mut caller, map, |mut map| Ok(map.pairs()))?;
         give(&mut caller, &pairs, data_ptr, size_ptr)
-    })())
+    })
 }
 
 fn proxy_set_header_map_pairs(mut caller: Caller<'_, Host>, map: u32, ptr: u32, len: u32) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let bytes = read(&mut caller, ptr, len)?;
         let pairs = maps::deserialize(&bytes)?;
         with_map(&mut caller, map, |mut map| map.set_pairs(&pairs))
-    })())
+    })
 }
 
 fn proxy_get_header_map_value(
@@ -363,11 +368,11 @@ fn proxy_get_header_map_value(
     data_ptr: u32,
     size_ptr: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let name = read_text(&mut caller, key_ptr, key_len)?;
         let value = with_map(&mut caller, map, |mut map| map.get(&name))?;
         give(&mut caller, &value, data_ptr, size_ptr)
-    })())
+    })
 }
 
 fn proxy_replace_header_map_value(
@@ -378,10 +383,10 @@ fn proxy_replace_header_map_value(
     value_ptr: u32,
     value_len: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let (name, value) = (read_text(&mut caller, key_ptr, key_len)?, read_text(&mut caller, value_ptr, value_len)?);
         with_map(&mut caller, map, |mut map| map.replace(&name, &value))
-    })())
+    })
 }
 
 fn proxy_add_header_map_value(
@@ -392,10 +397,10 @@ fn proxy_add_header_map_value(
     value_ptr: u32,
     value_len: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let (name, value) = (read_text(&mut caller, key_ptr, key_len)?, read_text(&mut caller, value_ptr, value_len)?);
         with_map(&mut caller, map, |mut map| map.add(&name, &value))
-    })())
+    })
 }
 
 fn proxy_remove_header_map_value(
@@ -404,10 +409,10 @@ fn proxy_remove_header_map_value(
     key_ptr: u32,
     key_len: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let name = read_text(&mut caller, key_ptr, key_len)?;
         with_map(&mut caller, map, |mut map| map.remove(&name))
-    })())
+    })
 }
 
 fn proxy_get_property(
@@ -417,13 +422,13 @@ fn proxy_get_property(
     data_ptr: u32,
     size_ptr: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let path = read(&mut caller, path_ptr, path_len)?;
         let segments: Vec<&[u8]> = path.split(|&b| b == 0).filter(|s| !s.is_empty()).collect();
         let host = caller.data();
         let value = properties::get(&host.plugin, host.call.as_ref(), &segments).ok_or(NOT_FOUND)?;
         give(&mut caller, &value, data_ptr, size_ptr)
-    })())
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -438,7 +443,7 @@ fn proxy_send_local_response(
     headers_len: u32,
     _grpc_status: i32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let body = read(&mut caller, body_ptr, body_len)?;
         let headers = read(&mut caller, headers_ptr, headers_len)?;
         let headers = maps::deserialize(&headers)?.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
@@ -450,7 +455,7 @@ fn proxy_send_local_response(
         }
         call.local_response = Some(ImmediateResponse { status, headers, body });
         Ok(())
-    })())
+    })
 }
 
 /// Shared data: per plugin, for the life of the gateway process, with a version per key for
@@ -471,7 +476,7 @@ fn proxy_get_shared_data(
     size_ptr: u32,
     cas_ptr: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let key = read(&mut caller, key_ptr, key_len)?;
         let found = {
             let shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
@@ -480,7 +485,7 @@ fn proxy_get_shared_data(
         let (value, cas) = found.ok_or(NOT_FOUND)?;
         give(&mut caller, &value, data_ptr, size_ptr)?;
         write_u32(&mut caller, cas_ptr, cas)
-    })())
+    })
 }
 
 fn proxy_set_shared_data(
@@ -491,7 +496,7 @@ fn proxy_set_shared_data(
     value_len: u32,
     cas: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let key = read(&mut caller, key_ptr, key_len)?;
         let value = read(&mut caller, value_ptr, value_len)?;
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
@@ -508,7 +513,7 @@ fn proxy_set_shared_data(
         shared.bytes = bytes;
         shared.entries.insert(key, (value, version));
         Ok(())
-    })())
+    })
 }
 
 fn proxy_define_metric(
@@ -518,11 +523,11 @@ fn proxy_define_metric(
     len: u32,
     id_ptr: u32,
 ) -> wasmtime::Result<Status> {
-    answer((|| {
+    run(|| {
         let name = read_text(&mut caller, ptr, len)?;
         let id = metrics::define(&caller.data().plugin, kind, &name).ok_or(BAD_ARGUMENT)?;
         write_u32(&mut caller, id_ptr, id)
-    })())
+    })
 }
 
 /// `fd_write`: stdout and stderr go to the log, line by line, with the plugin's name.

@@ -31,7 +31,7 @@ pub(crate) fn get(plugin: &str, call: Option<&Call>, path: &[&[u8]]) -> Option<V
         [b"request", b"url_path"] => text(uri.path()),
         [b"request", b"query"] => text(uri.query().unwrap_or_default()),
         [b"request", b"method"] => text(method.as_str()),
-        [b"request", b"host"] => text(&*context.host),
+        [b"request", b"host"] => text(&context.host),
         [b"request", b"scheme"] => text(context.scheme),
         [b"request", b"protocol"] => text(&format!("{version:?}")),
         [b"request", b"id"] => match (request, seen) {
@@ -55,7 +55,7 @@ pub(crate) fn get(plugin: &str, call: Option<&Call>, path: &[&[u8]]) -> Option<V
             };
             number(status.as_u16().into())
         }
-        [b"route_name"] => text(&*context.route.ingress),
+        [b"route_name"] => text(&context.route.ingress),
         _ => None,
     }
 }

@@ -109,11 +109,11 @@ impl HttpContext for Probe {
             hostcalls::increment_metric(id, 1).expect("counting");
         }
         let path = self.get_http_request_header(":path").unwrap_or_default();
-        if let Some(prefix) = &self.config.deny {
-            if path.starts_with(prefix.as_str()) {
-                self.send_http_response(403, vec![("x-denied-by", "pw-probe")], Some(b"denied by proxy-wasm"));
-                return Action::Pause;
-            }
+        if let Some(prefix) = &self.config.deny
+            && path.starts_with(prefix.as_str())
+        {
+            self.send_http_response(403, vec![("x-denied-by", "pw-probe")], Some(b"denied by proxy-wasm"));
+            return Action::Pause;
         }
         for (name, value) in &self.config.set_request {
             self.set_http_request_header(name, Some(value));
