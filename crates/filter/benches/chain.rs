@@ -6,6 +6,9 @@
 //! - `one-phase/N`: chains of 1 and 3 filters with only a response phase (`tag`), reused.
 //! - `headers/...`: one reused `probe` that reads one request header, reads all of them (ten),
 //!   or sets three.
+//! - `proxy-wasm-instance/N`, `proxy-wasm-request/N`: chains of 1 and 3 proxy-wasm filters
+//!   built with the official Rust SDK (`tests/proxy-wasm/probe`) doing what `probe` does (a
+//!   call per phase, one response header set), plus the log phase they have.
 //!
 //! `cargo bench -p sluice-filter --bench chain`
 
@@ -49,6 +52,8 @@ fn chains(c: &mut Criterion) {
         Arc::new(engine.load(name, &bytes, Limits::default()).unwrap())
     };
     let (probe, tag) = (load("probe"), load("tag"));
+    let bytes = std::fs::read(sluice_tests::proxy_wasm_filters().join("pw_probe.wasm")).unwrap();
+    let proxy_wasm = Arc::new(engine.load("pw-probe", &bytes, Limits::default()).unwrap());
     let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
     let key =
         BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
@@ -70,6 +75,13 @@ fn chains(c: &mut Criterion) {
     }
     for length in [1, 3] {
         cases.push((BenchmarkId::new("one-phase", length), chain(&tag, "null", Isolation::Instance, length)));
+    }
+    for isolation in [Isolation::Instance, Isolation::Request] {
+        let name = format!("proxy-wasm-{isolation:?}").to_lowercase();
+        for length in [1, 3] {
+            let config = r#"{"set_response":[["x-probe","1"]]}"#;
+            cases.push((BenchmarkId::new(&name, length), chain(&proxy_wasm, config, isolation, length)));
+        }
     }
     for (what, config) in [
         ("read-one", r#"{"read":"user-agent"}"#),

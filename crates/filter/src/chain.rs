@@ -10,11 +10,12 @@ use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 use sluice_config::{FailurePolicy, FilterSpec, Isolation};
 
-use crate::engine::Plugin;
+use crate::engine::{Kind, Plugin};
 use crate::failure::{FailureKind, FilterFailure};
 use crate::host::sluice::filter::types::{Action, ImmediateResponse};
 use crate::host::{Call, Head, RequestContext};
 use crate::instance::{self, Live};
+use crate::proxy_wasm;
 
 /// One filter attached to a route.
 #[derive(Debug)]
@@ -60,6 +61,17 @@ impl Attachment {
             Err(why) => return (head, Err(FilterFailure::new(&self.name, FailureKind::Unavailable, why.clone()))),
         };
         let fresh = self.spec.isolation == Isolation::Request;
+        if let Kind::ProxyWasm(code) = &plugin.kind {
+            if exchange.streams.len() <= index {
+                exchange.streams.resize_with(index + 1, || None);
+            }
+            let context = exchange.context.take().expect("the request context is back after every call");
+            let stream = &mut exchange.streams[index];
+            let (context, head, result) =
+                code.on_head(plugin, &self.config, self.config_id, fresh, stream, context, head);
+            exchange.context = Some(context);
+            return (head, result);
+        }
         let live = match fresh {
             true => exchange.fresh[index].take(),
             false => instance::checkout(plugin),
@@ -227,6 +239,8 @@ pub struct Exchange {
     /// Filters whose request phase asked not to be called for the response.
     skip_response: Vec<bool>,
     fresh: Vec<Option<Live>>,
+    /// The requests' contexts in proxy-wasm filters, by filter (empty without such filters).
+    streams: Vec<Option<proxy_wasm::Stream>>,
     ran: usize,
     /// Failures of fail-open filters, which were skipped.
     pub failures: Vec<FilterFailure>,
@@ -240,6 +254,7 @@ impl Exchange {
             states: vec![None; filters],
             skip_response: vec![false; filters],
             fresh: (0..filters).map(|_| None).collect(),
+            streams: Vec::new(),
             ran: 0,
             failures: Vec::new(),
         }
@@ -266,6 +281,15 @@ impl Exchange {
                 self.failures.push(failure);
                 Ok(())
             }
+        }
+    }
+}
+
+impl Drop for Exchange {
+    /// Ends the request in the proxy-wasm filters it went through (their log phase).
+    fn drop(&mut self) {
+        if let Some(context) = self.context.take() {
+            proxy_wasm::finish(&mut self.streams, context);
         }
     }
 }

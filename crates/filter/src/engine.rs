@@ -13,6 +13,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 
 use crate::clock::{Clock, TICK};
 use crate::host::{Filter, FilterIndices, State};
+use crate::proxy_wasm;
 use crate::wasi::Wasi;
 
 /// The largest memory cap a plugin may ask for; pooled memory slots are this large.
@@ -49,6 +50,8 @@ struct EngineInner {
     sync_linker: Linker<State>,
     /// The host and wasmtime-wasi's asynchronous WASI, for components that import more.
     async_linker: Linker<State>,
+    /// The host of proxy-wasm modules.
+    proxy_wasm: wasmtime::Linker<proxy_wasm::Host>,
     clock: Arc<Clock>,
     cache_dir: Option<PathBuf>,
     /// Distinguishes compiled code of other engine settings or versions in the cache.
@@ -90,12 +93,19 @@ impl Engine {
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker)?;
         Filter::add_to_linker::<_, HasSelf<State>>(&mut async_linker, |state| state)?;
 
+        let proxy_wasm = proxy_wasm::linker(&engine)?;
+
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let settings = hasher.finish();
 
         let clock = Clock::start(&engine)?;
-        Ok(Self { inner: Arc::new(EngineInner { engine, sync_linker, async_linker, clock, cache_dir, settings }) })
+        let inner = EngineInner { engine, sync_linker, async_linker, proxy_wasm, clock, cache_dir, settings };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.engine
     }
 
     pub(crate) fn clock(&self) -> &Clock {
@@ -105,29 +115,34 @@ impl Engine {
     /// Compiles a plugin module (or loads its compiled code from the cache) and links it.
     /// Fails if the bytes are not a component of the `filter` world or import what the
     /// gateway does not provide.
+    /// A core module exporting `proxy_abi_version_0_2_1` (or `_0_2_0`) is a proxy-wasm filter.
     pub fn load(&self, name: &str, bytes: &[u8], limits: Limits) -> Result<Plugin, String> {
         let started = Instant::now();
         let hash = hex(&Sha256::digest(bytes));
-        let component = self.compile(&hash, bytes).map_err(|e| format!("not a loadable component: {e:#}"))?;
-        // Synchronous calls when the component needs no more WASI than `Wasi` offers.
-        let (pre, sync) = match self.inner.sync_linker.instantiate_pre(&component) {
-            Ok(pre) => (pre, true),
-            Err(_) => match self.inner.async_linker.instantiate_pre(&component) {
-                Ok(pre) => (pre, false),
-                Err(e) => return Err(format!("cannot be linked: {e:#}")),
-            },
-        };
-        FilterIndices::new(&pre).map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
-        let exports = Exports::of(&component)?;
-        let phases = Phases::of(bytes);
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let limits = Limits { memory: limits.memory.min(MAX_MEMORY), ..limits };
-        let calls = if sync { "sync" } else { "async" };
+        let abi = proxy_wasm::abi_version(bytes);
+        let (kind, phases) = match abi {
+            Some(_) => {
+                let module = self
+                    .compile::<wasmtime::Module>(&hash, bytes)
+                    .map_err(|e| format!("not a loadable module: {e:#}"))?;
+                let code = proxy_wasm::Code::new(&self.inner.proxy_wasm, &module)?;
+                (Kind::ProxyWasm(code), Phases { request: true, response: true })
+            }
+            None => (Kind::Component(self.component(&hash, bytes)?), Phases::of(bytes)),
+        };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let calls = match &kind {
+            Kind::Component(code) if code.sync => "sync",
+            Kind::Component(_) => "async",
+            Kind::ProxyWasm(_) => "sync, proxy-wasm",
+        };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             plugin = name,
             hash,
             calls,
+            abi,
             request = phases.request,
             response = phases.response,
             elapsed_ms,
@@ -139,31 +154,49 @@ impl Engine {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             limits,
             engine: self.clone(),
-            pre,
-            sync,
-            exports,
+            kind,
             phases,
         })
     }
 
-    fn compile(&self, hash: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// A component of the `filter` world, linked.
+    fn component(&self, hash: &str, bytes: &[u8]) -> Result<ComponentCode, String> {
+        let component =
+            self.compile::<Component>(hash, bytes).map_err(|e| format!("not a loadable component: {e:#}"))?;
+        // Synchronous calls when the component needs no more WASI than `Wasi` offers.
+        let (pre, sync) = match self.inner.sync_linker.instantiate_pre(&component) {
+            Ok(pre) => (pre, true),
+            Err(_) => match self.inner.async_linker.instantiate_pre(&component) {
+                Ok(pre) => (pre, false),
+                Err(e) => return Err(format!("cannot be linked: {e:#}")),
+            },
+        };
+        FilterIndices::new(&pre).map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
+        let exports = Exports::of(&component)?;
+        Ok(ComponentCode { pre, sync, exports })
+    }
+
+    /// Compiles `bytes` (a component or a core module, as `T` says), or loads the compiled
+    /// code from the cache.
+    fn compile<T: Compiled>(&self, hash: &str, bytes: &[u8]) -> wasmtime::Result<T> {
         let engine = &self.inner.engine;
-        let Some(dir) = &self.inner.cache_dir else { return Component::new(engine, bytes) };
+        let Some(dir) = &self.inner.cache_dir else { return T::new(engine, bytes) };
         let path = dir.join(format!("{hash}-{:016x}.cwasm", self.inner.settings));
         if path.exists() {
             // SAFETY: the cache directory is the gateway's own (`--plugin-cache`): files in it
-            // were written by `precompile_component` below for these engine settings.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
+            // were written by `T::precompile` below for these engine settings, and the name
+            // holds the hash of the bytes, so a module's file is never read as a component.
+            match unsafe { T::deserialize_file(engine, &path) } {
+                Ok(compiled) => return Ok(compiled),
                 Err(e) => tracing::warn!(path = %path.display(), "ignoring unreadable compiled plugin: {e:#}"),
             }
         }
-        let compiled = engine.precompile_component(bytes)?;
+        let compiled = T::precompile(engine, bytes)?;
         if let Err(e) = write_atomic(dir, &path, &compiled) {
             tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
         }
         // SAFETY: `compiled` was just produced by this engine.
-        unsafe { Component::deserialize(engine, &compiled) }
+        unsafe { T::deserialize(engine, &compiled) }
     }
 
     /// A new store for `plugin`, with its memory cap.
@@ -247,18 +280,86 @@ pub struct Plugin {
     pub(crate) id: u64,
     pub limits: Limits,
     pub(crate) engine: Engine,
-    pub(crate) pre: InstancePre<State>,
-    /// Linked with synchronous WASI only: called with `call`, not `call_async`.
-    pub(crate) sync: bool,
-    pub(crate) exports: Exports,
+    pub(crate) kind: Kind,
     pub phases: Phases,
+}
+
+/// The two kinds of filter.
+pub(crate) enum Kind {
+    /// A component of the `sluice:filter/filter` world.
+    Component(ComponentCode),
+    /// A core module of the proxy-wasm ABI.
+    ProxyWasm(proxy_wasm::Code),
+}
+
+/// A component, linked.
+pub(crate) struct ComponentCode {
+    pub pre: InstancePre<State>,
+    /// Linked with synchronous WASI only: called with `call`, not `call_async`.
+    pub sync: bool,
+    pub exports: Exports,
+}
+
+/// Compiled code of either kind, as the cache handles it.
+trait Compiled: Sized {
+    fn new(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+    fn precompile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Vec<u8>>;
+    /// # Safety
+    /// `bytes` must come from `precompile` of an engine with the same settings.
+    unsafe fn deserialize(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+    /// # Safety
+    /// As [`Compiled::deserialize`], for a file's contents.
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self>;
+}
+
+impl Compiled for Component {
+    fn new(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Component::new(engine, bytes)
+    }
+    fn precompile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        engine.precompile_component(bytes)
+    }
+    unsafe fn deserialize(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promised.
+        unsafe { Component::deserialize(engine, bytes) }
+    }
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promised.
+        unsafe { Component::deserialize_file(engine, path) }
+    }
+}
+
+impl Compiled for wasmtime::Module {
+    fn new(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        wasmtime::Module::new(engine, bytes)
+    }
+    fn precompile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        engine.precompile_module(bytes)
+    }
+    unsafe fn deserialize(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promised.
+        unsafe { wasmtime::Module::deserialize(engine, bytes) }
+    }
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promised.
+        unsafe { wasmtime::Module::deserialize_file(engine, path) }
+    }
 }
 
 impl Plugin {
     /// Whether calls into this plugin are plain function calls: it needs no more WASI than
-    /// clocks, random numbers and stdout/stderr. Otherwise they run on a separate stack.
+    /// clocks, random numbers and stdout/stderr (proxy-wasm modules always are). Otherwise
+    /// they run on a separate stack.
     pub fn calls_synchronously(&self) -> bool {
-        self.sync
+        match &self.kind {
+            Kind::Component(code) => code.sync,
+            Kind::ProxyWasm(_) => true,
+        }
+    }
+
+    /// Whether this is a proxy-wasm filter rather than a component of our world.
+    pub fn is_proxy_wasm(&self) -> bool {
+        matches!(self.kind, Kind::ProxyWasm(_))
     }
 }
 

@@ -170,7 +170,7 @@ pub(crate) fn parse_header(name: &str, value: &str) -> Result<(HeaderName, Heade
 
 /// `uri` with its path and query replaced, keeping scheme and authority (HTTP/2 requests
 /// carry them in the URI).
-fn with_path_and_query(uri: &Uri, path: &str, query: Option<&str>) -> Result<Uri, String> {
+pub(crate) fn with_path_and_query(uri: &Uri, path: &str, query: Option<&str>) -> Result<Uri, String> {
     let text = match query {
         Some(query) => format!("{path}?{query}"),
         None => path.to_owned(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::{Resource, TypedFunc};
 
-use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
-use crate::failure::FilterFailure;
+use crate::engine::{Kind, Plugin, START_DEADLINE, deadline_ticks};
+use crate::failure::{FailureKind, FilterFailure};
 use crate::host::sluice::filter::types::Action;
 use crate::host::{RequestHandle, ResponseHandle, State};
 
@@ -28,17 +28,20 @@ pub(crate) struct Live {
 impl Live {
     /// A new instance; start-up code runs under `deadline`.
     pub async fn new(plugin: &Plugin, deadline: Duration) -> Result<Self, FilterFailure> {
+        let Kind::Component(code) = &plugin.kind else {
+            return Err(FilterFailure::new(&plugin.name, FailureKind::Unavailable, "not a component"));
+        };
         let mut store = plugin.engine.store(plugin);
         store.set_epoch_deadline(deadline_ticks(deadline));
         let started = {
             let _ticking = plugin.engine.clock().ticking();
-            match plugin.sync {
-                true => plugin.pre.instantiate(&mut store),
-                false => plugin.pre.instantiate_async(&mut store).await,
+            match code.sync {
+                true => code.pre.instantiate(&mut store),
+                false => code.pre.instantiate_async(&mut store).await,
             }
         };
         let exports = started.and_then(|instance| {
-            let exports = &plugin.exports;
+            let exports = &code.exports;
             Ok((
                 instance.get_typed_func(&mut store, exports.validate_config)?,
                 instance.get_typed_func(&mut store, exports.on_request)?,
@@ -51,7 +54,7 @@ impl Live {
                 validate_config,
                 on_request,
                 on_response,
-                sync: plugin.sync,
+                sync: code.sync,
                 plugin: plugin.name.clone(),
             }),
             Err(e) => Err(FilterFailure::of(&plugin.name, &e, &store.data().limiter)),
@@ -114,6 +117,9 @@ impl Plugin {
     /// It runs off the request path, when configuration loads, so it gets [`START_DEADLINE`]
     /// at least: a busy machine must not turn a slow start-up into a rejected configuration.
     pub async fn validate_config(&self, config: &str) -> Result<(), String> {
+        if let Kind::ProxyWasm(code) = &self.kind {
+            return code.validate_config(self, config);
+        }
         let deadline = self.limits.deadline.max(START_DEADLINE);
         let failed = |failure: FilterFailure| format!("the plugin {} while checking it", failure.kind);
         let mut live = Live::new(self, deadline).await.map_err(failed)?;

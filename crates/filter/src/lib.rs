@@ -21,12 +21,14 @@ mod engine;
 mod failure;
 mod host;
 mod instance;
+mod proxy_wasm;
 mod wasi;
 
 pub use chain::{Attachment, Chain, Exchange, Immediate};
 pub use engine::{Engine, Limits, MAX_MEMORY, Phases, Plugin};
 pub use failure::{FailureKind, FilterFailure};
 pub use host::RequestContext;
+pub use proxy_wasm::{MetricKind, PluginMetric, plugin_metrics};
 
 /// The configuration the gateway publishes: routes with their filter chains.
 pub type Snapshot = sluice_route::Snapshot<std::sync::Arc<Chain>>;

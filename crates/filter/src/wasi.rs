@@ -27,8 +27,8 @@ const LINE: usize = 4096;
 const MAX_RANDOM: u64 = 1 << 20;
 
 /// Representations of the two output streams (they live in no table).
-const STDOUT: u32 = 1;
-const STDERR: u32 = 2;
+pub(crate) const STDOUT: u32 = 1;
+pub(crate) const STDERR: u32 = 2;
 
 /// One instance's WASI state: partial output lines and the timers it subscribed to.
 pub(crate) struct Wasi {
@@ -73,7 +73,7 @@ impl Wasi {
     /// Appends guest output to stream `rep`'s pending line and logs every complete line (and a
     /// line grown past [`LINE`]). Flushing does not end a line: guests flush after every piece
     /// of one; what remains when a call ends is logged by [`Wasi::end_call`].
-    fn output(&mut self, rep: u32, bytes: &[u8]) -> StreamResult<()> {
+    pub(crate) fn output(&mut self, rep: u32, bytes: &[u8]) -> StreamResult<()> {
         let stream = match rep {
             STDOUT => 0,
             STDERR => 1,

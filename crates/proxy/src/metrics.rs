@@ -5,13 +5,15 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use http::StatusCode;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sluice_filter::{FilterFailure, Snapshot};
+use sluice_filter::{FilterFailure, MetricKind, PluginMetric, Snapshot};
 use sluice_route::RouteName;
 
 /// Labels of a request: its route and the class of its status.
@@ -54,6 +56,46 @@ pub enum UpstreamError {
     Connect,
     Timeout,
     Other,
+}
+
+/// The metrics proxy-wasm filters define, labelled with the plugin's name and the metric's.
+#[derive(Debug)]
+struct PluginMetrics;
+
+impl Collector for PluginMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let metrics = sluice_filter::plugin_metrics();
+        let labels = |m: &PluginMetric| [("plugin", m.plugin.to_string()), ("metric", m.name.clone())];
+        let of = |kind| metrics.iter().filter(move |m| m.kind == kind);
+        if of(MetricKind::Counter).next().is_some() {
+            let help = "Counters proxy-wasm plugins define, by plugin and metric name";
+            let mut family = encoder.encode_descriptor("plugin_counter", help, None, MetricType::Counter)?;
+            for metric in of(MetricKind::Counter) {
+                let value = u64::try_from(metric.value).unwrap_or(0);
+                ConstCounter::new(value).encode(family.encode_family(&labels(metric))?)?;
+            }
+        }
+        if of(MetricKind::Gauge).next().is_some() {
+            let help = "Gauges proxy-wasm plugins define, by plugin and metric name";
+            let mut family = encoder.encode_descriptor("plugin_gauge", help, None, MetricType::Gauge)?;
+            for metric in of(MetricKind::Gauge) {
+                ConstGauge::new(metric.value).encode(family.encode_family(&labels(metric))?)?;
+            }
+        }
+        for (name, help, sum) in [
+            ("plugin_histogram_count", "Values recorded in proxy-wasm plugins' histograms", false),
+            ("plugin_histogram_sum", "Sum of the values recorded in proxy-wasm plugins' histograms", true),
+        ] {
+            if of(MetricKind::Histogram).next().is_some() {
+                let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for metric in of(MetricKind::Histogram) {
+                    let value = if sum { u64::try_from(metric.value).unwrap_or(0) } else { metric.count };
+                    ConstCounter::new(value).encode(family.encode_family(&labels(metric))?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An open downstream connection, counted until dropped.
@@ -123,6 +165,7 @@ impl Default for Metrics {
         registry.register("config_generation", "Generation of the active configuration", config_generation.clone());
         registry.register("config_errors", "Errors in the active configuration", config_errors.clone());
         registry.register("config_reloads", "Configurations published after the first", config_reloads.clone());
+        registry.register_collector(Box::new(PluginMetrics));
         Self {
             registry,
             requests,

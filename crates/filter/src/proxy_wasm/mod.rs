@@ -1,0 +1,394 @@
+//! Filters of the proxy-wasm ABI (v0.2.1, and v0.2.0): core modules written for Envoy, Istio
+//! or Higress with the official SDKs, run unmodified.
+//!
+//! The guest keeps its contexts in its own memory: a root context per plugin configuration
+//! (created and configured on first use in an instance) and an HTTP context per request.
+//! A request's context must see the same instance from its request headers to its log phase,
+//! so an instance is taken for the whole request ([`Stream`]) and given back to this thread's
+//! idle instances when the request ends ([`finish`]); `isolation: request` starts a fresh one
+//! for every request. Every call has the plugin's deadline and every instance its memory cap,
+//! as for components; a failed call drops the instance and applies the attachment's policy.
+
+mod abi;
+mod maps;
+mod metrics;
+mod properties;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use wasmtime::{InstancePre, Module, Store, TypedFunc};
+
+pub(crate) use abi::{Host, linker};
+pub use metrics::{MetricKind, PluginMetric, plugin_metrics};
+
+use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
+use crate::failure::{FailureKind, FilterFailure};
+use crate::host::sluice::filter::types::Action;
+use crate::host::{Head, RequestContext};
+
+/// The ABI version `bytes` declares, if it is a core module of the proxy-wasm ABI.
+pub(crate) fn abi_version(bytes: &[u8]) -> Option<&'static str> {
+    use wasmparser::{Encoding, Parser, Payload};
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::Version { encoding: Encoding::Component, .. } => return None,
+            Payload::ExportSection(exports) => {
+                return exports.into_iter().find_map(|export| match export.ok()?.name {
+                    "proxy_abi_version_0_2_1" => Some("0.2.1"),
+                    "proxy_abi_version_0_2_0" => Some("0.2.0"),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A proxy-wasm module, compiled and linked.
+pub(crate) struct Code {
+    pre: InstancePre<Host>,
+}
+
+impl Code {
+    pub fn new(linker: &wasmtime::Linker<Host>, module: &Module) -> Result<Self, String> {
+        let linker = abi::with_stubs(linker, module)?;
+        let pre = linker.instantiate_pre(module).map_err(|e| format!("cannot be linked: {e:#}"))?;
+        if module.get_export("proxy_on_context_create").is_none() {
+            return Err("does not export proxy_on_context_create".into());
+        }
+        Ok(Self { pre })
+    }
+
+    /// Starts the plugin in a fresh instance and configures it with `config`: the check of an
+    /// attachment's configuration, at load.
+    pub fn validate_config(&self, plugin: &Plugin, config: &str) -> Result<(), String> {
+        let failed = |failure: FilterFailure| format!("the plugin {} while checking it", failure.kind);
+        let mut vm = Vm::new(self, plugin).map_err(failed)?;
+        match vm.root(plugin, config, 0) {
+            Ok(_) => Ok(()),
+            Err(failure) if failure.kind == FailureKind::Unavailable => Err(failure.detail),
+            Err(failure) => Err(failed(failure)),
+        }
+    }
+
+    /// Runs the request headers or response headers phase of the request in hand, in the
+    /// instance `stream` holds (taken in the request phase).
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_head(
+        &self,
+        plugin: &Arc<Plugin>,
+        config: &str,
+        config_id: u64,
+        fresh: bool,
+        stream: &mut Option<Stream>,
+        context: Box<RequestContext>,
+        head: Head,
+    ) -> (Box<RequestContext>, Head, Result<Option<Action>, FilterFailure>) {
+        if matches!(head, Head::Request(_)) {
+            let vm = match fresh {
+                true => None,
+                false => checkout(plugin),
+            };
+            let vm = match vm.map_or_else(|| Vm::new(self, plugin), Ok) {
+                Ok(vm) => vm,
+                Err(failure) => return (context, head, Err(failure)),
+            };
+            *stream = Some(Stream { vm, id: 0, plugin: plugin.clone(), fresh, seen: None });
+        }
+        // No stream for the response: the request phase failed open.
+        let Some(open) = stream else { return (context, head, Ok(None)) };
+        let (context, head, result) = open.on_head(config, config_id, context, head);
+        if result.is_err() {
+            *stream = None;
+        }
+        (context, head, result)
+    }
+}
+
+/// A live instance of a proxy-wasm module.
+struct Vm {
+    store: Store<Host>,
+    exports: Exports,
+    /// Root contexts, by the configuration they were configured with.
+    roots: Vec<(u64, u32)>,
+    next_id: u32,
+}
+
+/// The guest's entry points; a missing optional one is not called.
+struct Exports {
+    on_context_create: TypedFunc<(u32, u32), ()>,
+    on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
+    on_configure: Option<TypedFunc<(u32, u32), u32>>,
+    on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_done: Option<TypedFunc<u32, u32>>,
+    on_log: Option<TypedFunc<u32, ()>>,
+    on_delete: Option<TypedFunc<u32, ()>>,
+}
+
+impl Vm {
+    /// A new instance: its start-up code (`_initialize`, `proxy_on_vm_start`) runs under
+    /// [`START_DEADLINE`] at least.
+    fn new(code: &Code, plugin: &Plugin) -> Result<Self, FilterFailure> {
+        let engine = &plugin.engine;
+        let mut store = Store::new(engine.wasmtime(), Host::new(plugin.name.clone(), plugin.limits.memory));
+        store.limiter(|host| &mut host.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(plugin.limits.deadline.max(START_DEADLINE)));
+        let started = {
+            let _ticking = engine.clock().ticking();
+            Self::start(code, &mut store)
+        };
+        store.data_mut().end_call();
+        match started {
+            Ok(exports) => Ok(Self { store, exports, roots: Vec::new(), next_id: 2 }),
+            Err(e) => Err(FilterFailure::of(&plugin.name, &e, &store.data().limiter)),
+        }
+    }
+
+    /// Instantiates the module and starts the VM, with root context 1.
+    fn start(code: &Code, store: &mut Store<Host>) -> wasmtime::Result<Exports> {
+        let instance = code.pre.instantiate(&mut *store)?;
+        abi::bind(store, &instance);
+        if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+            initialize.call(&mut *store, ())?;
+        }
+        let exports = Exports {
+            on_context_create: instance.get_typed_func(&mut *store, "proxy_on_context_create")?,
+            on_vm_start: instance.get_typed_func(&mut *store, "proxy_on_vm_start").ok(),
+            on_configure: instance.get_typed_func(&mut *store, "proxy_on_configure").ok(),
+            on_request_headers: instance.get_typed_func(&mut *store, "proxy_on_request_headers").ok(),
+            on_response_headers: instance.get_typed_func(&mut *store, "proxy_on_response_headers").ok(),
+            on_done: instance.get_typed_func(&mut *store, "proxy_on_done").ok(),
+            on_log: instance.get_typed_func(&mut *store, "proxy_on_log").ok(),
+            on_delete: instance.get_typed_func(&mut *store, "proxy_on_delete").ok(),
+        };
+        exports.on_context_create.call(&mut *store, (1, 0))?;
+        if let Some(on_vm_start) = &exports.on_vm_start {
+            // The VM configuration is empty: there is no VM-wide configuration to give.
+            if on_vm_start.call(&mut *store, (1, 0))? == 0 {
+                wasmtime::bail!("proxy_on_vm_start returned false");
+            }
+        }
+        Ok(exports)
+    }
+
+    /// The root context configured with `config` (attachment configuration, JSON text),
+    /// configuring a new one on first use. `false` from `proxy_on_configure` is a rejected
+    /// configuration ([`FailureKind::Unavailable`]).
+    fn root(&mut self, plugin: &Plugin, config: &str, config_id: u64) -> Result<u32, FilterFailure> {
+        if let Some(&(_, root)) = self.roots.iter().find(|(id, _)| *id == config_id) {
+            return Ok(root);
+        }
+        // The root context made at start-up takes the first configuration.
+        let root = match self.roots.is_empty() {
+            true => 1,
+            false => self.new_id(),
+        };
+        let configuration = plugin_configuration(config);
+        let size = u32::try_from(configuration.len()).unwrap_or(u32::MAX);
+        self.store.data_mut().configuration = configuration;
+        let accepted = self.call(plugin, plugin.limits.deadline.max(START_DEADLINE), |store, exports| {
+            if root != 1 {
+                exports.on_context_create.call(&mut *store, (root, 0))?;
+            }
+            exports.on_configure.as_ref().map_or(Ok(1), |configure| configure.call(&mut *store, (root, size)))
+        })?;
+        if accepted == 0 {
+            let detail = "proxy_on_configure returned false (see the plugin's log)";
+            return Err(FilterFailure::new(&plugin.name, FailureKind::Unavailable, detail));
+        }
+        self.roots.push((config_id, root));
+        Ok(root)
+    }
+
+    fn new_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(2);
+        id
+    }
+
+    /// Runs `f` on the store under `deadline`.
+    fn call<R>(
+        &mut self,
+        plugin: &Plugin,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<Host>, &Exports) -> wasmtime::Result<R>,
+    ) -> Result<R, FilterFailure> {
+        self.store.set_epoch_deadline(deadline_ticks(deadline));
+        let result = {
+            let _ticking = plugin.engine.clock().ticking();
+            f(&mut self.store, &self.exports)
+        };
+        self.store.data_mut().end_call();
+        result.map_err(|e| FilterFailure::of(&plugin.name, &e, &self.store.data().limiter))
+    }
+}
+
+/// A string configuration as-is; any other value (an object, a list, a number) as JSON text;
+/// none as nothing.
+fn plugin_configuration(config: &str) -> Vec<u8> {
+    match serde_json::from_str::<serde_json::Value>(config) {
+        Ok(serde_json::Value::String(text)) => text.into_bytes(),
+        Ok(serde_json::Value::Null) => Vec::new(),
+        _ => config.as_bytes().to_vec(),
+    }
+}
+
+/// What the log phase may still read of a request whose head has moved on.
+pub(crate) struct Seen {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub id: Option<http::HeaderValue>,
+    pub status: Option<http::StatusCode>,
+}
+
+/// One request's HTTP context in an instance it has to itself until the request ends.
+pub(crate) struct Stream {
+    vm: Vm,
+    id: u32,
+    plugin: Arc<Plugin>,
+    fresh: bool,
+    seen: Option<Seen>,
+}
+
+impl Stream {
+    fn on_head(
+        &mut self,
+        config: &str,
+        config_id: u64,
+        context: Box<RequestContext>,
+        head: Head,
+    ) -> (Box<RequestContext>, Head, Result<Option<Action>, FilterFailure>) {
+        let plugin = self.plugin.clone();
+        let request = matches!(head, Head::Request(_));
+        if request {
+            let root = match self.vm.root(&plugin, config, config_id) {
+                Ok(root) => root,
+                Err(failure) => return (context, head, Err(failure)),
+            };
+            self.id = self.vm.new_id();
+            let id = self.id;
+            let create = |store: &mut Store<Host>, exports: &Exports| exports.on_context_create.call(store, (id, root));
+            if let Err(failure) = self.vm.call(&plugin, plugin.limits.deadline, create) {
+                return (context, head, Err(failure));
+            }
+        }
+        let (headers, end_of_stream) = match &head {
+            Head::Request(parts) => (parts.headers.len(), no_body(&parts.headers)),
+            Head::Response(parts) => (parts.headers.len(), no_body(&parts.headers)),
+        };
+        let host = self.vm.store.data_mut();
+        host.call = Some(abi::Call { context, head: Some(head), seen: self.seen.take(), local_response: None });
+        let id = self.id;
+        let headers = u32::try_from(headers).unwrap_or(u32::MAX);
+        // Pause waits for nothing the gateway has: the request goes on (as with Continue).
+        let result = self.vm.call(&plugin, plugin.limits.deadline, |store, exports| {
+            let function = match request {
+                true => &exports.on_request_headers,
+                false => &exports.on_response_headers,
+            };
+            function.as_ref().map_or(Ok(0), |function| function.call(store, (id, headers, end_of_stream.into())))
+        });
+        let result = result.map(drop);
+        let call = self.vm.store.data_mut().call.take().expect("a call's inputs stay in the store");
+        let head = call.head.expect("the head stays in the store during a call");
+        self.seen = Some(match (&head, call.seen) {
+            (Head::Request(parts), _) => Seen {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                id: parts.headers.get("x-request-id").cloned(),
+                status: None,
+            },
+            (Head::Response(parts), Some(seen)) => Seen { status: Some(parts.status), ..seen },
+            (Head::Response(parts), None) => Seen {
+                method: http::Method::GET,
+                uri: http::Uri::default(),
+                version: parts.version,
+                id: None,
+                status: Some(parts.status),
+            },
+        });
+        let result = result.map(|()| call.local_response.map(Action::Respond));
+        (call.context, head, result)
+    }
+
+    /// The request ended: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`; the instance
+    /// goes back to the idle ones if they succeeded.
+    fn finish(mut self, context: Box<RequestContext>) -> Box<RequestContext> {
+        let plugin = self.plugin.clone();
+        let id = self.id;
+        self.vm.store.data_mut().call =
+            Some(abi::Call { context, head: None, seen: self.seen.take(), local_response: None });
+        let result = self.vm.call(&plugin, plugin.limits.deadline, |store, exports| {
+            if let Some(done) = &exports.on_done {
+                done.call(&mut *store, id)?;
+            }
+            if let Some(log) = &exports.on_log {
+                log.call(&mut *store, id)?;
+            }
+            exports.on_delete.as_ref().map_or(Ok(()), |delete| delete.call(&mut *store, id))
+        });
+        let context = self.vm.store.data_mut().call.take().expect("a call's inputs stay in the store").context;
+        match result {
+            Ok(()) if !self.fresh => checkin(&plugin, self.vm),
+            Ok(()) => {}
+            // The response is on its way: the failure can only be logged.
+            Err(failure) => {
+                tracing::warn!(plugin = %plugin.name, kind = failure.kind.as_str(), "{failure} (log phase)")
+            }
+        }
+        context
+    }
+}
+
+/// Ends the request in every proxy-wasm filter it went through, in reverse order.
+pub(crate) fn finish(streams: &mut [Option<Stream>], mut context: Box<RequestContext>) {
+    for stream in streams.iter_mut().rev() {
+        if let Some(stream) = stream.take() {
+            context = stream.finish(context);
+        }
+    }
+}
+
+/// Whether a head says no body follows it.
+fn no_body(headers: &http::HeaderMap) -> bool {
+    !headers.contains_key(TRANSFER_ENCODING) && headers.get(CONTENT_LENGTH).is_none_or(|length| length == "0")
+}
+
+/// Idle instances of one plugin load on this thread.
+struct Idle {
+    plugin: Weak<Plugin>,
+    vms: Vec<Vm>,
+}
+
+/// Idle instances kept per plugin per thread: one per request in flight is needed, since a
+/// request holds its instance while it waits for the upstream.
+const MAX_IDLE: usize = 16;
+
+thread_local! {
+    static IDLE: RefCell<HashMap<u64, Idle, foldhash::fast::RandomState>> = RefCell::default();
+}
+
+fn checkout(plugin: &Arc<Plugin>) -> Option<Vm> {
+    IDLE.with_borrow_mut(|idle| idle.get_mut(&plugin.id)?.vms.pop())
+}
+
+fn checkin(plugin: &Arc<Plugin>, vm: Vm) {
+    IDLE.with_borrow_mut(|idle| {
+        if !idle.contains_key(&plugin.id) {
+            idle.retain(|_, entry| entry.plugin.strong_count() > 0);
+        }
+        let entry = idle.entry(plugin.id).or_insert_with(|| Idle { plugin: Arc::downgrade(plugin), vms: Vec::new() });
+        if entry.vms.len() < MAX_IDLE {
+            entry.vms.push(vm);
+        }
+    });
+}

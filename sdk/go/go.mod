@@ -1,0 +1,3 @@
+module sluice.dev/filter
+
+go 1.24

@@ -1,0 +1,176 @@
+//! A proxy-wasm filter built with the official Rust SDK, whose JSON configuration says what it
+//! does, so one module covers the gateway's tests of the ABI.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    /// Refuse this configuration (`proxy_on_configure` returns false).
+    reject: bool,
+    /// Request headers to set, then to remove.
+    set_request: Vec<(String, String)>,
+    remove_request: Vec<String>,
+    /// Response headers to set.
+    set_response: Vec<(String, String)>,
+    /// Answer 403 to requests whose path starts with this.
+    deny: Option<String>,
+    /// Copy properties into `x-prop-*` request headers (and the status into a response header).
+    properties: bool,
+    /// Count requests in shared data (with compare-and-swap), into `x-count`.
+    count: bool,
+    /// Misbehave in the request phase: `loop`, `memory` or `trap`.
+    hostile: Option<String>,
+    /// Count requests in a counter of this name.
+    metric: Option<String>,
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: Rc::default() }) });
+}}
+
+struct Root {
+    config: Rc<Config>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else { return true };
+        match serde_json::from_slice::<Config>(&bytes) {
+            Ok(config) if config.reject => {
+                let _ = hostcalls::log(LogLevel::Warn, "configuration rejected as asked");
+                false
+            }
+            Ok(config) => {
+                self.config = Rc::new(config);
+                true
+            }
+            Err(e) => {
+                let _ = hostcalls::log(LogLevel::Error, &format!("invalid configuration: {e}"));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Probe { config: self.config.clone() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Probe {
+    config: Rc<Config>,
+}
+
+impl Context for Probe {}
+
+fn text(property: Option<Vec<u8>>) -> String {
+    property.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+}
+
+fn number(property: Option<Vec<u8>>) -> String {
+    match property.and_then(|bytes| <[u8; 8]>::try_from(bytes).ok()) {
+        Some(bytes) => u64::from_le_bytes(bytes).to_string(),
+        None => String::new(),
+    }
+}
+
+impl HttpContext for Probe {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        match self.config.hostile.as_deref() {
+            Some("loop") => {
+                let mut spins = 0u64;
+                loop {
+                    spins = std::hint::black_box(spins.wrapping_add(1));
+                }
+            }
+            Some("memory") => {
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            Some("trap") => panic!("a hostile filter"),
+            _ => {}
+        }
+        if let Some(name) = &self.config.metric {
+            let id = hostcalls::define_metric(MetricType::Counter, name).expect("a counter");
+            hostcalls::increment_metric(id, 1).expect("counting");
+        }
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        if let Some(prefix) = &self.config.deny
+            && path.starts_with(prefix.as_str())
+        {
+            self.send_http_response(403, vec![("x-denied-by", "pw-probe")], Some(b"denied by proxy-wasm"));
+            return Action::Pause;
+        }
+        for (name, value) in &self.config.set_request {
+            self.set_http_request_header(name, Some(value));
+        }
+        for name in &self.config.remove_request {
+            self.set_http_request_header(name, None);
+        }
+        if self.config.properties {
+            let headers = self.get_http_request_headers().len().to_string();
+            self.add_http_request_header("x-header-count", &headers);
+            self.add_http_request_header("x-pseudo-path", &path);
+            for (header, property) in [
+                ("x-prop-path", ["request", "path"]),
+                ("x-prop-method", ["request", "method"]),
+                ("x-prop-host", ["request", "host"]),
+                ("x-prop-scheme", ["request", "scheme"]),
+                ("x-prop-protocol", ["request", "protocol"]),
+                ("x-prop-id", ["request", "id"]),
+                ("x-prop-source", ["source", "address"]),
+            ] {
+                let value = text(self.get_property(property.to_vec()));
+                self.add_http_request_header(header, &value);
+            }
+            let port = number(self.get_property(vec!["source", "port"]));
+            self.add_http_request_header("x-prop-source-port", &port);
+            let plugin = text(self.get_property(vec!["plugin_name"]));
+            self.add_http_request_header("x-prop-plugin", &plugin);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        for (name, value) in &self.config.set_response {
+            self.set_http_response_header(name, Some(value));
+        }
+        if self.config.properties {
+            let code = number(self.get_property(vec!["response", "code"]));
+            self.set_http_response_header("x-prop-code", Some(&code));
+            let path = text(self.get_property(vec!["request", "path"]));
+            self.set_http_response_header("x-prop-request-path", Some(&path));
+        }
+        if self.config.count {
+            let count = loop {
+                let (value, cas) = self.get_shared_data("count");
+                let count = value.map_or(0, |v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0)) + 1;
+                if self.set_shared_data("count", Some(count.to_string().as_bytes()), cas).is_ok() {
+                    break count;
+                }
+            };
+            self.set_http_response_header("x-count", Some(&count.to_string()));
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let code = number(self.get_property(vec!["response", "code"]));
+        let path = text(self.get_property(vec!["request", "path"]));
+        let _ = hostcalls::log(LogLevel::Warn, &format!("pw-probe log phase: {path} answered {code}"));
+    }
+}

@@ -1,0 +1,170 @@
+//! proxy-wasm filters end to end: a module built with the official Rust SDK
+//! (`tests/proxy-wasm/probe`) attached like our own filters, in the real binary with real
+//! echo backends and clients.
+
+use std::time::{Duration, Instant};
+
+use sluice_tests::manifests::{filtered_ingress, service};
+use sluice_tests::{Client, Gateway, Pods, Reply, plugin_cache, proxy_wasm_filters, sluice_bin};
+
+fn plugins() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(proxy_wasm_filters().join("pw_probe.wasm"), dir.path().join("pw.wasm")).unwrap();
+    std::fs::write(dir.path().join("pw.limits.yaml"), "deadline: 100ms\nmemory: 16m\n").unwrap();
+    dir
+}
+
+fn header(reply: &Reply, name: &str) -> String {
+    reply.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_proxy_wasm_filter_changes_requests_and_responses_and_answers() {
+    let pods = Pods::start(&["127.0.0.61"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let filters = r#"- plugin: pw
+  config: {set_request: [[x-a, "1"]], remove_request: [x-drop], set_response: [[x-b, "2"]], properties: true, deny: /admin, count: true, metric: pw_requests}
+"#;
+    let manifests =
+        [service("app", &pods.addrs, &[]), filtered_ingress("pw", "pw.test", &[("/", "Prefix", "app")], filters)];
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = plugins();
+    let (plugins_dir, cache) = (plugins.path().to_str().unwrap(), plugin_cache());
+    let args = ["--plugins", plugins_dir, "--plugin-cache", cache.to_str().unwrap()];
+    let (gateway, mut logs) = Gateway::start_capturing_logs(dir.path(), &args).await.unwrap();
+    let client = Client::new();
+
+    let headers = [("x-drop", "1"), ("x-request-id", "id-7")];
+    let reply = client
+        .request(http::Method::GET, &gateway.url("/hello?q=1"), "pw.test", &headers, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echo = reply.json();
+    let seen = &echo["headers"];
+    assert_eq!(seen["x-a"], "1");
+    assert!(seen.get("x-drop").is_none(), "{seen}");
+    assert_eq!(seen["x-prop-path"], "/hello?q=1");
+    assert_eq!(seen["x-pseudo-path"], "/hello?q=1");
+    assert_eq!(seen["x-prop-method"], "GET");
+    assert_eq!(seen["x-prop-host"], "pw.test");
+    assert_eq!(seen["x-prop-scheme"], "http");
+    assert_eq!(seen["x-prop-id"], "id-7");
+    assert_eq!(seen["x-prop-plugin"], "pw");
+    assert!(seen["x-prop-source"].as_str().unwrap().starts_with("127.0.0.1:"), "{seen}");
+    assert_eq!(header(&reply, "x-b"), "2");
+    assert_eq!(header(&reply, "x-prop-code"), "200");
+
+    // Shared data lives across requests (and instances), with compare-and-swap.
+    let first: u64 = header(&reply, "x-count").parse().unwrap();
+    let again = client.get(&gateway.url("/"), "pw.test").await.unwrap();
+    assert_eq!(header(&again, "x-count").parse::<u64>().unwrap(), first + 1);
+
+    let denied = client.get(&gateway.url("/admin/users"), "pw.test").await.unwrap();
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.body, "denied by proxy-wasm");
+    assert_eq!(header(&denied, "x-denied-by"), "pw-probe");
+
+    // The log phase runs when a request ends, and logs under the plugin's name.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("pw-probe log phase: /admin/users answered 403")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, logs.recv()).await {
+            Ok(Some(line)) => lines.push(line),
+            _ => panic!("no log phase line in {lines:#?}"),
+        }
+    }
+    let line = lines.iter().find(|l| l.contains("answered 403")).unwrap();
+    assert!(line.contains("pw"), "{line}");
+    assert!(lines.iter().any(|l| l.contains("pw-probe log phase: /hello?q=1 answered 200")), "{lines:#?}");
+
+    // The plugin's counter, on /metrics under its name: every request was counted.
+    let metrics = client.get(&format!("http://{}/metrics", gateway.admin), "admin").await.unwrap().body;
+    let line = r#"sluice_plugin_counter_total{plugin="pw",metric="pw_requests"} 3"#;
+    assert!(metrics.lines().any(|l| l == line), "no {line} in\n{metrics}");
+}
+
+#[tokio::test]
+async fn rejected_configurations_and_hostile_modules_fail_by_their_policy() {
+    let pods = Pods::start(&["127.0.0.62"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("loop", r#"{hostile: loop}"#),
+        ("bomb", r#"{hostile: memory}"#),
+        ("trap", r#"{hostile: trap}"#),
+        ("invalid", r#"{reject: true}"#),
+    ];
+    let mut manifests = vec![service("app", &pods.addrs, &[])];
+    for (name, config) in cases {
+        for policy in ["closed", "open"] {
+            let filters = format!(
+                "- plugin: pw\n  config: {config}\n  failure: {policy}\n- plugin: pw\n  config: {{set_response: [[x-after, \"1\"]]}}\n"
+            );
+            let (ingress, host) = (format!("{name}-{policy}"), format!("{name}-{policy}.test"));
+            manifests.push(filtered_ingress(&ingress, &host, &[("/", "Prefix", "app")], &filters));
+        }
+    }
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = plugins();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+
+    for (name, _) in cases {
+        let started = Instant::now();
+        let closed = client.get(&gateway.url("/"), &format!("{name}-closed.test")).await.unwrap();
+        assert_eq!(closed.status, 500, "{name}, closed: {}", closed.body);
+        assert!(started.elapsed() < Duration::from_secs(2), "{name} took {:?}", started.elapsed());
+        let open = client.get(&gateway.url("/"), &format!("{name}-open.test")).await.unwrap();
+        assert_eq!(open.status, 200, "{name}, open: {}", open.body);
+        assert_eq!(header(&open, "x-after"), "1", "{name}: the next filter runs");
+    }
+
+    let config = gateway.config().await.unwrap();
+    let errors = config["errors"].to_string();
+    for expected in [
+        "Ingress default/invalid-closed",
+        "metadata.annotations[sluice.dev/filters][0]",
+        "proxy_on_configure returned false",
+    ] {
+        assert!(errors.contains(expected), "{expected} not in {errors}");
+    }
+    let metrics = client.get(&format!("http://{}/metrics", gateway.admin), "admin").await.unwrap().body;
+    for kind in ["timeout", "memory", "trap", "unavailable"] {
+        let counted = metrics.lines().any(|l| {
+            l.starts_with("sluice_filter_failures_total{")
+                && l.contains("plugin=\"pw\"")
+                && l.contains(&format!("kind=\"{kind}\""))
+        });
+        assert!(counted, "no {kind} failures of pw counted:\n{metrics}");
+    }
+
+    // `sluice check --plugins` reports the rejected configuration and fails.
+    let output = std::process::Command::new(sluice_bin())
+        .args(["check", dir.path().to_str().unwrap(), "--plugins", plugins.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("proxy_on_configure returned false") && stdout.contains("Ingress default/invalid-open"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_go_filter_built_from_the_sdk_template_serves_requests() {
+    let pods = Pods::start(&["127.0.0.63"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let filters = "- plugin: add-tenant\n  config: {header: x-tenant, value: acme}\n";
+    let manifests =
+        [service("app", &pods.addrs, &[]), filtered_ingress("go", "go.test", &[("/", "Prefix", "app")], filters)];
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(sluice_tests::go_filter(), plugins.path().join("add-tenant.wasm")).unwrap();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let reply = Client::new().get(&gateway.url("/"), "go.test").await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["headers"]["x-tenant"], "acme");
+    assert_eq!(header(&reply, "x-served-for"), "acme");
+}
