@@ -46,7 +46,7 @@ pub struct RequestContext {
     pub host: String,
     pub route: RouteName,
     /// The route's regex, for captures.
-    pub regex: Option<Regex>,
+    pub regex: Option<Arc<Regex>>,
     /// The normalized path the route was matched with.
     pub matched_path: String,
     pub backend: Arc<Backend>,

@@ -445,7 +445,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
     }
 
     /// The compiled regex of a regex path of this snapshot.
-    pub fn regex(&self, pattern: &str) -> Option<&regex::Regex> {
+    pub fn regex(&self, pattern: &str) -> Option<&Arc<regex::Regex>> {
         self.regexes.get(pattern)
     }
 

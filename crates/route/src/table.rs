@@ -1,4 +1,5 @@
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use foldhash::HashMap;
 use regex::Regex;
@@ -7,8 +8,9 @@ use sluice_config::{HostMatch, PathMatch};
 use crate::host::HostMap;
 
 /// Compiled regexes by pattern, handed from one table to the next so that a reload does not
-/// compile every regex path again.
-pub type RegexCache = HashMap<String, Regex>;
+/// compile every regex path again. Shared, never cloned: a cloned `Regex` starts a new pool of
+/// match caches, and building a cache costs more than the match.
+pub type RegexCache = HashMap<String, Arc<Regex>>;
 
 /// Hosts to their routes. `T` is what a match yields (the proxy uses `Arc<Route>`).
 #[derive(Debug, Clone)]
@@ -35,7 +37,7 @@ pub struct HostRoutes<T> {
 
 #[derive(Debug, Clone)]
 struct RegexRoute<T> {
-    regex: Regex,
+    regex: Arc<Regex>,
     pattern_len: usize,
     value: T,
 }
@@ -103,7 +105,9 @@ impl<T> RouteTable<T> {
                 }
                 let regex = match compiled.get(pattern) {
                     Some(regex) => regex.clone(),
-                    None => Regex::new(&anchored(pattern)).map_err(|e| InsertError::InvalidRegex(e.to_string()))?,
+                    None => Regex::new(&anchored(pattern))
+                        .map(Arc::new)
+                        .map_err(|e| InsertError::InvalidRegex(e.to_string()))?,
                 };
                 let at = routes.regex.partition_point(|r| r.pattern_len >= pattern.len());
                 routes.regex.insert(at, RegexRoute { regex, pattern_len: pattern.len(), value });
