@@ -23,7 +23,8 @@ fn attach(plugin: &Arc<Plugin>, config: &str, failure: FailurePolicy, isolation:
 
 fn context() -> RequestContext {
     let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
-    let key = BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80) };
+    let key =
+        BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
         scheme: "https",
