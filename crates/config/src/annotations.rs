@@ -135,6 +135,17 @@ pub const NGINX_SNIPPETS: [&str; 5] = [
     "nginx.ingress.kubernetes.io/modsecurity-snippet",
 ];
 
+/// ingress-nginx annotations that restrict who may reach a route and that Sluice does not
+/// enforce yet: the routes fail closed rather than serve what they were meant to guard.
+pub const NGINX_UNENFORCED_GUARDS: [&str; 6] = [
+    "nginx.ingress.kubernetes.io/auth-url",
+    "nginx.ingress.kubernetes.io/auth-type",
+    "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+    "nginx.ingress.kubernetes.io/whitelist-source-range",
+    "nginx.ingress.kubernetes.io/allowlist-source-range",
+    "nginx.ingress.kubernetes.io/denylist-source-range",
+];
+
 /// Header changes on requests: YAML `{remove: [...], set: {...}, add: {...}}`.
 pub const REQUEST_HEADERS: &str = "sluice.dev/request-headers";
 /// Header changes on responses, like [`REQUEST_HEADERS`].

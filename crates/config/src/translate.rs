@@ -126,6 +126,13 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
                        do this with a filter (sluice.dev/filters) instead";
         filter_errors.push((annotations::field(name), message.to_owned()));
     }
+    // Access control that is not enforced yet: serving the routes anyway would expose what the
+    // annotation was written to protect.
+    for name in annotations::NGINX_UNENFORCED_GUARDS.iter().filter(|name| all.contains_key(**name)) {
+        let message = "this access-control annotation is not supported yet, so the routes it guards \
+                       are not served; remove it or guard the route with a filter (sluice.dev/filters)";
+        filter_errors.push((annotations::field(name), message.to_owned()));
+    }
     let filters = match filter_errors.first() {
         None => Ok(filters),
         Some((field, message)) => Err(format!("{field}: {message}")),
