@@ -2,8 +2,7 @@
 //! ones per worker thread for reuse.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::Store;
@@ -13,6 +12,7 @@ use crate::engine::{Kind, Plugin, START_DEADLINE, deadline_ticks};
 use crate::failure::{FailureKind, FilterFailure};
 use crate::host::sluice::filter::types::Action;
 use crate::host::{RequestHandle, ResponseHandle, State};
+use crate::idle::IdlePool;
 
 /// A live instance of a plugin.
 pub(crate) struct Live {
@@ -127,39 +127,23 @@ impl Plugin {
     }
 }
 
-/// Idle reusable instances of one plugin load on this thread.
-struct Idle {
-    plugin: Weak<Plugin>,
-    instances: Vec<Live>,
-}
-
 /// Instances kept per plugin per thread. Calls on a worker thread take an instance out for
 /// the call, so an instance serves one request at a time; more than one is only needed while
 /// a call waits (a guest blocked in asynchronous WASI).
 const MAX_IDLE: usize = 4;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<u64, Idle, foldhash::fast::RandomState>> = RefCell::default();
+    static IDLE: RefCell<IdlePool<Live>> = RefCell::new(IdlePool::new(MAX_IDLE));
 }
 
 /// An idle instance of `plugin` on this thread, if there is one.
 pub(crate) fn checkout(plugin: &Arc<Plugin>) -> Option<Live> {
-    IDLE.with_borrow_mut(|idle| idle.get_mut(&plugin.id)?.instances.pop())
+    IDLE.with_borrow_mut(|idle| idle.take(plugin))
 }
 
 /// Keeps `live`, an instance of `plugin` whose last call succeeded, for reuse on this thread.
 pub(crate) fn checkin(plugin: &Arc<Plugin>, live: Live) {
-    IDLE.with_borrow_mut(|idle| {
-        if !idle.contains_key(&plugin.id) {
-            // A new plugin load: forget the instances of loads no snapshot uses any more.
-            idle.retain(|_, entry| entry.plugin.strong_count() > 0);
-        }
-        let entry =
-            idle.entry(plugin.id).or_insert_with(|| Idle { plugin: Arc::downgrade(plugin), instances: Vec::new() });
-        if entry.instances.len() < MAX_IDLE {
-            entry.instances.push(live);
-        }
-    });
+    IDLE.with_borrow_mut(|idle| idle.keep(plugin, live));
 }
 
 /// A new instance for a request's call: start-up code gets [`START_DEADLINE`] at least.

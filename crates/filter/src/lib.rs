@@ -20,6 +20,7 @@ mod clock;
 mod engine;
 mod failure;
 mod host;
+mod idle;
 mod instance;
 mod proxy_wasm;
 mod wasi;

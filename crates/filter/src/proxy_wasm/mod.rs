@@ -15,8 +15,7 @@ mod metrics;
 mod properties;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -29,6 +28,7 @@ use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
 use crate::failure::{FailureKind, FilterFailure};
 use crate::host::sluice::filter::types::Action;
 use crate::host::{Head, RequestContext};
+use crate::idle::IdlePool;
 
 /// The ABI version `bytes` declares, if it is a core module of the proxy-wasm ABI.
 pub(crate) fn abi_version(bytes: &[u8]) -> Option<&'static str> {
@@ -363,32 +363,18 @@ fn no_body(headers: &http::HeaderMap) -> bool {
     !headers.contains_key(TRANSFER_ENCODING) && headers.get(CONTENT_LENGTH).is_none_or(|length| length == "0")
 }
 
-/// Idle instances of one plugin load on this thread.
-struct Idle {
-    plugin: Weak<Plugin>,
-    vms: Vec<Vm>,
-}
-
 /// Idle instances kept per plugin per thread: one per request in flight is needed, since a
 /// request holds its instance while it waits for the upstream.
 const MAX_IDLE: usize = 16;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<u64, Idle, foldhash::fast::RandomState>> = RefCell::default();
+    static IDLE: RefCell<IdlePool<Vm>> = RefCell::new(IdlePool::new(MAX_IDLE));
 }
 
 fn checkout(plugin: &Arc<Plugin>) -> Option<Vm> {
-    IDLE.with_borrow_mut(|idle| idle.get_mut(&plugin.id)?.vms.pop())
+    IDLE.with_borrow_mut(|idle| idle.take(plugin))
 }
 
 fn checkin(plugin: &Arc<Plugin>, vm: Vm) {
-    IDLE.with_borrow_mut(|idle| {
-        if !idle.contains_key(&plugin.id) {
-            idle.retain(|_, entry| entry.plugin.strong_count() > 0);
-        }
-        let entry = idle.entry(plugin.id).or_insert_with(|| Idle { plugin: Arc::downgrade(plugin), vms: Vec::new() });
-        if entry.vms.len() < MAX_IDLE {
-            entry.vms.push(vm);
-        }
-    });
+    IDLE.with_borrow_mut(|idle| idle.keep(plugin, vm));
 }
