@@ -448,7 +448,12 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `sluice serve --manifests DIR` with extra `args`, and waits until it is ready.
     pub async fn start(manifests: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
-        Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, &[], false).await
+        Gateway::start_binary(sluice_bin(), manifests, args).await
+    }
+
+    /// [`Gateway::start`] with another build of the gateway (`loadtest --baseline`).
+    pub async fn start_binary(bin: &Path, manifests: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
+        Gateway::launch(bin, &[OsStr::new("--manifests"), manifests.as_os_str()], args, &[], false).await
     }
 
     /// Starts `sluice serve --kube --kubeconfig PATH` with extra `args`, and waits until it is
@@ -460,7 +465,7 @@ impl Gateway {
     /// [`Gateway::start_kube`] as the replica `pod` (`POD_NAME`), unless `pod` is empty.
     pub async fn start_kube_as(pod: &str, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
         let env: &[_] = if pod.is_empty() { &[] } else { &[("POD_NAME", pod)] };
-        Gateway::launch(&Gateway::kube(kubeconfig), args, env, false).await
+        Gateway::launch(sluice_bin(), &Gateway::kube(kubeconfig), args, env, false).await
     }
 
     /// The arguments that make the gateway watch the API server of `kubeconfig`.
@@ -482,7 +487,8 @@ impl Gateway {
         args: &[&str],
     ) -> anyhow::Result<(Gateway, tokio::sync::mpsc::UnboundedReceiver<String>)> {
         use tokio::io::AsyncBufReadExt;
-        let mut gateway = Gateway::launch(&[OsStr::new("--manifests"), manifests.as_os_str()], args, &[], true).await?;
+        let mut gateway =
+            Gateway::launch(sluice_bin(), &[OsStr::new("--manifests"), manifests.as_os_str()], args, &[], true).await?;
         let stderr = gateway.child.stderr.take().context("stderr is piped")?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -500,23 +506,39 @@ impl Gateway {
     /// `/readyz`. A free port can be taken by another process before the gateway binds it; a
     /// gateway that exits before it is ready is started again on other ports (a few times).
     /// `capture` pipes its stderr.
-    async fn launch(source: &[&OsStr], args: &[&str], env: &[(&str, &str)], capture: bool) -> anyhow::Result<Gateway> {
+    async fn launch(
+        bin: &Path,
+        source: &[&OsStr],
+        args: &[&str],
+        env: &[(&str, &str)],
+        capture: bool,
+    ) -> anyhow::Result<Gateway> {
         for _ in 0..3 {
-            let mut gateway = Gateway::spawn(source, args, env, capture)?;
+            let mut gateway = Gateway::spawn_binary(bin, source, args, env, capture)?;
             if gateway.ready().await? {
                 return Ok(gateway);
             }
         }
-        bail!("sluice exited before it was ready, three times")
+        bail!("{} exited before it was ready, three times", bin.display())
     }
 
     /// Spawns the gateway routing from `source` on free loopback ports, with extra environment
     /// `env`, without waiting.
     pub fn spawn(source: &[&OsStr], args: &[&str], env: &[(&str, &str)], capture: bool) -> anyhow::Result<Gateway> {
+        Gateway::spawn_binary(sluice_bin(), source, args, env, capture)
+    }
+
+    fn spawn_binary(
+        bin: &Path,
+        source: &[&OsStr],
+        args: &[&str],
+        env: &[(&str, &str)],
+        capture: bool,
+    ) -> anyhow::Result<Gateway> {
         let http: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let https: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port("127.0.0.1")?).into();
-        let child = Command::new(sluice_bin())
+        let child = Command::new(bin)
             .arg("serve")
             .args(source)
             .args(["--http", &http.to_string(), "--https", &https.to_string(), "--admin", &admin.to_string()])

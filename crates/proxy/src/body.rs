@@ -6,30 +6,33 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 
 use crate::balance::ActiveGuard;
+use crate::error::BoxError;
+use crate::h1;
 use hyper::body::Incoming;
 
 /// What the gateway answers with: an upstream's streamed body, or one of its own.
 pub type ResponseBody = Either<Upstream, Full<Bytes>>;
 
-/// An upstream response body. It holds the endpoint's active-request count until the body is
-/// finished or dropped, so least-request balancing sees streaming responses as busy.
+/// An upstream response body: from one of our HTTP/1.1 connections or from hyper's client
+/// (HTTPS, HTTP/2). It holds the endpoint's active-request count until the body is finished
+/// or dropped, so least-request balancing sees streaming responses as busy.
 #[derive(Debug)]
 pub struct Upstream {
-    body: Incoming,
+    body: Either<h1::Body, Incoming>,
     _active: Option<ActiveGuard>,
 }
 
 impl Upstream {
-    pub(crate) fn new(body: Incoming, active: Option<ActiveGuard>) -> Self {
+    pub(crate) fn new(body: Either<h1::Body, Incoming>, active: Option<ActiveGuard>) -> Self {
         Self { body, _active: active }
     }
 }
 
 impl Body for Upstream {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

@@ -10,6 +10,9 @@ use sluice_filter::{FilterFailure, Route};
 use crate::body::{ResponseBody, full};
 use crate::metrics::{Metrics, UpstreamError};
 
+/// What an upstream failure carries, for the log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why the gateway answers a request itself.
 #[derive(Debug)]
 pub enum ProxyError {
@@ -28,8 +31,12 @@ pub enum ProxyError {
     PayloadTooLarge,
     /// The route's backend has no ready endpoint.
     NoEndpoint,
-    /// The upstream could not be reached or failed mid-response.
-    Upstream(hyper_util::client::legacy::Error),
+    /// No connection to the upstream could be made.
+    UpstreamConnect(BoxError),
+    /// The exchange with the upstream failed after connecting.
+    Upstream(BoxError),
+    /// The upstream's response could not be read as HTTP, or could be read two ways.
+    UpstreamInvalid(BoxError),
     /// The upstream did not answer within the response timeout.
     UpstreamTimeout,
     /// A fail-closed filter could not run (trap, deadline, memory cap, unavailable plugin).
@@ -54,7 +61,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) | ProxyError::UpstreamInvalid(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Filter(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -66,7 +75,11 @@ impl ProxyError {
         Some(match self {
             ProxyError::RedirectToHttps(_) | ProxyError::RedirectToHost(_) => return None,
             ProxyError::BadRequest(_) | ProxyError::Filter(_) => grpc::INTERNAL,
-            ProxyError::Misdirected | ProxyError::NoEndpoint | ProxyError::Upstream(_) => grpc::UNAVAILABLE,
+            ProxyError::Misdirected
+            | ProxyError::NoEndpoint
+            | ProxyError::UpstreamConnect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamInvalid(_) => grpc::UNAVAILABLE,
             ProxyError::NoRoute => grpc::UNIMPLEMENTED,
             ProxyError::PayloadTooLarge => grpc::RESOURCE_EXHAUSTED,
             ProxyError::UpstreamTimeout => grpc::DEADLINE_EXCEEDED,
@@ -76,8 +89,8 @@ impl ProxyError {
     /// How `sluice_upstream_errors_total` counts this failure, when the upstream is to blame.
     fn upstream_error(&self) -> Option<UpstreamError> {
         match self {
-            ProxyError::Upstream(e) if e.is_connect() => Some(UpstreamError::Connect),
-            ProxyError::Upstream(_) => Some(UpstreamError::Other),
+            ProxyError::UpstreamConnect(_) => Some(UpstreamError::Connect),
+            ProxyError::Upstream(_) | ProxyError::UpstreamInvalid(_) => Some(UpstreamError::Other),
             ProxyError::UpstreamTimeout => Some(UpstreamError::Timeout),
             _ => None,
         }
@@ -98,7 +111,9 @@ impl ProxyError {
         };
         let backend = route.map(|r| r.backend.key.to_string()).unwrap_or_default();
         match self {
-            ProxyError::Upstream(e) => tracing::warn!(%backend, error = %e, "{self}"),
+            ProxyError::UpstreamConnect(e) | ProxyError::Upstream(e) | ProxyError::UpstreamInvalid(e) => {
+                tracing::warn!(%backend, error = %e, "{self}");
+            }
             _ => tracing::warn!(%backend, "{self}"),
         }
         metrics.upstream_error(backend, kind);
@@ -147,8 +162,9 @@ impl fmt::Display for ProxyError {
             ProxyError::NoRoute => f.write_str("no route for this host and path"),
             ProxyError::PayloadTooLarge => f.write_str("request body too large"),
             ProxyError::NoEndpoint => f.write_str("no ready endpoint for this backend"),
-            ProxyError::Upstream(e) if e.is_connect() => f.write_str("upstream connection failed"),
+            ProxyError::UpstreamConnect(_) => f.write_str("upstream connection failed"),
             ProxyError::Upstream(_) => f.write_str("upstream request failed"),
+            ProxyError::UpstreamInvalid(_) => f.write_str("upstream sent an invalid response"),
             ProxyError::UpstreamTimeout => f.write_str("upstream timed out"),
             // The plugin's name only: details stay in the log.
             ProxyError::Filter(failure) => write!(f, "filter {} failed", failure.plugin),

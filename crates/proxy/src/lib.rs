@@ -21,6 +21,7 @@ pub mod danger;
 mod error;
 mod forward;
 mod front;
+mod h1;
 mod headers;
 mod metrics;
 mod retry;

@@ -2,10 +2,9 @@
 //! the request, further attempts on other endpoints, timeouts and the body limit, and what comes
 //! back.
 //!
-//! Connections come from hyper-util's pooled client, one per data-plane thread and backend
-//! protocol. Measured against HTTP/1.1 connections of our own, pooled per thread and driven by
-//! the request's task (`hyper::client::conn::http1`): those served 5-10% fewer requests per
-//! second than this client (see the README's figures), so the client stays.
+//! Plain HTTP/1.1 to pods, the bulk of the traffic, goes over connections of our own ([`h1`]),
+//! pooled per data-plane thread. HTTPS, gRPC and ExternalName backends go through hyper-util's
+//! pooled client, one per thread and backend protocol.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,7 +30,8 @@ use crate::connect::{self, Connector};
 use crate::error::ProxyError;
 use crate::headers::{keep_upgrade, strip_hop_by_hop};
 use crate::retry::{self, Attempts, Outcome};
-use crate::{danger, tunnel};
+use crate::tunnel::{self, Backend};
+use crate::{danger, h1};
 
 /// A request body on its way upstream, cut off at the route's size limit.
 pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
@@ -116,9 +116,8 @@ impl Upstreams {
         }
     }
 
-    /// To a pod, and on to others as the route's `proxy-next-upstream` allows. hyper-util's
-    /// client takes the request whole, so an attempt that may be followed by another sends a
-    /// copy of the head; only requests without a body get more than one attempt.
+    /// To a pod, and on to others as the route's `proxy-next-upstream` allows. Only requests
+    /// without a body get more than one attempt: the body streams upstream and is not kept.
     async fn to_pods(
         &self,
         route: &Route,
@@ -133,9 +132,9 @@ impl Upstreams {
             elapsed: Duration::ZERO,
             body: !outbound.body.is_end_stream(),
         };
-        let (method, most) = (parts.method.clone(), retry::max_attempts(policy, &parts.method, &attempts));
+        let most = retry::max_attempts(policy, &parts.method, &attempts);
         let (mut upgrade, mut tried) = (outbound.upgrade, Vec::new());
-        let mut original = Some((parts, outbound.body));
+        let (mut head, mut body) = (Some(parts), Some(outbound.body));
         loop {
             let picked = match (outbound.chosen, tried.is_empty()) {
                 (Some(index), true) => balance::pin(backend, index),
@@ -145,20 +144,25 @@ impl Upstreams {
             let endpoint = backend.endpoints[index].addr;
             attempts.made += 1;
             let last = attempts.made >= most;
-            let (head, body) = match &original {
-                Some((head, _)) if !last => (clone_head(head), Either::Right(Empty::new())),
-                _ => {
-                    let (head, body) = original.take().expect("the last attempt sends the request itself");
-                    (head, Either::Left(body))
-                }
+            let body = match last {
+                true => Either::Left(body.take().expect("only the last attempt sends the body")),
+                false => Either::Right(Empty::new()),
             };
-            let authority = Authority::try_from(endpoint.to_string()).expect("a socket address is a valid authority");
-            let request = client_request(head, route.ingress.backend_protocol, authority, body);
-            let result = self.through_client(route, request, Some(active), &mut upgrade).await;
+            let parts = head.as_ref().expect("the head is kept until the last attempt");
+            let result = if route.ingress.backend_protocol == BackendProtocol::Http {
+                self.through_h1(route, endpoint, parts, body, active, &mut upgrade).await
+            } else {
+                let parts = if last { head.take().expect("kept until now") } else { clone_head(parts) };
+                let authority =
+                    Authority::try_from(endpoint.to_string()).expect("a socket address is a valid authority");
+                let request = client_request(parts, route.ingress.backend_protocol, authority, body);
+                self.through_client(route, request, Some(active), &mut upgrade).await
+            };
             attempts.elapsed = started.elapsed();
             if !last
                 && let Some(outcome) = outcome(&result)
-                && retry::try_again(policy, &method, outcome, &attempts)
+                && let Some(parts) = &head
+                && retry::try_again(policy, &parts.method, outcome, &attempts)
             {
                 tracing::debug!(%endpoint, ?outcome, "trying another endpoint");
                 tried.push(index);
@@ -169,6 +173,30 @@ impl Upstreams {
                 response
             });
         }
+    }
+
+    /// Over one of this thread's own HTTP/1.1 connections to `endpoint`.
+    async fn through_h1(
+        &self,
+        route: &Route,
+        endpoint: SocketAddr,
+        parts: &http::request::Parts,
+        body: UpstreamBody,
+        active: ActiveGuard,
+        downstream: &mut Option<OnUpgrade>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let policy = &route.ingress.upstream;
+        let timeouts = h1::Timeouts {
+            connect: policy.connect_timeout.unwrap_or(self.timeouts.connect),
+            read: policy.read_timeout.unwrap_or(self.timeouts.response),
+            idle: self.timeouts.idle,
+        };
+        let mut response = h1::send(endpoint, parts, body, timeouts).await.map_err(from_h1)?;
+        let backend = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| response.body_mut().take_connection())
+            .flatten()
+            .map(Backend::H1);
+        Ok(switch(response.map(Either::Left), backend, downstream, Some(active)))
     }
 
     async fn through_client(
@@ -186,11 +214,11 @@ impl Upstreams {
         };
         let policy = &route.ingress.upstream;
         let read = policy.read_timeout.unwrap_or(self.timeouts.response);
-        let response =
+        let mut response =
             connect::within(policy.connect_timeout.unwrap_or(self.timeouts.connect), head(sent, read)).await?;
-        // The client's side of an upgrade is kept for a later attempt unless this one switches.
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        Ok(switch(response, downstream.take_if(|_| switching), active))
+        let backend = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| Backend::Hyper(hyper::upgrade::on(&mut response)));
+        Ok(switch(response.map(Either::Right), backend, downstream, active))
     }
 }
 
@@ -201,8 +229,21 @@ async fn head(sent: ResponseFuture, timeout: Duration) -> Result<Response<Incomi
         Err(_) => Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => Err(ProxyError::PayloadTooLarge),
         Ok(Err(e)) if e.is_connect() && timed_out(&e) => Err(ProxyError::UpstreamTimeout),
-        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+        Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamConnect(e.into())),
+        Ok(Err(e)) if caused_by_parse(&e) => Err(ProxyError::UpstreamInvalid(e.into())),
+        Ok(Err(e)) => Err(ProxyError::Upstream(e.into())),
         Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// The gateway's answer to a failed HTTP/1.1 exchange.
+fn from_h1(error: h1::Error) -> ProxyError {
+    match error {
+        h1::Error::ConnectTimeout | h1::Error::ReadTimeout => ProxyError::UpstreamTimeout,
+        h1::Error::Connect(_) => ProxyError::UpstreamConnect(error.into()),
+        h1::Error::Invalid(_) => ProxyError::UpstreamInvalid(error.into()),
+        h1::Error::RequestBody(e) if caused_by::<LengthLimitError>(&*e) => ProxyError::PayloadTooLarge,
+        h1::Error::RequestBody(_) | h1::Error::Io(_) | h1::Error::Closed => ProxyError::Upstream(error.into()),
     }
 }
 
@@ -212,8 +253,8 @@ fn outcome(result: &Result<Response<ResponseBody>, ProxyError>) -> Option<Outcom
     match result {
         Ok(response) => Some(Outcome::Status(response.status().as_u16())),
         Err(ProxyError::UpstreamTimeout) => Some(Outcome::Timeout),
-        Err(ProxyError::Upstream(e)) if caused_by_parse(e) => Some(Outcome::InvalidHeader),
-        Err(ProxyError::Upstream(_)) => Some(Outcome::Error),
+        Err(ProxyError::UpstreamInvalid(_)) => Some(Outcome::InvalidHeader),
+        Err(ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_)) => Some(Outcome::Error),
         Err(_) => None,
     }
 }
@@ -230,19 +271,21 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The response as the client gets it: if it switches protocols and the client asked to, the
 /// two connections are joined (the tunnel counts as a request on its endpoint while open);
-/// hop-by-hop headers are removed except those an upgrade needs.
+/// hop-by-hop headers are removed except those an upgrade needs. A 101 the client did not ask
+/// for is passed on, and the backend's connection closed.
 fn switch(
-    mut response: Response<Incoming>,
-    downstream: Option<OnUpgrade>,
+    response: Response<Either<h1::Body, Incoming>>,
+    backend: Option<Backend>,
+    downstream: &mut Option<OnUpgrade>,
     mut active: Option<ActiveGuard>,
 ) -> Response<ResponseBody> {
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let protocol = switching.then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
-    if let (Some(downstream), Some(_)) = (downstream, &protocol) {
-        let upstream = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel::join(downstream, upstream, active.take()));
+    let protocol = backend.is_some().then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
+    // The client's side of an upgrade is kept for a later attempt unless this one switches.
+    if let (Some(backend), Some(downstream), Some(_)) = (backend, downstream.take_if(|_| protocol.is_some()), &protocol)
+    {
+        tokio::spawn(tunnel::join(downstream, backend, active.take()));
     }
-    let mut response = response.map(|incoming| Either::Left(Upstream::new(incoming, active)));
+    let mut response = response.map(|body| Either::Left(Upstream::new(body, active)));
     strip_hop_by_hop(response.headers_mut());
     if let Some(protocol) = protocol {
         keep_upgrade(response.headers_mut(), protocol);

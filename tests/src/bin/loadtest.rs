@@ -12,7 +12,8 @@
 //! hold: with two or more CPUs, Sluice and nginx are pinned to CPU 0 (one worker each) and the
 //! backend and load generators to CPU 1, every measurement is repeated in `--rounds` rounds in
 //! which Sluice and nginx run back to back, and the ratios are paired per round (min-max) as well
-//! as taken over the medians.
+//! as taken over the medians. `--baseline PATH` runs another build of Sluice (say, main's) back
+//! to back with this one, for A/B figures of a change.
 //!
 //! Build with `cargo build --release --workspace` and run `target/release/loadtest`. Needs `wrk`
 //! (`apt-get install wrk`); nginx and h2load are optional (`apt-get install nginx-light
@@ -42,6 +43,16 @@ struct Args {
     /// Do not pin the servers and the load to separate CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// The connection modes to run, comma-separated (all by default).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
+    modes: Vec<Mode>,
+    /// Leave out the runs through Wasm filters.
+    #[arg(long)]
+    no_filters: bool,
+    /// Another `sluice` binary (say, main's) to run as well, back to back with this one in
+    /// every round, on the same core, routes and backend: an A/B comparison.
+    #[arg(long)]
+    baseline: Option<std::path::PathBuf>,
 }
 
 struct Figures {
@@ -52,13 +63,14 @@ struct Figures {
 }
 
 /// How each run's connections behave.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
 enum Mode {
     /// Plain HTTP, keep-alive.
     Http,
     /// HTTPS, keep-alive: the cost of encryption.
     Https,
     /// HTTPS, a new connection per request: the cost of handshakes.
+    #[value(name = "https-new-conn")]
     Handshakes,
     /// HTTP/2 over TLS with h2load, 10 streams per connection.
     H2,
@@ -151,12 +163,16 @@ async fn main() -> anyhow::Result<()> {
     let plugin_args = ["--plugins", plugins.path().to_str().context("UTF-8 path")?];
     pin_self(server_cpu)?;
     let sluice = Gateway::start(dir.path(), &plugin_args).await?;
-    let sluice_pid = sluice.child.id().context("sluice exited")?;
+    let mut gateways = vec![("sluice", sluice)];
+    if let Some(bin) = &args.baseline {
+        gateways.push(("baseline", Gateway::start_binary(bin, dir.path(), &plugin_args).await?));
+    }
+    let sluice = &gateways[0].1;
     let nginx = if on_path("nginx") {
         let (port, tls_port) = (free_port("127.0.0.1")?, free_port("127.0.0.1")?);
         let workers = if pin { 1 } else { cpus };
         let child = start_nginx(dir.path(), workers, port, tls_port, &backend_addr, &cert_file, &key_file).await?;
-        Some((child, port, tls_port))
+        Some((Nginx(child), port, tls_port))
     } else {
         eprintln!("nginx is not installed (apt-get install -y nginx-light): comparing with the backend only");
         None
@@ -176,38 +192,44 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Results::default();
     results.add("direct http", run(&args, direct, &format!("http://{backend_addr}/"), backend_pid).await?);
     let session = "Cookie: INGRESSCOOKIE=0123456789abcdef";
-    let builtins = sluice.url("/builtins/x");
     for round in 1..=args.rounds {
         eprintln!("round {round} of {}", args.rounds);
-        for mode in Mode::ALL {
+        for &mode in &args.modes {
             let load = match mode {
                 Mode::H2 if !h2load => continue,
                 Mode::H2 => Load::H2load,
                 Mode::Handshakes => Load::Wrk(&["Connection: close"]),
                 Mode::Http | Mode::Https => direct,
             };
-            let url = match mode {
-                Mode::Http => sluice.url("/"),
-                _ => format!("https://{}/", sluice.https),
-            };
-            results.add(&format!("sluice {}", mode.label()), run(&args, load, &url, sluice_pid).await?);
+            for (name, gateway) in &gateways {
+                let url = match mode {
+                    Mode::Http => gateway.url("/"),
+                    _ => format!("https://{}/", gateway.https),
+                };
+                let pid = gateway.child.id().context("sluice exited")?;
+                results.add(&format!("{name} {}", mode.label()), run(&args, load, &url, pid).await?);
+            }
             if let Some((child, port, tls_port)) = &nginx {
                 let url = match mode {
                     Mode::Http => format!("http://127.0.0.1:{port}/"),
                     _ => format!("https://127.0.0.1:{tls_port}/"),
                 };
-                let pid = child.id().context("nginx exited")?;
+                let pid = child.0.id().context("nginx exited")?;
                 results.add(&format!("nginx {}", mode.label()), run(&args, load, &url, pid).await?);
             }
         }
-        results.add("sluice http 3 filters", run(&args, direct, &sluice.url("/filtered"), sluice_pid).await?);
-        // Rewrite + headers + affinity: clients that keep their session, and clients that each
-        // start one (a new key and a Set-Cookie on every response).
-        results.add("sluice http built-ins", run(&args, Load::Wrk(&[session]), &builtins, sluice_pid).await?);
-        results.add("sluice http built-ins new", run(&args, direct, &builtins, sluice_pid).await?);
-    }
-    if let Some((child, ..)) = nginx {
-        stop_nginx(child).await;
+        if args.no_filters {
+            continue;
+        }
+        for (name, gateway) in &gateways {
+            let pid = gateway.child.id().context("sluice exited")?;
+            let builtins = gateway.url("/builtins/x");
+            results.add(&format!("{name} http 3 filters"), run(&args, direct, &gateway.url("/filtered"), pid).await?);
+            // Rewrite + headers + affinity: clients that keep their session, and clients that
+            // each start one (a new key and a Set-Cookie on every response).
+            results.add(&format!("{name} http built-ins"), run(&args, Load::Wrk(&[session]), &builtins, pid).await?);
+            results.add(&format!("{name} http built-ins new"), run(&args, direct, &builtins, pid).await?);
+        }
     }
     results.print();
     Ok(())
@@ -264,6 +286,12 @@ impl Results {
         }
         if let Some((rps, _)) = self.paired("sluice https", "sluice http") {
             println!("sluice https/http keep-alive throughput: {rps}");
+        }
+        let runs = self.0.iter().map(|(name, _)| name.as_str());
+        for name in runs.filter_map(|name| name.strip_prefix("baseline ")) {
+            if let Some((rps, cpu)) = self.paired(&format!("sluice {name}"), &format!("baseline {name}")) {
+                println!("sluice/baseline {name:<22} throughput {rps}, CPU per request {cpu}");
+            }
         }
         println!("(ratios: of the medians, then [min-max] of the rounds' pairs)");
     }
@@ -404,12 +432,21 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(total)
 }
 
-/// nginx's workers outlive a killed master: ask the master to stop them (SIGQUIT) and wait.
-async fn stop_nginx(mut child: Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill").args(["-QUIT", &pid.to_string()]).status().await;
+/// nginx as a reverse proxy. Its workers outlive a killed master, so when dropped (also when a
+/// run fails midway) the master is asked to stop them (SIGQUIT) and waited for.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.id() else { return };
+        let _ = std::process::Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+        for _ in 0..100 {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
 }
 
 async fn start_nginx(
