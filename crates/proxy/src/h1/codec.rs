@@ -175,7 +175,7 @@ pub fn response_framing(method: &Method, head: &Head) -> Result<Framing, Error> 
 
 fn last_coding_is_chunked(headers: &HeaderMap) -> Result<bool, Error> {
     let values = headers.get_all(header::TRANSFER_ENCODING);
-    let last = values.iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')).map(<[u8]>::trim_ascii).last();
+    let last = values.iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')).map(<[u8]>::trim_ascii).next_back();
     match last {
         None | Some([]) => Err(Error::Invalid("empty Transfer-Encoding")),
         Some(coding) => Ok(coding.eq_ignore_ascii_case(b"chunked")),
