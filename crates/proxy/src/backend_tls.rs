@@ -16,6 +16,8 @@ use crate::error::ProxyError;
 use crate::upstream::UpstreamBody;
 
 type TlsClient = Client<HttpsConnector<Connector>, UpstreamBody>;
+/// A configuration's address and whether the client speaks HTTP/2.
+type Key = (usize, bool);
 
 /// One data-plane thread's clients, by configuration (its address, the `Arc` held so that the
 /// address is not reused) and whether they speak HTTP/2.
@@ -23,7 +25,7 @@ type TlsClient = Client<HttpsConnector<Connector>, UpstreamBody>;
 pub struct TlsClients {
     tcp: Connector,
     idle: Duration,
-    clients: Mutex<HashMap<(usize, bool), (Arc<BackendTls>, TlsClient)>>,
+    clients: Mutex<HashMap<Key, (Arc<BackendTls>, TlsClient)>>,
 }
 
 impl TlsClients {
