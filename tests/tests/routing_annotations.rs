@@ -494,3 +494,197 @@ async fn from_to_www_redirect_sends_the_twin_host_over() {
     get(&gateway, "www.shop.test", "/", &[], 200).await;
     get(&gateway, "www.both.test", "/", &[], 200).await; // a twin with rules of its own is served
 }
+
+/// An echo pod over TLS with `acceptor`, on `ip`.
+async fn tls_pod(ip: &str, acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(sluice_tests::echo_server_with(listener, Some(acceptor)));
+    addr
+}
+
+#[tokio::test]
+async fn proxy_ssl_verifies_backends_with_their_own_ca_and_shows_a_client_certificate() {
+    use sluice_tests::tls::Authority;
+    let (ca, other_ca, clients) = (Authority::new("backend CA"), Authority::new("other CA"), Authority::new("clients"));
+    let server = ca.issue(&["secure.default.svc", "mutual.default.svc", "pod.internal"]);
+    // Two intermediates between the CA and the pod's certificate.
+    let deep = ca.intermediate("first").intermediate("second").issue(&["deep.default.svc"]);
+    let plain = tls_pod("127.0.0.81", server.acceptor()).await;
+    let mutual = tls_pod("127.0.0.82", server.acceptor_requiring_client(&clients)).await;
+    let by_sni = tls_pod("127.0.0.83", server.acceptor_requiring_sni("pod.internal")).await;
+    let chained = tls_pod("127.0.0.84", deep.acceptor()).await;
+
+    let https = |name: &str, service: &str, annotations: &[(&str, &str)]| {
+        let prefixed: Vec<(String, &str)> =
+            annotations.iter().map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), *v)).collect();
+        let mut all: Vec<(&str, &str)> = prefixed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        all.push(("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"));
+        annotated_ingress(name, &format!("{name}.test"), &[("/", "Prefix", service)], &all)
+    };
+    let verified = |secret: &'static str| [("proxy-ssl-secret", secret), ("proxy-ssl-verify", "on")];
+    let manifests = [
+        service("secure", &[plain], &[]),
+        service("mutual", &[mutual], &[]),
+        service("named", &[by_sni], &[]),
+        service("deep", &[chained], &[]),
+        ca.secret("right-ca", None),
+        other_ca.secret("wrong-ca", None),
+        ca.secret("with-client", Some(&clients.issue(&[]))),
+        https("verified", "secure", &verified("default/right-ca")),
+        https("wrong", "secure", &verified("default/wrong-ca")),
+        https("unverified", "secure", &[("proxy-ssl-secret", "default/wrong-ca"), ("proxy-ssl-verify", "off")]),
+        https("mtls", "mutual", &verified("default/with-client")),
+        https("no-client-cert", "mutual", &verified("default/right-ca")),
+        https(
+            "misnamed",
+            "secure",
+            &[verified("default/right-ca").as_slice(), &[("proxy-ssl-name", "other.internal")]].concat(),
+        ),
+        https(
+            "sni",
+            "named",
+            &[
+                verified("default/right-ca").as_slice(),
+                &[("proxy-ssl-name", "pod.internal"), ("proxy-ssl-server-name", "on")],
+            ]
+            .concat(),
+        ),
+        https(
+            "no-sni",
+            "named",
+            &[verified("default/right-ca").as_slice(), &[("proxy-ssl-name", "pod.internal")]].concat(),
+        ),
+        https("depth-one", "deep", &verified("default/right-ca")),
+        https(
+            "depth-two",
+            "deep",
+            &[verified("default/right-ca").as_slice(), &[("proxy-ssl-verify-depth", "2")]].concat(),
+        ),
+        https(
+            "tls13",
+            "secure",
+            &[verified("default/right-ca").as_slice(), &[("proxy-ssl-protocols", "TLSv1.3")]].concat(),
+        ),
+        // The pod's key is ECDSA: a TLS 1.2 list of RSA suites leaves nothing to agree on.
+        https(
+            "ecdsa-suite",
+            "secure",
+            &[
+                ("proxy-ssl-secret", "default/right-ca"),
+                ("proxy-ssl-protocols", "TLSv1.2"),
+                ("proxy-ssl-ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+            ],
+        ),
+        https(
+            "rsa-suites",
+            "secure",
+            &[
+                ("proxy-ssl-secret", "default/right-ca"),
+                ("proxy-ssl-protocols", "TLSv1.2"),
+                ("proxy-ssl-ciphers", "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"),
+            ],
+        ),
+        https("missing", "secure", &verified("default/absent")),
+    ];
+    let (gateway, _dir) = gateway(&manifests).await;
+    for (host, status) in [
+        ("verified", 200),
+        ("wrong", 502),
+        ("unverified", 200),
+        ("mtls", 200),
+        ("no-client-cert", 502),
+        ("misnamed", 502),
+        ("sni", 200),
+        ("no-sni", 502),
+        ("depth-one", 502),
+        ("depth-two", 200),
+        ("tls13", 200),
+        ("ecdsa-suite", 200),
+        ("rsa-suites", 502),
+        ("missing", 503),
+    ] {
+        // Twice: the second request may reuse the connection the first opened.
+        for _ in 0..2 {
+            get(&gateway, &format!("{host}.test"), "/", &[], status).await;
+        }
+    }
+    let errors = errors(&gateway).await;
+    assert!(
+        errors.iter().any(|e| e.contains("default/missing")
+            && e.contains("proxy-ssl-secret")
+            && e.contains("Secret default/absent not found")),
+        "{errors:#?}"
+    );
+}
+
+#[tokio::test]
+async fn custom_http_errors_ask_the_default_backend_with_ingress_nginx_headers() {
+    let (app, pages) = (Pods::start(&["127.0.0.86"]).await.unwrap(), Pods::start(&["127.0.0.87"]).await.unwrap());
+    // An endpoint that refuses connections: the gateway answers 502 itself.
+    let closed = TcpListener::bind("127.0.0.88:0").await.unwrap();
+    let refused = closed.local_addr().unwrap();
+    drop(closed);
+    let annotated = |name: &str, service: &str, annotations: &[(&str, &str)]| {
+        let prefixed: Vec<(String, &str)> =
+            annotations.iter().map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), *v)).collect();
+        let all: Vec<(&str, &str)> = prefixed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        annotated_ingress(name, &format!("{name}.test"), &[("/", "Prefix", service)], &all)
+    };
+    let manifests = [
+        service("app", &app.addrs, &[]),
+        service("pages", &pages.addrs, &[]),
+        service("down", &[refused], &[]),
+        annotated("intercepted", "app", &[("custom-http-errors", "404, 503,502"), ("default-backend", "pages")]),
+        annotated(
+            "own-only",
+            "app",
+            &[("custom-http-errors", "404"), ("default-backend", "pages"), ("disable-proxy-intercept-errors", "true")],
+        ),
+        annotated(
+            "down",
+            "down",
+            &[("custom-http-errors", "502"), ("default-backend", "pages"), ("disable-proxy-intercept-errors", "true")],
+        ),
+        annotated("nowhere", "app", &[("custom-http-errors", "404")]),
+    ];
+    let (gateway, _dir) = gateway(&manifests).await;
+    let (app, pages) = (app.addrs[0].to_string(), pages.addrs[0].to_string());
+
+    let headers = [("accept", "application/json"), ("x-request-id", "req-15")];
+    let reply = get(&gateway, "intercepted.test", "/status/404?q=1", &headers, 200).await;
+    let json = reply.json();
+    assert_eq!(reply.pod(), pages, "the default backend answered");
+    assert_eq!(json["uri"], "/?q=1", "the error backend is asked for /, the query kept");
+    let sent = &json["headers"];
+    for (name, value) in [
+        ("x-code", "404"),
+        ("x-format", "application/json"),
+        ("x-original-uri", "/status/404?q=1"),
+        ("x-namespace", "default"),
+        ("x-ingress-name", "intercepted"),
+        ("x-service-name", "app"),
+        ("x-service-port", "80"),
+        ("x-request-id", "req-15"),
+    ] {
+        assert_eq!(sent[name], value, "{name}: {sent}");
+    }
+    assert_eq!(get(&gateway, "intercepted.test", "/status/503", &[], 200).await.json()["headers"]["x-code"], "503");
+    assert_eq!(get(&gateway, "intercepted.test", "/status/500", &[], 500).await.pod(), app, "500 is not listed");
+    assert_eq!(get(&gateway, "intercepted.test", "/", &[], 200).await.pod(), app);
+
+    // disable-proxy-intercept-errors: the backend's own 404 reaches the client; the gateway's
+    // own 502 still goes to the error backend.
+    assert_eq!(get(&gateway, "own-only.test", "/status/404", &[], 404).await.pod(), app);
+    let replaced = get(&gateway, "down.test", "/", &[], 200).await;
+    assert_eq!((replaced.pod(), replaced.json()["headers"]["x-code"].as_str()), (pages.clone(), Some("502")));
+
+    get(&gateway, "nowhere.test", "/status/404", &[], 404).await;
+    let errors = errors(&gateway).await;
+    assert!(
+        errors.iter().any(|e| e.contains("default/nowhere")
+            && e.contains("custom-http-errors")
+            && e.contains("has no effect without")),
+        "{errors:#?}"
+    );
+}

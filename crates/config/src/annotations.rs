@@ -126,6 +126,29 @@ pub const NGINX_UPSTREAM_HASH_BY_SUBSET_SIZE: &str = "nginx.ingress.kubernetes.i
 /// the other way round.
 pub const NGINX_FROM_TO_WWW_REDIRECT: &str = "nginx.ingress.kubernetes.io/from-to-www-redirect";
 
+/// ingress-nginx: a Secret (`NAMESPACE/NAME`, the Ingress's own namespace) with `ca.crt` to
+/// verify HTTPS backends by, and `tls.crt` and `tls.key` to show them.
+pub const NGINX_PROXY_SSL_SECRET: &str = "nginx.ingress.kubernetes.io/proxy-ssl-secret";
+/// ingress-nginx: verify the backend's certificate (`on`/`off`, default `off`).
+pub const NGINX_PROXY_SSL_VERIFY: &str = "nginx.ingress.kubernetes.io/proxy-ssl-verify";
+/// ingress-nginx: the most intermediate certificates in a verified chain (default 1).
+pub const NGINX_PROXY_SSL_VERIFY_DEPTH: &str = "nginx.ingress.kubernetes.io/proxy-ssl-verify-depth";
+/// ingress-nginx: the name the backend's certificate is verified for, and sent as SNI.
+pub const NGINX_PROXY_SSL_NAME: &str = "nginx.ingress.kubernetes.io/proxy-ssl-name";
+/// ingress-nginx: send the name by SNI (`on`/`off`, default `off`).
+pub const NGINX_PROXY_SSL_SERVER_NAME: &str = "nginx.ingress.kubernetes.io/proxy-ssl-server-name";
+/// ingress-nginx: TLS versions towards backends (`TLSv1.2 TLSv1.3`).
+pub const NGINX_PROXY_SSL_PROTOCOLS: &str = "nginx.ingress.kubernetes.io/proxy-ssl-protocols";
+/// ingress-nginx: TLS 1.2 cipher suites towards backends, in OpenSSL's notation.
+pub const NGINX_PROXY_SSL_CIPHERS: &str = "nginx.ingress.kubernetes.io/proxy-ssl-ciphers";
+
+/// ingress-nginx: statuses (400-599, comma-separated) answered by the `default-backend` Service
+/// instead, which is told what happened in `X-Code`, `X-Original-URI` and the like.
+pub const NGINX_CUSTOM_HTTP_ERRORS: &str = "nginx.ingress.kubernetes.io/custom-http-errors";
+/// ingress-nginx: `custom-http-errors` replaces only the gateway's own error answers, not those
+/// of backends.
+pub const NGINX_DISABLE_PROXY_INTERCEPT_ERRORS: &str = "nginx.ingress.kubernetes.io/disable-proxy-intercept-errors";
+
 /// ingress-nginx annotations that paste nginx configuration text: never interpreted.
 pub const NGINX_SNIPPETS: [&str; 5] = [
     "nginx.ingress.kubernetes.io/configuration-snippet",

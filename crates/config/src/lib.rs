@@ -6,6 +6,7 @@
 //! translated in proportion to what it touches. An error names the file, the object and the field it is about, and only the
 //! broken part is dropped: every other Ingress, rule and path keeps working.
 
+mod backend_tls;
 mod builtins;
 mod catalog;
 mod error;
@@ -16,13 +17,15 @@ mod translate;
 
 pub mod annotations;
 
+pub use backend_tls::TLS12_CIPHERS;
+
 pub use catalog::Catalog;
 pub use error::{ConfigError, ObjectRef};
 pub use filters::{FILTERS, FailurePolicy, FilterSpec, Isolation, parse_filters, valid_plugin_name};
-pub use manifest::{Manifest, Object, Parsed, parse_manifests};
+pub use manifest::{BACKEND_TLS_LABEL, Manifest, Object, Parsed, parse_manifests};
 pub use model::{
-    Alias, BackendKey, BackendProtocol, CanaryRules, DefaultBackend, HashKey, HashPart, HostMatch, IngressInfo,
-    IngressModel, LoadBalance, Model, NextUpstream, PathMatch, PortRef, RetryConditions, RouteSpec, Target,
-    TlsCertificate, TlsSpec, UpstreamPolicy,
+    Alias, BackendKey, BackendProtocol, BackendTlsMaterial, BackendTlsSpec, CanaryRules, DefaultBackend,
+    ErrorPagesSpec, HashKey, HashPart, HostMatch, IngressInfo, IngressModel, LoadBalance, Model, NextUpstream,
+    PathMatch, PortRef, RetryConditions, RouteSpec, Target, TlsCertificate, TlsProtocol, TlsSpec, UpstreamPolicy,
 };
 pub use translate::{TranslateOptions, translate};

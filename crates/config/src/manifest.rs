@@ -17,7 +17,7 @@ pub enum Object {
     IngressClass(Arc<IngressClass>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
-    /// Only Secrets of type `kubernetes.io/tls` are kept.
+    /// Only Secrets of type `kubernetes.io/tls`, and others labelled [`BACKEND_TLS_LABEL`], are kept.
     Secret(Arc<Secret>),
     /// Header lists (`custom-headers`).
     ConfigMap(Arc<ConfigMap>),
@@ -64,6 +64,9 @@ pub struct Parsed {
 pub(crate) const DEFAULT_NAMESPACE: &str = "default";
 /// The type of Secret that holds a certificate and its key.
 pub(crate) const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// The label that marks a Secret of another type (a CA alone, in `ca.crt`) that an Ingress's
+/// `proxy-ssl-secret` may name.
+pub const BACKEND_TLS_LABEL: &str = "sluice.dev/backend-tls";
 
 /// Parses every document of a multi-document YAML text, unwrapping `kind: List`. Objects of
 /// kinds Sluice does not use are skipped silently (manifest directories hold Deployments too);
@@ -112,7 +115,14 @@ fn parse_document(origin: &Arc<str>, document: Value, place: &str, out: &mut Par
         ("v1", "Service") => typed(origin, "Service", document).map(Object::Service),
         ("v1", "ConfigMap") => typed(origin, "ConfigMap", document).map(Object::ConfigMap),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(origin, "EndpointSlice", document).map(Object::EndpointSlice),
-        ("v1", "Secret") if document.get("type").and_then(Value::as_str) == Some(TLS_SECRET_TYPE) => {
+        ("v1", "Secret")
+            if document.get("type").and_then(Value::as_str) == Some(TLS_SECRET_TYPE)
+                || document
+                    .get("metadata")
+                    .and_then(|m| m.get("labels"))
+                    .and_then(|l| l.get(BACKEND_TLS_LABEL))
+                    .is_some() =>
+        {
             typed(origin, "Secret", document).map(Object::Secret)
         }
         (_, "Ingress" | "IngressClass" | "Service" | "EndpointSlice") => Err(Box::new(ConfigError::field(

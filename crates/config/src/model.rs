@@ -108,6 +108,80 @@ pub struct IngressInfo {
     pub access_log: bool,
     /// `default-backend`: serves the routes whose own Service has no ready endpoint.
     pub unavailable_backend: Option<BackendKey>,
+    /// `proxy-ssl-*`: how HTTPS and gRPCS connections to this Ingress's backends are made;
+    /// `None`: unverified, as ingress-nginx's default.
+    pub backend_tls: Option<Arc<BackendTlsSpec>>,
+    /// `custom-http-errors`: answers the `default-backend` Service gives instead.
+    pub error_pages: Option<ErrorPagesSpec>,
+}
+
+/// Statuses whose answers are replaced by the `default-backend` Service's (`custom-http-errors`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorPagesSpec {
+    /// Sorted, each once.
+    pub codes: Vec<u16>,
+    /// Backends' answers are replaced too, not only the gateway's own (the default;
+    /// `disable-proxy-intercept-errors: "true"` turns it off).
+    pub intercept: bool,
+}
+
+/// TLS towards backends (`proxy-ssl-secret` and the `proxy-ssl-*` that go with it).
+#[derive(Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct BackendTlsSpec {
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    /// What the Secret holds, or why it cannot be used (then the routes answer 503).
+    #[serde(skip)]
+    pub material: Result<BackendTlsMaterial, String>,
+    /// `proxy-ssl-verify`: check the backend's certificate against `ca.crt` and the name.
+    pub verify: bool,
+    /// `proxy-ssl-verify-depth`: the most intermediate certificates between the backend's
+    /// certificate and the CA.
+    pub verify_depth: u32,
+    /// `proxy-ssl-name`: the name verified (and sent as SNI); by default the Service's
+    /// `NAME.NAMESPACE.svc`, or an ExternalName Service's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `proxy-ssl-server-name`: send the name as SNI.
+    pub sni: bool,
+    /// `proxy-ssl-protocols`.
+    pub protocols: Vec<TlsProtocol>,
+    /// `proxy-ssl-ciphers`: the TLS 1.2 suites offered, as OpenSSL names; empty: all rustls offers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ciphers: Vec<String>,
+}
+
+/// The PEM entries of a `proxy-ssl-secret` Secret.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct BackendTlsMaterial {
+    /// `ca.crt`: the CAs a backend's certificate is verified against.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `tls.crt` and `tls.key`: the client certificate shown to backends that ask for one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A TLS version towards backends (`proxy-ssl-protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum TlsProtocol {
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+impl std::str::FromStr for TlsProtocol {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "TLSv1.2" => Ok(TlsProtocol::Tls12),
+            "TLSv1.3" => Ok(TlsProtocol::Tls13),
+            "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1" => {
+                Err(format!("{value} is not offered: Sluice speaks TLSv1.2 and TLSv1.3 to backends"))
+            }
+            other => Err(format!("{other:?} is not one of TLSv1.2, TLSv1.3")),
+        }
+    }
 }
 
 /// How a backend's endpoints share requests (`load-balance`).

@@ -4,19 +4,22 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use sluice_builtins::check;
 
 use crate::annotations::{self, Reader};
+use crate::backend_tls;
 use crate::builtins::builtin_filters;
 use crate::catalog::{Catalog, Referenced, namespace};
 use crate::error::{ConfigError, ObjectRef};
 use crate::filters::{FILTERS, FilterSpec, parse_filters};
 use crate::manifest::Manifest;
 use crate::model::{
-    Alias, BackendKey, BackendProtocol, CanaryRules, DefaultBackend, HashKey, HostMatch, IngressInfo, IngressModel,
-    LoadBalance, Model, NextUpstream, PathMatch, PortRef, RouteSpec, TlsCertificate, TlsSpec, UpstreamPolicy,
+    Alias, BackendKey, BackendProtocol, BackendTlsSpec, CanaryRules, DefaultBackend, ErrorPagesSpec, HashKey,
+    HostMatch, IngressInfo, IngressModel, LoadBalance, Model, NextUpstream, PathMatch, PortRef, RouteSpec,
+    TlsCertificate, TlsSpec, UpstreamPolicy,
 };
 
 /// What the translation needs to know besides the objects.
@@ -103,6 +106,8 @@ struct IngressOptions {
     access_log: bool,
     unavailable_backend: Option<String>,
     www_redirect: bool,
+    backend_tls: Option<Arc<BackendTlsSpec>>,
+    error_pages: Option<ErrorPagesSpec>,
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
@@ -152,6 +157,7 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
     let access_log = flag(annotations::NGINX_ENABLE_ACCESS_LOG, true);
     let www_redirect = flag(annotations::NGINX_FROM_TO_WWW_REDIRECT, false);
     let hash_subset = flag(annotations::NGINX_UPSTREAM_HASH_BY_SUBSET, false);
+    let intercept = !flag(annotations::NGINX_DISABLE_PROXY_INTERCEPT_ERRORS, false);
     let rewrite = r.get(annotations::NGINX_REWRITE_TARGET).is_some_and(|t| !t.is_empty());
     let backend_protocol = r.parsed(annotations::NGINX_BACKEND_PROTOCOL, str::parse).unwrap_or_default();
     let max_body_size =
@@ -164,6 +170,8 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
         "1.1" => Ok(()),
         other => Err(format!("{other:?}: Sluice speaks HTTP/1.1 (or HTTP/2 for gRPC) to backends")),
     });
+    let unavailable_backend = r.checked(annotations::NGINX_DEFAULT_BACKEND, check_service_name);
+    let error_pages = error_pages(&mut r, intercept, unavailable_backend.is_some());
     IngressOptions {
         regex_mode: use_regex || rewrite,
         ssl_redirect,
@@ -185,8 +193,45 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
         }),
         service_upstream,
         access_log,
-        unavailable_backend: r.checked(annotations::NGINX_DEFAULT_BACKEND, check_service_name),
+        unavailable_backend,
         www_redirect,
+        backend_tls: backend_tls::read(&mut r, referenced, namespace(&ingress.metadata), backend_protocol),
+        error_pages,
+    }
+}
+
+/// `custom-http-errors` (with `disable-proxy-intercept-errors`); they need `default-backend`,
+/// as Sluice has no gateway-wide default backend to send errors to.
+fn error_pages(r: &mut Reader, intercept: bool, default_backend: bool) -> Option<ErrorPagesSpec> {
+    let codes = r.parsed(annotations::NGINX_CUSTOM_HTTP_ERRORS, |value| {
+        let mut codes = Vec::new();
+        for code in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            match code.parse::<u16>() {
+                Ok(status @ 400..=599) => codes.push(status),
+                _ => return Err(format!("{code:?} is not a status from 400 to 599")),
+            }
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        Ok(codes)
+    });
+    match codes {
+        Some(codes) if !codes.is_empty() && default_backend => Some(ErrorPagesSpec { codes, intercept }),
+        Some(codes) if !codes.is_empty() => {
+            let message = format!(
+                "has no effect without {}: Sluice has no gateway-wide default backend to send errors to",
+                annotations::NGINX_DEFAULT_BACKEND
+            );
+            r.error(annotations::NGINX_CUSTOM_HTTP_ERRORS, message);
+            None
+        }
+        _ => {
+            if !intercept && r.get(annotations::NGINX_CUSTOM_HTTP_ERRORS).is_none() {
+                let message = format!("has no effect without {}", annotations::NGINX_CUSTOM_HTTP_ERRORS);
+                r.error(annotations::NGINX_DISABLE_PROXY_INTERCEPT_ERRORS, message);
+            }
+            None
+        }
     }
 }
 
@@ -288,6 +333,8 @@ pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced
         hash_subset: options.hash_subset,
         access_log: options.access_log,
         unavailable_backend,
+        backend_tls: options.backend_tls,
+        error_pages: options.error_pages,
     };
     let model = IngressModel {
         info: Arc::new(info),
@@ -416,12 +463,7 @@ fn tls_certificate(referenced: &Referenced, namespace: &str, name: &str) -> Resu
         .secrets
         .get(namespace, name)
         .ok_or_else(|| format!("Secret {namespace}/{name} of type kubernetes.io/tls not found"))?;
-    let entry = |key: &str| {
-        let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone());
-        data.or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
-            .filter(|bytes| !bytes.is_empty())
-            .ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"))
-    };
+    let entry = |key: &str| secret_entry(secret, key).ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"));
     Ok(TlsCertificate {
         secret: format!("{namespace}/{name}"),
         chain_pem: entry("tls.crt")?,
@@ -429,8 +471,16 @@ fn tls_certificate(referenced: &Referenced, namespace: &str, name: &str) -> Resu
     })
 }
 
+/// A non-empty entry of a Secret, from `data` (base64, as the API server stores it) or
+/// `stringData` (plain, handy in manifest files).
+pub(crate) fn secret_entry(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone());
+    data.or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
+        .filter(|bytes| !bytes.is_empty())
+}
+
 /// Validates a rule host: a lowercase DNS name, or `*.` and one; never an IP address.
-fn parse_host(host: &str) -> Result<HostMatch, String> {
+pub(crate) fn parse_host(host: &str) -> Result<HostMatch, String> {
     let (wildcard, name) = match host.strip_prefix("*.") {
         Some(rest) => (true, rest),
         None => (false, host),

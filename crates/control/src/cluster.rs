@@ -22,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
-use sluice_config::{Catalog, Manifest, Object, ObjectRef};
+use sluice_config::{BACKEND_TLS_LABEL, Catalog, Manifest, Object, ObjectRef};
 use sluice_filter::Snapshot;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -82,8 +82,8 @@ impl KubeSource {
         }
     }
 
-    /// One watcher per kind. Secrets are only those of type `kubernetes.io/tls`; ConfigMaps only
-    /// those labelled as plugin modules or custom-headers lists.
+    /// One watcher per kind. Secrets are only those of type `kubernetes.io/tls` or labelled for
+    /// backend TLS; ConfigMaps only those labelled as plugin modules or custom-headers lists.
     fn watches(&self) -> Vec<Watch> {
         let config = watcher::Config::default;
         vec![
@@ -99,14 +99,14 @@ impl KubeSource {
                     endpoint.deprecated_topology = None;
                 }
             }),
+            watch("Secret", self.api(), config().fields("type=kubernetes.io/tls"), Object::Secret, trim_secret),
+            // CAs for backend TLS, which are not `kubernetes.io/tls` Secrets: only those labelled.
             watch(
-                "Secret",
+                "backend-TLS Secret",
                 self.api(),
-                config().fields("type=kubernetes.io/tls"),
+                config().labels(BACKEND_TLS_LABEL).fields("type!=kubernetes.io/tls"),
                 Object::Secret,
-                |secret: &mut Secret| {
-                    (secret.metadata.labels, secret.metadata.annotations) = (None, None);
-                },
+                trim_secret,
             ),
             watch("plugin ConfigMap", self.api(), config().labels(PLUGIN_LABEL), Object::ConfigMap, keep),
             watch(
@@ -118,6 +118,11 @@ impl KubeSource {
             ),
         ]
     }
+}
+
+/// A Secret as kept: its data, without labels and annotations.
+fn trim_secret(secret: &mut Secret) {
+    (secret.metadata.labels, secret.metadata.annotations) = (None, None);
 }
 
 /// The watcher of one kind, retrying as [`Retry`] says, with every object trimmed (by

@@ -3,6 +3,7 @@
 //! requests, whether it is logged as the operator's concern, and how it is counted.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode, header};
 use sluice_filter::{FilterFailure, Route};
@@ -39,6 +40,9 @@ pub enum ProxyError {
     UpstreamInvalid(BoxError),
     /// The upstream did not answer within the response timeout.
     UpstreamTimeout,
+    /// The route's `proxy-ssl-secret` cannot be used (503, as ingress-nginx denies the location);
+    /// the reason is in `/config`.
+    BackendTls(Arc<str>),
     /// A fail-closed filter could not run (trap, deadline, memory cap, unavailable plugin).
     Filter(FilterFailure),
 }
@@ -60,7 +64,7 @@ impl ProxyError {
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint | ProxyError::BackendTls(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) | ProxyError::UpstreamInvalid(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -77,6 +81,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::Filter(_) => grpc::INTERNAL,
             ProxyError::Misdirected
             | ProxyError::NoEndpoint
+            | ProxyError::BackendTls(_)
             | ProxyError::UpstreamConnect(_)
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamInvalid(_) => grpc::UNAVAILABLE,
@@ -103,6 +108,11 @@ impl ProxyError {
             let route = route.map(|r| &*r.name.ingress).unwrap_or_default();
             tracing::warn!(plugin = %failure.plugin, kind = failure.kind.as_str(), route, "{failure}; answered 500");
             metrics.filter_failure(failure, true);
+            return;
+        }
+        if let ProxyError::BackendTls(why) = self {
+            let route = route.map(|r| &*r.name.ingress).unwrap_or_default();
+            tracing::warn!(route, reason = &**why, "{self}");
             return;
         }
         let Some(kind) = self.upstream_error() else {
@@ -166,6 +176,7 @@ impl fmt::Display for ProxyError {
             ProxyError::Upstream(_) => f.write_str("upstream request failed"),
             ProxyError::UpstreamInvalid(_) => f.write_str("upstream sent an invalid response"),
             ProxyError::UpstreamTimeout => f.write_str("upstream timed out"),
+            ProxyError::BackendTls(_) => f.write_str("this route's backend TLS settings cannot be used"),
             // The plugin's name only: details stay in the log.
             ProxyError::Filter(failure) => write!(f, "filter {} failed", failure.plugin),
         }

@@ -17,6 +17,7 @@ use sluice_route::normalize_path;
 use crate::balance;
 use crate::body::{ResponseBody, full};
 use crate::error::ProxyError;
+use crate::error_pages::ErrorPageClient;
 use crate::headers::{self, Host, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::server::{Conn, Handler};
@@ -71,6 +72,7 @@ struct Routed {
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
     upstreams: Upstreams,
+    error_pages: ErrorPageClient,
     config: ProxyConfig,
     metrics: Arc<Metrics>,
 }
@@ -80,7 +82,8 @@ impl Proxy {
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, config: ProxyConfig, metrics: Arc<Metrics>) -> Self {
         let timeouts =
             Timeouts { connect: config.connect_timeout, response: config.response_timeout, idle: config.idle_timeout };
-        Self { snapshot, upstreams: Upstreams::new(timeouts), config, metrics }
+        let error_pages = ErrorPageClient::new(config.connect_timeout, config.response_timeout, config.idle_timeout);
+        Self { snapshot, upstreams: Upstreams::new(timeouts), error_pages, config, metrics }
     }
 
     /// The route for a request, and the host it was routed by; or why it goes no further:
@@ -150,10 +153,12 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let Routed { route, host, filters, .. } = routed;
         let upgrade = self.upstream_head(&route, &host, &mut parts, conn);
+        let kept = ErrorPageClient::keep(&route, &parts);
         let balanced = |parts: &http::request::Parts| balance::choose(&route, parts, conn.remote, &host);
         let Some(context) = filters else {
             let chosen = balanced(&parts);
-            return self.forward(&route, parts, body, upgrade, chosen).await;
+            let response = self.forward(&route, parts, body, upgrade, chosen).await;
+            return self.error_pages.replace(&route, kept, response).await;
         };
         let chain = &route.filters;
         let mut exchange = Exchange::new(context, chain);
@@ -163,7 +168,8 @@ impl Proxy {
             Some(answer) => answer.map(full),
             None => {
                 let chosen = exchange.chosen_endpoint().or_else(|| balanced(&parts));
-                let response = self.forward(&route, parts, body, upgrade, chosen).await?;
+                let response = self.forward(&route, parts, body, upgrade, chosen).await;
+                let response = self.error_pages.replace(&route, kept, response).await?;
                 exchange.set_served(response.extensions().get::<ServedBy>().map(|served| served.0));
                 response
             }

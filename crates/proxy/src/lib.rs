@@ -14,11 +14,12 @@
 //! [`Snapshot`]: sluice_route::Snapshot
 
 mod admin;
+mod backend_tls;
 mod balance;
 mod body;
 mod connect;
-pub mod danger;
 mod error;
+mod error_pages;
 mod forward;
 mod front;
 mod h1;
@@ -36,4 +37,5 @@ pub use forward::{Proxy, ProxyConfig};
 pub use front::ClientLimits;
 pub use metrics::Metrics;
 pub use server::{Shutdown, bind_reuseport, serve};
+pub use sluice_route::danger;
 pub use tls::acceptor;

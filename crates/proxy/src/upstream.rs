@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_config::{BackendProtocol, Target};
 use sluice_filter::Route;
 
+use crate::backend_tls::TlsClients;
 use crate::balance::{self, ActiveGuard};
 use crate::body::{ResponseBody, Upstream};
 use crate::connect::{self, Connector};
@@ -59,6 +60,8 @@ pub struct Upstreams {
     https: Client<HttpsConnector<Connector>, UpstreamBody>,
     grpc: Client<Connector, UpstreamBody>,
     grpcs: Client<HttpsConnector<Connector>, UpstreamBody>,
+    /// For routes with TLS settings of their own.
+    tls: TlsClients,
 }
 
 /// What [`Upstreams::forward`] needs of the request besides its head.
@@ -92,7 +95,8 @@ impl Upstreams {
         let (http, https) = (builder.build(tcp.clone()), builder.build(tls(false)));
         builder.http2_only(true);
         let grpcs = builder.build(tls(true));
-        Self { timeouts, http, https, grpc: builder.build(tcp), grpcs }
+        let own_tls = TlsClients::new(tcp.clone(), timeouts.idle);
+        Self { timeouts, http, https, grpc: builder.build(tcp), grpcs, tls: own_tls }
     }
 
     /// Sends the request to the route's backend and returns the response head with its body
@@ -206,11 +210,14 @@ impl Upstreams {
         active: Option<ActiveGuard>,
         downstream: &mut Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let sent = match route.ingress.backend_protocol {
-            BackendProtocol::Http => self.http.request(request),
-            BackendProtocol::Https => self.https.request(request),
-            BackendProtocol::Grpc => self.grpc.request(request),
-            BackendProtocol::Grpcs => self.grpcs.request(request),
+        let sent = match (route.ingress.backend_protocol, &route.backend_tls) {
+            (protocol @ (BackendProtocol::Https | BackendProtocol::Grpcs), Some(tls)) => {
+                self.tls.client(tls, protocol == BackendProtocol::Grpcs)?.request(request)
+            }
+            (BackendProtocol::Http, _) => self.http.request(request),
+            (BackendProtocol::Https, _) => self.https.request(request),
+            (BackendProtocol::Grpc, _) => self.grpc.request(request),
+            (BackendProtocol::Grpcs, _) => self.grpcs.request(request),
         };
         let policy = &route.ingress.upstream;
         let read = policy.read_timeout.unwrap_or(self.timeouts.response);

@@ -84,6 +84,8 @@ mod tests {
             hash_subset: None,
             access_log: true,
             unavailable_backend: None,
+            backend_tls: None,
+            error_pages: None,
         });
         let key = BackendKey {
             namespace: "default".into(),
@@ -101,6 +103,8 @@ mod tests {
             filters: (),
             canary: None,
             redirect_host: None,
+            backend_tls: None,
+            error_pages: None,
         });
         Canary::new(rules, route).unwrap()
     }

@@ -7,16 +7,19 @@
 //! [`Snapshot`] is one immutable, published configuration: the table, the backends and the
 //! errors found while building it.
 
+mod backend_tls;
 mod canary;
+pub mod danger;
 mod host;
 mod path;
 mod snapshot;
 mod table;
 mod tls;
 
+pub use backend_tls::{BackendTls, BackendTlsCache, RouteTls};
 pub use canary::Canary;
 pub use host::HostMap;
 pub use path::{PathError, normalize_path};
-pub use snapshot::{Backend, Endpoint, Ewma, PluginInfo, Route, RouteName, Snapshot};
+pub use snapshot::{Backend, Endpoint, ErrorPages, Ewma, PluginInfo, Route, RouteName, Snapshot};
 pub use table::{AliasError, HostRoutes, InsertError, RegexCache, RouteTable};
 pub use tls::{CertificateCache, TlsHost, TlsTable, load_certificate};

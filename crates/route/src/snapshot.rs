@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use foldhash::HashMap;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sluice_config::annotations::{NGINX_CANARY_BY_HEADER_PATTERN, NGINX_SERVER_ALIAS};
+use sluice_config::annotations::{NGINX_CANARY_BY_HEADER_PATTERN, NGINX_PROXY_SSL_SECRET, NGINX_SERVER_ALIAS};
 use sluice_config::{
     BackendKey, ConfigError, HostMatch, IngressInfo, LoadBalance, Model, ObjectRef, PathMatch, RouteSpec, Target,
     UpstreamPolicy,
 };
 
+use crate::backend_tls::{self, BackendTlsCache, RouteTls};
 use crate::canary::Canary;
 use crate::table::{AliasError, InsertError, RegexCache, RouteTable};
 use crate::tls::{CertificateCache, TlsHost, TlsTable, load_certificate};
@@ -37,6 +38,7 @@ pub struct Snapshot<F = ()> {
     pub plugins: Vec<PluginInfo>,
     regexes: RegexCache,
     certificates: CertificateCache,
+    backend_tls: BackendTlsCache,
 }
 
 /// A plugin module as `/config` shows it.
@@ -70,6 +72,30 @@ pub struct Route<F = ()> {
     pub canary: Option<Canary<F>>,
     /// `from-to-www-redirect`: every request answers 308 to this host instead.
     pub redirect_host: Option<Arc<str>>,
+    /// `proxy-ssl-secret`: the TLS of HTTPS and gRPCS connections to the backend; `None`
+    /// accepts any certificate.
+    pub backend_tls: Option<RouteTls>,
+    /// `custom-http-errors`: answers the `default-backend` Service gives instead.
+    pub error_pages: Option<Arc<ErrorPages>>,
+}
+
+/// Statuses whose answers a route's `default-backend` Service gives instead
+/// (`custom-http-errors`).
+#[derive(Debug)]
+pub struct ErrorPages {
+    /// Sorted.
+    pub codes: Vec<u16>,
+    /// Backends' answers are replaced too, not only the gateway's own.
+    pub intercept: bool,
+    /// Spoken to in plain HTTP, as ingress-nginx's error locations are.
+    pub backend: Arc<Backend>,
+}
+
+impl ErrorPages {
+    /// Whether an answer with `status` is replaced; `own`: the gateway answers itself.
+    pub fn replaces(&self, status: u16, own: bool) -> bool {
+        (own || self.intercept) && self.codes.binary_search(&status).is_ok()
+    }
 }
 
 impl<F> Route<F> {
@@ -238,6 +264,38 @@ impl<F: Clone + Serialize> Snapshot<F> {
         let mut chain = |ingress: &Arc<IngressInfo>, errors: &mut Vec<ConfigError>| {
             chains.entry(Arc::as_ptr(ingress)).or_insert_with(|| filters(ingress, errors)).clone()
         };
+        let mut tls_configs = BackendTlsCache::default();
+        let mut tls = |ingress: &IngressInfo, backend: &Backend, errors: &mut Vec<ConfigError>| {
+            let spec = ingress.backend_tls.as_ref()?;
+            let name = backend_tls::server_name(spec, &backend.key, &backend.target);
+            let key = (spec.clone(), name);
+            let built =
+                tls_configs.get(&key).or_else(|| previous.backend_tls.get(&key)).cloned().unwrap_or_else(|| {
+                    backend_tls::build(spec, &key.1).map(Arc::new).map_err(|e| {
+                        // An unusable Secret is reported by the translation already.
+                        if spec.material.is_ok() {
+                            let field = format!("metadata.annotations[{NGINX_PROXY_SSL_SECRET}]");
+                            let message = format!(
+                                "Secret {}: {e}; every route of this Ingress answers 503 until it is fixed",
+                                spec.secret
+                            );
+                            errors.push(ConfigError::field(&ingress.origin, &ingress.id, field, message));
+                        }
+                        Arc::from(e)
+                    })
+                });
+            tls_configs.insert(key, built.clone());
+            Some(built)
+        };
+        let mut pages: HashMap<*const IngressInfo, Option<Arc<ErrorPages>>> = HashMap::default();
+        let mut error_pages = |ingress: &IngressInfo| {
+            let build = || {
+                let spec = ingress.error_pages.as_ref()?;
+                let backend = backends.get(ingress.unavailable_backend.as_ref()?)?.clone();
+                Some(Arc::new(ErrorPages { codes: spec.codes.clone(), intercept: spec.intercept, backend }))
+            };
+            pages.entry(std::ptr::from_ref(ingress)).or_insert_with(build).clone()
+        };
         let mut table = RouteTable::default();
         // Oldest first, so the oldest Ingress keeps a contested host and path. Indices are
         // sorted, not the (large) specs themselves.
@@ -265,11 +323,14 @@ impl<F: Clone + Serialize> Snapshot<F> {
             let filters = chain(&spec.ingress, &mut errors);
             let canary = canary_of.get(&(&spec.host, &spec.path)).and_then(|canary| {
                 // The main route's settings and filters, with the canary's backend.
+                let backend = backends[&canary.backend].clone();
                 let route = Arc::new(Route {
                     ingress: spec.ingress.clone(),
                     host: spec.host.clone(),
                     path: Some(spec.path.clone()),
-                    backend: backends[&canary.backend].clone(),
+                    backend_tls: tls(&spec.ingress, &backend, &mut errors),
+                    error_pages: error_pages(&spec.ingress),
+                    backend,
                     name: RouteName::new(&canary.ingress, &spec.host, Some(&spec.path)),
                     filters: filters.clone(),
                     canary: None,
@@ -284,11 +345,14 @@ impl<F: Clone + Serialize> Snapshot<F> {
                     .ok()
             });
             let has_canary = canary.is_some();
+            let backend = serving(&backends, &spec.ingress, &spec.backend);
             let route = Arc::new(Route {
                 ingress: spec.ingress.clone(),
                 host: spec.host.clone(),
                 path: Some(spec.path.clone()),
-                backend: serving(&backends, &spec.ingress, &spec.backend),
+                backend_tls: tls(&spec.ingress, &backend, &mut errors),
+                error_pages: error_pages(&spec.ingress),
+                backend,
                 name: RouteName::new(&spec.ingress, &spec.host, Some(&spec.path)),
                 filters,
                 canary,
@@ -327,11 +391,14 @@ impl<F: Clone + Serialize> Snapshot<F> {
         let mut default_backends: Vec<_> = translated.iter().filter_map(|i| i.default_backend.as_ref()).collect();
         default_backends.sort_by(|a, b| a.ingress.age_order(&b.ingress));
         for default in default_backends {
+            let backend = backends[&default.backend].clone();
             let route = Arc::new(Route {
                 ingress: default.ingress.clone(),
                 host: HostMatch::Any,
                 path: None,
-                backend: backends[&default.backend].clone(),
+                backend_tls: tls(&default.ingress, &backend, &mut errors),
+                error_pages: error_pages(&default.ingress),
+                backend,
                 name: RouteName::new(&default.ingress, &HostMatch::Any, None),
                 filters: chain(&default.ingress, &mut errors),
                 canary: None,
@@ -415,6 +482,8 @@ impl<F: Clone + Serialize> Snapshot<F> {
                 filters: chain(&redirect.ingress, &mut errors),
                 canary: None,
                 redirect_host: Some(Arc::from(to.as_str())),
+                backend_tls: None,
+                error_pages: None,
             });
             table.set_fallback(&redirect.host, route);
         }
@@ -441,6 +510,7 @@ impl<F: Clone + Serialize> Snapshot<F> {
             plugins: Vec::new(),
             regexes,
             certificates,
+            backend_tls: tls_configs,
         }
     }
 
@@ -481,6 +551,22 @@ impl<F: Clone + Serialize> Snapshot<F> {
                             }
                         } else if ingress.load_balance != LoadBalance::default() {
                             entry["load_balance"] = json!(ingress.load_balance);
+                        }
+                        if let Some(spec) = &ingress.backend_tls {
+                            let mut tls = json!(spec);
+                            match &route.backend_tls {
+                                Some(Ok(built)) => tls["server_name"] = json!(built.server_name.to_str()),
+                                Some(Err(why)) => tls["unusable"] = json!(&**why),
+                                None => {}
+                            }
+                            entry["backend_tls"] = tls;
+                        }
+                        if let Some(pages) = &route.error_pages {
+                            entry["error_pages"] = json!({
+                                "codes": pages.codes,
+                                "intercept": pages.intercept,
+                                "backend": pages.backend.key,
+                            });
                         }
                         if let Some(canary) = &route.canary {
                             entry["canary"] = json!({
