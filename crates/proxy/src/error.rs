@@ -32,6 +32,10 @@ pub enum ProxyError {
     Upstream(hyper_util::client::legacy::Error),
     /// The upstream did not answer within the response timeout.
     UpstreamTimeout,
+    /// The upstream's response body failed while filters were reading it.
+    UpstreamBody(Box<dyn std::error::Error + Send + Sync>),
+    /// Filters held back more of the response body than the buffering cap.
+    ResponseTooLarge,
     /// A fail-closed filter could not run (trap, deadline, memory cap, unavailable plugin).
     Filter(FilterFailure),
 }
@@ -54,7 +58,8 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(_) | ProxyError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ResponseTooLarge => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Filter(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -65,8 +70,11 @@ impl ProxyError {
     fn grpc_status(&self) -> Option<u8> {
         Some(match self {
             ProxyError::RedirectToHttps(_) | ProxyError::RedirectToHost(_) => return None,
-            ProxyError::BadRequest(_) | ProxyError::Filter(_) => grpc::INTERNAL,
-            ProxyError::Misdirected | ProxyError::NoEndpoint | ProxyError::Upstream(_) => grpc::UNAVAILABLE,
+            ProxyError::BadRequest(_) | ProxyError::Filter(_) | ProxyError::ResponseTooLarge => grpc::INTERNAL,
+            ProxyError::Misdirected
+            | ProxyError::NoEndpoint
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamBody(_) => grpc::UNAVAILABLE,
             ProxyError::NoRoute => grpc::UNIMPLEMENTED,
             ProxyError::PayloadTooLarge => grpc::RESOURCE_EXHAUSTED,
             ProxyError::UpstreamTimeout => grpc::DEADLINE_EXCEEDED,
@@ -77,7 +85,7 @@ impl ProxyError {
     fn upstream_error(&self) -> Option<UpstreamError> {
         match self {
             ProxyError::Upstream(e) if e.is_connect() => Some(UpstreamError::Connect),
-            ProxyError::Upstream(_) => Some(UpstreamError::Other),
+            ProxyError::Upstream(_) | ProxyError::UpstreamBody(_) => Some(UpstreamError::Other),
             ProxyError::UpstreamTimeout => Some(UpstreamError::Timeout),
             _ => None,
         }
@@ -99,6 +107,7 @@ impl ProxyError {
         let backend = route.map(|r| r.backend.key.to_string()).unwrap_or_default();
         match self {
             ProxyError::Upstream(e) => tracing::warn!(%backend, error = %e, "{self}"),
+            ProxyError::UpstreamBody(e) => tracing::warn!(%backend, error = %e, "{self}"),
             _ => tracing::warn!(%backend, "{self}"),
         }
         metrics.upstream_error(backend, kind);
@@ -150,6 +159,8 @@ impl fmt::Display for ProxyError {
             ProxyError::Upstream(e) if e.is_connect() => f.write_str("upstream connection failed"),
             ProxyError::Upstream(_) => f.write_str("upstream request failed"),
             ProxyError::UpstreamTimeout => f.write_str("upstream timed out"),
+            ProxyError::UpstreamBody(_) => f.write_str("upstream response body failed"),
+            ProxyError::ResponseTooLarge => f.write_str("response body too large for the route's filters"),
             // The plugin's name only: details stay in the log.
             ProxyError::Filter(failure) => write!(f, "filter {} failed", failure.plugin),
         }

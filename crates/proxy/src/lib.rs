@@ -19,6 +19,7 @@ mod body;
 mod connect;
 pub mod danger;
 mod error;
+mod filtered;
 mod forward;
 mod front;
 mod headers;
