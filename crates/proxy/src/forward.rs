@@ -181,7 +181,8 @@ impl Proxy {
             return Ok(answer.map(full));
         }
         match body {
-            Either::Left(upstream) if chain.has_body_phase(&exchange, false) => {
+            // A response without a body (HEAD, 204, 304) keeps its head as it is.
+            Either::Left(upstream) if !upstream.is_end_stream() && chain.has_body_phase(&exchange, false) => {
                 let (chain, cap, metrics) = (route.filters.clone(), filtered::cap(&route), self.metrics.clone());
                 filtered::response(chain, exchange, head, upstream, cap, metrics).await
             }
