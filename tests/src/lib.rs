@@ -70,7 +70,7 @@ impl Drop for Pods {
 }
 
 /// Serves echo responses on `listener` forever: JSON naming the pod and describing the
-/// request. `/sleep/MS` waits MS milliseconds first; `/status/CODE` answers with CODE.
+/// request (with the first bytes of its body). `/sleep/MS` waits MS milliseconds first; `/status/CODE` answers with CODE.
 /// Connections live in a `JoinSet` owned by this future, so aborting it closes them all, as a
 /// pod that dies does.
 pub async fn echo_server(listener: TcpListener) {
@@ -129,6 +129,8 @@ async fn echo(pod: String, request: Request<Incoming>) -> Result<Response<Full<B
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body.len(),
+        // The start of the body, as text: enough to see what filters made of it.
+        "body_head": String::from_utf8_lossy(&body[..body.len().min(256)]),
     });
     let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);

@@ -168,3 +168,121 @@ async fn a_go_filter_built_from_the_sdk_template_serves_requests() {
     assert_eq!(reply.json()["headers"]["x-tenant"], "acme");
     assert_eq!(header(&reply, "x-served-for"), "acme");
 }
+
+#[tokio::test]
+async fn proxy_wasm_filters_rewrite_buffered_bodies_and_stream_the_others() {
+    let pods = Pods::start(&["127.0.0.64"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = [
+        (
+            "rewrite",
+            "- plugin: pw\n  config: {rewrite_request: [ping, pong-pong], rewrite_response: [body_head, BODY_HEAD]}\n",
+        ),
+        ("upper", "- plugin: pw\n  config: {upper_request: true}\n"),
+        ("deny", "- plugin: pw\n  config: {deny_body: forbidden}\n"),
+        ("plain", "- plugin: pw\n  config: {replace_status: 404}\n"),
+    ];
+    let mut manifests = vec![service("app", &pods.addrs, &[])];
+    for (name, filters) in routes {
+        manifests.push(filtered_ingress(name, &format!("{name}.test"), &[("/", "Prefix", "app")], filters));
+    }
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = plugins();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+    let post = |host: &'static str, body: Vec<u8>| {
+        let (client, url) = (&client, gateway.url("/post"));
+        async move { client.request(http::Method::POST, &url, host, &[], body.into()).await.unwrap() }
+    };
+
+    // Buffered both ways: the request body is rewritten whole and goes on with its new length;
+    // so does the response.
+    let reply = post("rewrite.test", b"ping ping".to_vec()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains(r#""BODY_HEAD":"pong-pong pong-pong""#), "{}", reply.body);
+    assert!(reply.body.contains(r#""body_len":19"#), "{}", reply.body);
+    assert_eq!(header(&reply, "content-length"), reply.body.len().to_string());
+
+    // Over the buffering cap (1 MiB): 413, and the upstream never sees it.
+    let reply = post("rewrite.test", vec![b'a'; 1_300_000]).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+
+    // A filter that does not pause streams the body, chunk by chunk, however large.
+    let mut big = vec![b'x'; 3_000_000];
+    big[..5].copy_from_slice(b"hello");
+    let reply = post("upper.test", big).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echo = reply.json();
+    assert_eq!(echo["body_len"], 3_000_000);
+    assert!(echo["body_head"].as_str().unwrap().starts_with("HELLOXXX"), "{echo}");
+
+    // An answer from the request body phase replaces the upstream's.
+    let denied = post("deny.test", b"something forbidden here".to_vec()).await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.body, "body denied by proxy-wasm");
+    let allowed = post("deny.test", b"something fine".to_vec()).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_eq!(allowed.json()["body_head"], "something fine");
+
+    // A filter whose body phases just continue leaves bodies as they are.
+    let reply = post("plain.test", b"as it was".to_vec()).await;
+    assert_eq!(reply.json()["body_head"], "as it was");
+
+    // An answer from the response phase replaces the upstream's.
+    let replaced = client.get(&gateway.url("/status/404"), "plain.test").await.unwrap();
+    assert_eq!((replaced.status, replaced.body.as_str()), (502, "replaced by proxy-wasm"));
+    assert_eq!(header(&replaced, "x-replaced-by"), "pw-probe");
+}
+
+#[tokio::test]
+async fn an_ext_auth_filter_pauses_requests_until_its_auth_service_answers() {
+    let pods = Pods::start(&["127.0.0.65"]).await.unwrap();
+    let auth = Pods::start(&["127.0.0.66"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = [
+        ("short", "auth:80"),
+        ("istio", "outbound|80||auth.default.svc.cluster.local"),
+        ("unknown", "nobody:80"),
+        ("elsewhere", "outbound|80||auth.other.svc.cluster.local"),
+    ];
+    // The auth Service is routed to by an Ingress of its own: that is what resolves it.
+    let mut manifests = vec![
+        service("app", &pods.addrs, &[]),
+        service("auth", &auth.addrs, &[]),
+        sluice_tests::manifests::ingress("auth", "auth.internal", &[("/", "Prefix", "auth")]),
+    ];
+    for (name, target) in routes {
+        let filters = format!("- plugin: pw\n  config: {{auth: \"{target}\"}}\n");
+        manifests.push(filtered_ingress(name, &format!("{name}.test"), &[("/", "Prefix", "app")], &filters));
+    }
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = plugins();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+
+    for host in ["short.test", "istio.test"] {
+        // The auth Service answers 200: the request goes on, with what the filter took from the answer.
+        let allowed = client.get(&gateway.url("/hello"), host).await.unwrap();
+        assert_eq!(allowed.status, 200, "{host}: {}", allowed.body);
+        let echo = allowed.json();
+        assert_eq!(echo["pod"], pods.addrs[0].to_string());
+        assert_eq!(echo["headers"]["x-auth-pod"], auth.addrs[0].to_string(), "{host}");
+        // It answers 401: the filter denies.
+        let denied = client.get(&gateway.url("/status/401"), host).await.unwrap();
+        assert_eq!(denied.status, 403, "{host}: {}", denied.body);
+        assert_eq!(denied.body, "auth said 401");
+    }
+
+    // No answer within the call's timeout (2 s): the filter sees no status and denies.
+    let started = Instant::now();
+    let slow = client.get(&gateway.url("/sleep/4000"), "short.test").await.unwrap();
+    assert_eq!(slow.body, "auth said none");
+    assert!(started.elapsed() < Duration::from_millis(3500), "{:?}", started.elapsed());
+
+    // Services that no route resolves, or of another namespace, cannot be called.
+    for host in ["unknown.test", "elsewhere.test"] {
+        let refused = client.get(&gateway.url("/hello"), host).await.unwrap();
+        assert_eq!(refused.status, 500, "{host}: {}", refused.body);
+        assert_eq!(refused.body, "auth call refused: BadArgument");
+    }
+}

@@ -9,6 +9,8 @@
 //! - `proxy-wasm-instance/N`, `proxy-wasm-request/N`: chains of 1 and 3 proxy-wasm filters
 //!   built with the official Rust SDK (`tests/proxy-wasm/probe`) doing what `probe` does (a
 //!   call per phase, one response header set), plus the log phase they have.
+//! - `proxy-wasm-go/1`: the Go SDK's template (`sdk/go/template`, add-tenant) on a reused
+//!   instance: a call per phase, one request header and one response header set.
 //!
 //! `cargo bench -p sluice-filter --bench chain`
 
@@ -31,6 +33,7 @@ fn context(backend: &Arc<Backend>) -> RequestContext {
         backend: backend.clone(),
         chosen: None,
         served: None,
+        snapshot: None,
     }
 }
 
@@ -54,6 +57,8 @@ fn chains(c: &mut Criterion) {
     let (probe, tag) = (load("probe"), load("tag"));
     let bytes = std::fs::read(sluice_tests::proxy_wasm_filters().join("pw_probe.wasm")).unwrap();
     let proxy_wasm = Arc::new(engine.load("pw-probe", &bytes, Limits::default()).unwrap());
+    let bytes = std::fs::read(sluice_tests::go_filter()).unwrap();
+    let go = Arc::new(engine.load("add-tenant", &bytes, Limits::default()).unwrap());
     let endpoints: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
     let key =
         BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
@@ -83,6 +88,8 @@ fn chains(c: &mut Criterion) {
             cases.push((BenchmarkId::new(&name, length), chain(&proxy_wasm, config, isolation, length)));
         }
     }
+    let config = r#"{"header":"x-tenant","value":"acme"}"#;
+    cases.push((BenchmarkId::new("proxy-wasm-go", 1), chain(&go, config, Isolation::Instance, 1)));
     for (what, config) in [
         ("read-one", r#"{"read":"user-agent"}"#),
         ("read-all", r#"{"read_all":true}"#),

@@ -50,6 +50,16 @@ impl Attachment {
         })
     }
 
+    /// The answer a filter's action gives, if any.
+    fn answer(&self, action: Option<Action>) -> Result<Option<Immediate>, FilterFailure> {
+        match action {
+            Some(Action::Respond(response)) => immediate(response)
+                .map(Some)
+                .map_err(|why| FilterFailure::new(&self.name, FailureKind::InvalidResponse, why)),
+            _ => Ok(None),
+        }
+    }
+
     async fn invoke(
         &self,
         index: usize,
@@ -68,7 +78,7 @@ impl Attachment {
             let context = exchange.context.take().expect("the request context is back after every call");
             let stream = &mut exchange.streams[index];
             let (context, head, result) =
-                code.on_head(plugin, &self.config, self.config_id, fresh, stream, context, head);
+                code.on_head(plugin, &self.config, self.config_id, fresh, stream, context, head).await;
             exchange.context = Some(context);
             return (head, result);
         }
@@ -192,13 +202,7 @@ impl Chain {
             if let Head::Request(head) = head {
                 *parts = head;
             }
-            let result = result.and_then(|action| match action {
-                Some(Action::Respond(response)) => immediate(response)
-                    .map(Some)
-                    .map_err(|why| FilterFailure::new(&attachment.name, FailureKind::InvalidResponse, why)),
-                _ => Ok(None),
-            });
-            match result {
+            match result.and_then(|action| attachment.answer(action)) {
                 Ok(None) => {}
                 Ok(Some(answer)) => return Ok(Some(answer)),
                 Err(failure) => exchange.failed(attachment, failure)?,
@@ -208,11 +212,13 @@ impl Chain {
     }
 
     /// Runs the response phases of the filters whose request phase ran, in reverse order.
+    /// `Ok(Some(_))` is a filter's answer in place of the upstream's (proxy-wasm filters may
+    /// give one in the response phase); the response phases after it are skipped.
     pub async fn on_response(
         &self,
         exchange: &mut Exchange,
         parts: &mut http::response::Parts,
-    ) -> Result<(), FilterFailure> {
+    ) -> Result<Option<Immediate>, FilterFailure> {
         for index in (0..exchange.ran).rev() {
             let attachment = &self.filters[index];
             if exchange.skip_response[index] || !attachment.has_phase(false) {
@@ -223,11 +229,88 @@ impl Chain {
             if let Head::Response(head) = head {
                 *parts = head;
             }
-            if let Err(failure) = result {
-                exchange.failed(attachment, failure)?;
+            match result.and_then(|action| attachment.answer(action)) {
+                Ok(None) => {}
+                Ok(Some(answer)) => return Ok(Some(answer)),
+                Err(failure) => exchange.failed(attachment, failure)?,
             }
         }
-        Ok(())
+        Ok(None)
+    }
+}
+
+/// What the body phases made of a chunk of a request or response body.
+#[derive(Debug)]
+pub enum BodyStep {
+    /// The bytes that go on now; empty while a filter holds the body back (buffers it).
+    Pass(Vec<u8>),
+    /// A filter answered instead of the upstream (in the request body phase).
+    Respond(Immediate),
+}
+
+/// Why the body phases stopped a body.
+#[derive(Debug)]
+pub enum BodyError {
+    /// A filter buffered more of the body than the cap allows.
+    TooLarge,
+    /// A fail-closed filter failed.
+    Failed(FilterFailure),
+}
+
+impl Chain {
+    /// Whether a filter the request went through has a body phase for the request (or the
+    /// response): proxy-wasm filters exporting `proxy_on_request_body` (`_response_body`).
+    /// Without one the body streams through untouched.
+    pub fn has_body_phase(&self, exchange: &Exchange, request: bool) -> bool {
+        exchange.streams.iter().flatten().any(|stream| stream.has_body(request))
+    }
+
+    /// Runs the body phases on the next `chunk` of the request body (in order) or of the
+    /// response body (in reverse order). A filter that pauses keeps what it was given, up to
+    /// `cap` bytes, and the filters after it get nothing until it lets go; at the end of the
+    /// stream every filter lets go. Failures of fail-open filters skip the filter (and are
+    /// collected in [`Exchange::failures`]).
+    pub fn on_body(
+        &self,
+        exchange: &mut Exchange,
+        request: bool,
+        chunk: Vec<u8>,
+        end_of_stream: bool,
+        cap: usize,
+    ) -> Result<BodyStep, BodyError> {
+        let mut bytes = chunk;
+        let order: Box<dyn Iterator<Item = usize>> = match request {
+            true => Box::new(0..exchange.streams.len()),
+            false => Box::new((0..exchange.streams.len()).rev()),
+        };
+        for index in order {
+            let Some(stream) = exchange.streams[index].as_mut().filter(|stream| stream.has_body(request)) else {
+                continue;
+            };
+            let context = exchange.context.take().expect("the request context is back after every call");
+            let (context, out) = stream.on_body(request, &bytes, end_of_stream, cap, context);
+            exchange.context = Some(context);
+            let attachment = &self.filters[index];
+            match out {
+                Ok(proxy_wasm::BodyOut::Pass(passed)) => bytes = passed,
+                Ok(proxy_wasm::BodyOut::Held) => return Ok(BodyStep::Pass(Vec::new())),
+                Ok(proxy_wasm::BodyOut::Respond(response)) => match immediate(response) {
+                    Ok(answer) => return Ok(BodyStep::Respond(answer)),
+                    Err(why) => {
+                        let failure = FilterFailure::new(&attachment.name, FailureKind::InvalidResponse, why);
+                        exchange.failed(attachment, failure).map_err(BodyError::Failed)?;
+                    }
+                },
+                Err(proxy_wasm::BodyFault::TooLarge) => return Err(BodyError::TooLarge),
+                Err(proxy_wasm::BodyFault::Failed(failure, left)) => {
+                    // The instance is dropped; the body goes on past a fail-open filter.
+                    exchange.streams[index] = None;
+                    exchange.failed(attachment, failure).map_err(BodyError::Failed)?;
+                    bytes = left;
+                }
+            }
+        }
+        Ok(BodyStep::Pass(bytes))
     }
 }
 

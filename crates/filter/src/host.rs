@@ -54,6 +54,9 @@ pub struct RequestContext {
     pub chosen: Option<usize>,
     /// The endpoint that served the request.
     pub served: Option<SocketAddr>,
+    /// The snapshot serving the request, where filters' calls to Services are resolved (none:
+    /// calls find no Service).
+    pub snapshot: Option<Arc<crate::Snapshot>>,
 }
 
 /// The head a call works on.

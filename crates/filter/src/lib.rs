@@ -22,10 +22,11 @@ mod failure;
 mod host;
 mod idle;
 mod instance;
+pub mod outbound;
 mod proxy_wasm;
 mod wasi;
 
-pub use chain::{Attachment, Chain, Exchange, Immediate};
+pub use chain::{Attachment, BodyError, BodyStep, Chain, Exchange, Immediate};
 pub use engine::{Engine, Limits, MAX_MEMORY, Phases, Plugin};
 pub use failure::{FailureKind, FilterFailure};
 pub use host::RequestContext;

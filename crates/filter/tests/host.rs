@@ -37,6 +37,7 @@ fn context() -> RequestContext {
         backend: Arc::new(Backend::new(key, Arc::new(Target::Pods { endpoints, unready: Vec::new() }))),
         chosen: None,
         served: None,
+        snapshot: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn context() -> RequestContext {
         backend: Arc::new(Backend::new(key, Arc::new(Target::Pods { endpoints, unready: Vec::new() }))),
         chosen: None,
         served: None,
+        snapshot: None,
     }
 }
 
@@ -210,5 +211,50 @@ async fn a_go_filter_from_the_sdk_template_runs() {
         let mut answer = response(200);
         chain.on_response(&mut exchange, &mut answer).await.unwrap();
         assert_eq!(answer.headers["x-served-for"], "acme");
+    }
+}
+
+#[tokio::test]
+async fn body_phases_buffer_when_a_filter_pauses_and_stream_otherwise() {
+    use sluice_filter::{BodyError, BodyStep};
+    let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    let pass = |step: Result<BodyStep, BodyError>| match step.unwrap() {
+        BodyStep::Pass(bytes) => String::from_utf8(bytes).unwrap(),
+        BodyStep::Respond(answer) => panic!("answered {answer:?}"),
+    };
+    // The first filter upper-cases chunks as they come; the second rewrites the whole body.
+    let chain = Chain {
+        filters: [
+            attach(&plugin, r#"{"upper_request":true}"#, FailurePolicy::Closed, Isolation::Instance),
+            attach(&plugin, r#"{"rewrite_request":["AB","x"]}"#, FailurePolicy::Closed, Isolation::Instance),
+        ]
+        .into(),
+    };
+    let mut exchange = Exchange::new(context(), &chain);
+    assert!(chain.on_request(&mut exchange, &mut request("/")).await.unwrap().is_none());
+    assert!(chain.has_body_phase(&exchange, true));
+    // "a" then "b": the second filter holds both until the end, so "AB" across chunks is seen whole.
+    assert_eq!(pass(chain.on_body(&mut exchange, true, b"a".to_vec(), false, 100)), "");
+    assert_eq!(pass(chain.on_body(&mut exchange, true, b"b".to_vec(), false, 100)), "");
+    assert_eq!(pass(chain.on_body(&mut exchange, true, b"cd".to_vec(), true, 100)), "xCD");
+    // Response bodies pass through filters that only continue.
+    assert_eq!(pass(chain.on_body(&mut exchange, false, b"same".to_vec(), false, 100)), "same");
+
+    // Held back past the cap: too large.
+    let mut exchange = Exchange::new(context(), &chain);
+    chain.on_request(&mut exchange, &mut request("/")).await.unwrap();
+    assert_eq!(pass(chain.on_body(&mut exchange, true, vec![b'a'; 60], false, 100)), "");
+    assert!(matches!(chain.on_body(&mut exchange, true, vec![b'a'; 60], false, 100), Err(BodyError::TooLarge)));
+
+    // A body-phase answer replaces the upstream's.
+    let deny = Chain {
+        filters: [attach(&plugin, r#"{"deny_body":"evil"}"#, FailurePolicy::Closed, Isolation::Instance)].into(),
+    };
+    let mut exchange = Exchange::new(context(), &deny);
+    deny.on_request(&mut exchange, &mut request("/")).await.unwrap();
+    match deny.on_body(&mut exchange, true, b"so evil".to_vec(), true, 100).unwrap() {
+        BodyStep::Respond(answer) => assert_eq!(answer.status(), 403),
+        BodyStep::Pass(bytes) => panic!("passed {bytes:?}"),
     }
 }

@@ -43,6 +43,10 @@ pub enum ProxyError {
     /// The route's `proxy-ssl-secret` cannot be used (503, as ingress-nginx denies the location);
     /// the reason is in `/config`.
     BackendTls(Arc<str>),
+    /// The upstream's response body failed while filters were reading it.
+    UpstreamBody(BoxError),
+    /// Filters held back more of the response body than the buffering cap.
+    ResponseTooLarge,
     /// A fail-closed filter could not run (trap, deadline, memory cap, unavailable plugin).
     Filter(FilterFailure),
 }
@@ -65,9 +69,11 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoEndpoint | ProxyError::BackendTls(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) | ProxyError::UpstreamInvalid(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamInvalid(_)
+            | ProxyError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::ResponseTooLarge => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Filter(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,13 +84,14 @@ impl ProxyError {
     fn grpc_status(&self) -> Option<u8> {
         Some(match self {
             ProxyError::RedirectToHttps(_) | ProxyError::RedirectToHost(_) => return None,
-            ProxyError::BadRequest(_) | ProxyError::Filter(_) => grpc::INTERNAL,
+            ProxyError::BadRequest(_) | ProxyError::Filter(_) | ProxyError::ResponseTooLarge => grpc::INTERNAL,
             ProxyError::Misdirected
             | ProxyError::NoEndpoint
             | ProxyError::BackendTls(_)
             | ProxyError::UpstreamConnect(_)
             | ProxyError::Upstream(_)
-            | ProxyError::UpstreamInvalid(_) => grpc::UNAVAILABLE,
+            | ProxyError::UpstreamInvalid(_)
+            | ProxyError::UpstreamBody(_) => grpc::UNAVAILABLE,
             ProxyError::NoRoute => grpc::UNIMPLEMENTED,
             ProxyError::PayloadTooLarge => grpc::RESOURCE_EXHAUSTED,
             ProxyError::UpstreamTimeout => grpc::DEADLINE_EXCEEDED,
@@ -95,7 +102,9 @@ impl ProxyError {
     fn upstream_error(&self) -> Option<UpstreamError> {
         match self {
             ProxyError::UpstreamConnect(_) => Some(UpstreamError::Connect),
-            ProxyError::Upstream(_) | ProxyError::UpstreamInvalid(_) => Some(UpstreamError::Other),
+            ProxyError::Upstream(_) | ProxyError::UpstreamInvalid(_) | ProxyError::UpstreamBody(_) => {
+                Some(UpstreamError::Other)
+            }
             ProxyError::UpstreamTimeout => Some(UpstreamError::Timeout),
             _ => None,
         }
@@ -121,7 +130,10 @@ impl ProxyError {
         };
         let backend = route.map(|r| r.backend.key.to_string()).unwrap_or_default();
         match self {
-            ProxyError::UpstreamConnect(e) | ProxyError::Upstream(e) | ProxyError::UpstreamInvalid(e) => {
+            ProxyError::UpstreamConnect(e)
+            | ProxyError::Upstream(e)
+            | ProxyError::UpstreamInvalid(e)
+            | ProxyError::UpstreamBody(e) => {
                 tracing::warn!(%backend, error = %e, "{self}");
             }
             _ => tracing::warn!(%backend, "{self}"),
@@ -177,6 +189,8 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamInvalid(_) => f.write_str("upstream sent an invalid response"),
             ProxyError::UpstreamTimeout => f.write_str("upstream timed out"),
             ProxyError::BackendTls(_) => f.write_str("this route's backend TLS settings cannot be used"),
+            ProxyError::UpstreamBody(_) => f.write_str("upstream response body failed"),
+            ProxyError::ResponseTooLarge => f.write_str("response body too large for the route's filters"),
             // The plugin's name only: details stay in the log.
             ProxyError::Filter(failure) => write!(f, "filter {} failed", failure.plugin),
         }

@@ -137,7 +137,7 @@ impl ErrorPageClient {
         }
         *request.headers_mut() = headers;
         let response = tokio::time::timeout(self.response, self.client.request(request)).await??;
-        let mut response = response.map(|body| Either::Left(Upstream::new(body, active)));
+        let mut response = response.map(|body| Either::Left(Upstream::new(Either::Right(body), active)));
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }

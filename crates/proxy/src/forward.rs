@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
-use http_body_util::Limited;
+use http_body::Body as _;
+use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use ipnet::IpNet;
@@ -15,9 +16,10 @@ use sluice_filter::{Exchange, RequestContext, Route, Snapshot};
 use sluice_route::normalize_path;
 
 use crate::balance;
-use crate::body::{ResponseBody, full};
+use crate::body::{RequestBody, ResponseBody, full};
 use crate::error::ProxyError;
 use crate::error_pages::ErrorPageClient;
+use crate::filtered::{self, Start};
 use crate::headers::{self, Host, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::server::{Conn, Handler};
@@ -137,6 +139,7 @@ impl Proxy {
             backend: route.backend.clone(),
             chosen: None,
             served: None,
+            snapshot: Some(Arc::clone(&snapshot)),
         });
         let hsts = conn.tls.is_some() && tls_host.is_some();
         Ok(Routed { route, host, hsts, filters })
@@ -157,7 +160,7 @@ impl Proxy {
         let balanced = |parts: &http::request::Parts| balance::choose(&route, parts, conn.remote, &host);
         let Some(context) = filters else {
             let chosen = balanced(&parts);
-            let response = self.forward(&route, parts, body, upgrade, chosen).await;
+            let response = self.forward(&route, parts, RequestBody::Client(body), upgrade, chosen).await;
             return self.error_pages.replace(&route, kept, response).await;
         };
         let chain = &route.filters;
@@ -168,7 +171,10 @@ impl Proxy {
             Some(answer) => answer.map(full),
             None => {
                 let chosen = exchange.chosen_endpoint().or_else(|| balanced(&parts));
-                let response = self.forward(&route, parts, body, upgrade, chosen).await;
+                let response = match chain.has_body_phase(&exchange, true) && !body.is_end_stream() {
+                    true => self.forward_filtered(&route, &mut exchange, parts, body, upgrade, chosen).await,
+                    false => self.forward(&route, parts, RequestBody::Client(body), upgrade, chosen).await,
+                };
                 let response = self.error_pages.replace(&route, kept, response).await?;
                 exchange.set_served(response.extensions().get::<ServedBy>().map(|served| served.0));
                 response
@@ -177,16 +183,52 @@ impl Proxy {
         let (mut head, body) = response.into_parts();
         let result = chain.on_response(&mut exchange, &mut head).await;
         self.skipped_filters(&mut exchange);
-        result.map_err(ProxyError::Filter)?;
-        Ok(Response::from_parts(head, body))
+        if let Some(answer) = result.map_err(ProxyError::Filter)? {
+            return Ok(answer.map(full));
+        }
+        match body {
+            // A response without a body (HEAD, 204, 304) keeps its head as it is.
+            Either::Left(upstream) if !upstream.is_end_stream() && chain.has_body_phase(&exchange, false) => {
+                let (chain, cap, metrics) = (route.filters.clone(), filtered::cap(&route), self.metrics.clone());
+                filtered::response(chain, exchange, head, upstream, cap, metrics).await
+            }
+            body => Ok(Response::from_parts(head, body)),
+        }
+    }
+
+    /// Forwards a request whose body goes through filters' body phases (see [`filtered`]).
+    async fn forward_filtered(
+        &self,
+        route: &Route,
+        exchange: &mut Exchange,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        upgrade: Option<OnUpgrade>,
+        chosen: Option<usize>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let max = route.ingress.max_body_size.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX));
+        let (chain, cap) = (&route.filters, filtered::cap(route));
+        let mut body = Limited::new(body, max);
+        let started = filtered::start(chain, exchange, true, &mut body, cap).await;
+        self.skipped_filters(exchange);
+        match started.map_err(filtered::request_error)? {
+            Start::Answer(answer) => Ok(answer.map(full)),
+            Start::Whole(bytes, trailers) => {
+                filtered::set_length(&mut parts.headers, bytes.len(), trailers.is_some());
+                self.forward(route, parts, RequestBody::whole(bytes, trailers), upgrade, chosen).await
+            }
+            Start::Streaming(first) => {
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let (upstream_body, feed) = RequestBody::filtered(first);
+                let forwarding = self.forward(route, parts, upstream_body, upgrade, chosen);
+                filtered::while_pumping(forwarding, filtered::pump(chain, exchange, body, feed, cap)).await
+            }
+        }
     }
 
     /// Logs and counts the fail-open filters that failed and were skipped.
     fn skipped_filters(&self, exchange: &mut Exchange) {
-        for failure in exchange.failures.drain(..) {
-            tracing::warn!(plugin = %failure.plugin, kind = failure.kind.as_str(), "{failure}; skipped (failure: open)");
-            self.metrics.filter_failure(&failure, false);
-        }
+        filtered::skipped(exchange, &self.metrics);
     }
 
     /// Makes the request head what the upstream should see, before the filters run (so that
@@ -225,7 +267,7 @@ impl Proxy {
         &self,
         route: &Route,
         parts: http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
         upgrade: Option<OnUpgrade>,
         chosen: Option<usize>,
     ) -> Result<Response<ResponseBody>, ProxyError> {

@@ -20,6 +20,7 @@ mod body;
 mod connect;
 mod error;
 mod error_pages;
+mod filtered;
 mod forward;
 mod front;
 mod h1;

@@ -26,7 +26,7 @@ use sluice_filter::Route;
 
 use crate::backend_tls::TlsClients;
 use crate::balance::{self, ActiveGuard};
-use crate::body::{ResponseBody, Upstream};
+use crate::body::{RequestBody, ResponseBody, Upstream};
 use crate::connect::{self, Connector};
 use crate::error::ProxyError;
 use crate::headers::{keep_upgrade, strip_hop_by_hop};
@@ -35,7 +35,7 @@ use crate::tunnel::{self, Backend};
 use crate::{danger, h1};
 
 /// A request body on its way upstream, cut off at the route's size limit.
-pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
+pub type UpstreamBody = Either<Limited<RequestBody>, Empty<Bytes>>;
 
 /// The endpoint that answered, on responses from pods.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,7 @@ pub struct Upstreams {
 /// What [`Upstreams::forward`] needs of the request besides its head.
 pub struct Outbound {
     /// The body, already limited to the route's maximum.
-    pub body: Limited<Incoming>,
+    pub body: Limited<RequestBody>,
     /// The client side of an HTTP/1.1 Upgrade, taken over once the backend answers 101.
     pub upgrade: Option<OnUpgrade>,
     /// The endpoint a filter chose, by index.

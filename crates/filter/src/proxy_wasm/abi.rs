@@ -17,6 +17,7 @@ use super::properties;
 use crate::failure::MemoryCap;
 use crate::host::sluice::filter::types::ImmediateResponse;
 use crate::host::{Head, RequestContext};
+use crate::outbound;
 use crate::wasi::{STDERR, STDOUT, Wasi};
 
 /// `proxy_status_t`.
@@ -36,6 +37,9 @@ const INVAL: u32 = 28;
 const NOSYS: u32 = 52;
 
 /// `proxy_buffer_type_t` values with a buffer here.
+const REQUEST_BODY: u32 = 0;
+const RESPONSE_BODY: u32 = 1;
+const HTTP_CALL_RESPONSE_BODY: u32 = 4;
 const VM_CONFIGURATION: u32 = 6;
 const PLUGIN_CONFIGURATION: u32 = 7;
 
@@ -57,6 +61,9 @@ pub(crate) struct Host {
     /// The plugin configuration `proxy_on_configure` is reading.
     pub configuration: Vec<u8>,
     pub call: Option<Call>,
+    /// HTTP calls in flight, by token.
+    pub calls: Vec<(u32, outbound::Pending)>,
+    next_token: u32,
 }
 
 /// What a call on a request reads and changes, moved into the store for the call.
@@ -65,7 +72,45 @@ pub(crate) struct Call {
     /// The head of the phase; none in the log phase.
     pub head: Option<Head>,
     pub seen: Option<Seen>,
+    /// The body a body phase works on: what the filter holds of it so far.
+    pub body: Option<Body>,
     pub local_response: Option<ImmediateResponse>,
+    /// The filter resumed the request it paused (`proxy_continue_stream`).
+    pub resumed: bool,
+    /// The answer of the HTTP call `proxy_on_http_call_response` is about.
+    pub answer: Option<Answer>,
+}
+
+/// An HTTP call's answer as the filter reads it: a response head, and its body.
+pub(crate) struct Answer {
+    pub head: Head,
+    pub body: Vec<u8>,
+    /// The call failed: no headers at all (no `:status`).
+    pub failed: bool,
+}
+
+impl Call {
+    pub fn new(context: Box<RequestContext>, head: Option<Head>, seen: Option<Seen>, body: Option<Body>) -> Self {
+        Self { context, head, seen, body, local_response: None, resumed: false, answer: None }
+    }
+}
+
+/// The bytes of a request or response body a filter sees in a body phase.
+pub(crate) struct Body {
+    pub request: bool,
+    pub bytes: Vec<u8>,
+}
+
+impl Call {
+    /// Whether the call is in a request phase, where a local response replaces the upstream's.
+    fn request_phase(&self) -> bool {
+        matches!(self.head, Some(Head::Request(_))) || self.body.as_ref().is_some_and(|body| body.request)
+    }
+
+    fn body(&mut self, buffer: u32) -> Option<&mut Vec<u8>> {
+        let body = self.body.as_mut()?;
+        (body.request == (buffer == REQUEST_BODY)).then_some(&mut body.bytes)
+    }
 }
 
 impl Host {
@@ -78,6 +123,8 @@ impl Host {
             allocate: None,
             configuration: Vec::new(),
             call: None,
+            calls: Vec::new(),
+            next_token: 1,
         }
     }
 
@@ -188,8 +235,14 @@ fn with_map<R>(
     f: impl FnOnce(Map<'_>) -> Result<R, Status>,
 ) -> Result<R, Fault> {
     let call = call(caller)?;
-    let head = call.head.as_mut().ok_or(NOT_FOUND)?;
-    Ok(f(Map::of(map, head, &call.context)?)?)
+    let (map, head) = match map {
+        maps::HTTP_CALL_RESPONSE_HEADERS => {
+            let answer = call.answer.as_mut().filter(|answer| !answer.failed);
+            (maps::RESPONSE_HEADERS, answer.map(|answer| &mut answer.head))
+        }
+        _ => (map, call.head.as_mut()),
+    };
+    Ok(f(Map::of(map, head.ok_or(NOT_FOUND)?, &call.context)?)?)
 }
 
 /// The linker of every proxy-wasm module: the functions implemented here.
@@ -199,6 +252,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
     linker.func_wrap("env", "proxy_get_log_level", proxy_get_log_level)?;
     linker.func_wrap("env", "proxy_get_current_time_nanoseconds", proxy_get_current_time_nanoseconds)?;
     linker.func_wrap("env", "proxy_get_buffer_bytes", proxy_get_buffer_bytes)?;
+    linker.func_wrap("env", "proxy_set_buffer_bytes", proxy_set_buffer_bytes)?;
     linker.func_wrap("env", "proxy_get_header_map_pairs", proxy_get_header_map_pairs)?;
     linker.func_wrap("env", "proxy_set_header_map_pairs", proxy_set_header_map_pairs)?;
     linker.func_wrap("env", "proxy_get_header_map_value", proxy_get_header_map_value)?;
@@ -220,8 +274,12 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
         let value = metrics::get(&caller.data().plugin, id).ok_or(Fault::Status(NOT_FOUND));
         answer(value.and_then(|value| write(&mut caller, ptr, &value.to_le_bytes())))
     })?;
-    // Nothing is ever paused: there is nothing to continue.
-    linker.func_wrap("env", "proxy_continue_stream", |_: u32| OK)?;
+    linker.func_wrap("env", "proxy_continue_stream", |mut caller: Caller<'_, Host>, stream: u32| {
+        answer(call(&mut caller).map(|call| call.resumed |= stream == 0))
+    })?;
+    // One request at a time per instance: the context in effect is always the request's.
+    linker.func_wrap("env", "proxy_set_effective_context", |_: u32| OK)?;
+    linker.func_wrap("env", "proxy_http_call", proxy_http_call)?;
     for wasi in ["wasi_snapshot_preview1", "wasi_unstable"] {
         linker.func_wrap(wasi, "proc_exit", |code: u32| -> wasmtime::Result<()> {
             wasmtime::bail!("the plugin exited with code {code}")
@@ -332,11 +390,36 @@ fn proxy_get_buffer_bytes(
         let bytes = match buffer {
             PLUGIN_CONFIGURATION => caller.data().configuration.clone(),
             VM_CONFIGURATION => Vec::new(),
+            REQUEST_BODY | RESPONSE_BODY => call(&mut caller)?.body(buffer).ok_or(NOT_FOUND)?.clone(),
+            HTTP_CALL_RESPONSE_BODY => call(&mut caller)?.answer.as_ref().ok_or(NOT_FOUND)?.body.clone(),
             _ => return Err(Fault::Status(NOT_FOUND)),
         };
         let start = (start as usize).min(bytes.len());
         let end = start.saturating_add(max_size as usize).min(bytes.len());
         give(&mut caller, &bytes[start..end], data_ptr, size_ptr)
+    })
+}
+
+/// Replaces `size` bytes of a body from `start` with the guest's bytes: `(0, 0)` prepends, a
+/// `start` at or past the end appends, `(0, length or more)` replaces it all.
+fn proxy_set_buffer_bytes(
+    mut caller: Caller<'_, Host>,
+    buffer: u32,
+    start: u32,
+    size: u32,
+    data_ptr: u32,
+    data_size: u32,
+) -> wasmtime::Result<Status> {
+    run(|| {
+        let bytes = read(&mut caller, data_ptr, data_size)?;
+        let body = match buffer {
+            REQUEST_BODY | RESPONSE_BODY => call(&mut caller)?.body(buffer).ok_or(NOT_FOUND)?,
+            _ => return Err(Fault::Status(BAD_ARGUMENT)),
+        };
+        let start = (start as usize).min(body.len());
+        let end = start.saturating_add(size as usize).min(body.len());
+        body.splice(start..end, bytes);
+        Ok(())
     })
 }
 
@@ -449,13 +532,69 @@ fn proxy_send_local_response(
         let headers = maps::deserialize(&headers)?.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         let status = u16::try_from(status).map_err(|_| BAD_ARGUMENT)?;
         let call = call(&mut caller)?;
-        // The answer replaces the upstream's; once the upstream answered, it is too late.
-        if !matches!(call.head, Some(Head::Request(_))) {
+        // The answer replaces the upstream's: in the request phases, or in place of the
+        // upstream's response while its head is in hand; not from the log phase or once the
+        // response body has started.
+        if !call.request_phase() && !matches!(call.head, Some(Head::Response(_))) {
             return Err(Fault::Status(UNIMPLEMENTED));
         }
         call.local_response = Some(ImmediateResponse { status, headers, body });
         Ok(())
     })
+}
+
+/// `proxy_http_call`: a call to a Service of the Ingress's namespace (see [`outbound`]),
+/// answered later through `proxy_on_http_call_response` while the request waits.
+#[allow(clippy::too_many_arguments)]
+fn proxy_http_call(
+    mut caller: Caller<'_, Host>,
+    target_ptr: u32,
+    target_len: u32,
+    headers_ptr: u32,
+    headers_len: u32,
+    body_ptr: u32,
+    body_len: u32,
+    _trailers_ptr: u32,
+    _trailers_len: u32,
+    timeout_ms: u32,
+    token_ptr: u32,
+) -> wasmtime::Result<Status> {
+    run(|| {
+        let target = read_text(&mut caller, target_ptr, target_len)?;
+        let headers = read(&mut caller, headers_ptr, headers_len)?;
+        let body = read(&mut caller, body_ptr, body_len)?;
+        let request = call_request(&maps::deserialize(&headers)?, body)?;
+        let ingress = &call(&mut caller)?.context.route.ingress;
+        let namespace = ingress.split_once('/').map_or("", |(namespace, _)| namespace).to_owned();
+        let destination = outbound::Destination::parse(&target, &namespace).map_err(|why| {
+            tracing::debug!(plugin = %caller.data().plugin, "proxy_http_call: {why}");
+            BAD_ARGUMENT
+        })?;
+        let context = &call(&mut caller)?.context;
+        let backend = context.snapshot.as_ref().and_then(|snapshot| destination.resolve(&snapshot.backends));
+        let backend = backend.ok_or(BAD_ARGUMENT)?.clone();
+        let pending = outbound::send(&backend, request, std::time::Duration::from_millis(timeout_ms.into()));
+        let host = caller.data_mut();
+        let token = host.next_token;
+        host.next_token = host.next_token.wrapping_add(1).max(1);
+        host.calls.push((token, pending));
+        write_u32(&mut caller, token_ptr, token)
+    })
+}
+
+/// The request of an HTTP call from its header map: `:method`, `:path` and `:authority`
+/// (required, as in Envoy) become the request line and Host.
+fn call_request(pairs: &[(&str, &str)], body: Vec<u8>) -> Result<http::Request<bytes::Bytes>, Fault> {
+    let pseudo = |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| *value);
+    let (method, path, authority) = match (pseudo(":method"), pseudo(":path"), pseudo(":authority")) {
+        (Some(method), Some(path), Some(authority)) => (method, path, authority),
+        _ => return Err(Fault::Status(BAD_ARGUMENT)),
+    };
+    let mut request = http::Request::builder().method(method).uri(path).header(http::header::HOST, authority);
+    for &(name, value) in pairs.iter().filter(|(name, _)| !name.starts_with(':')) {
+        request = request.header(name, value);
+    }
+    request.body(body.into()).map_err(|_| Fault::Status(BAD_ARGUMENT))
 }
 
 /// Shared data: per plugin, for the life of the gateway process, with a version per key for

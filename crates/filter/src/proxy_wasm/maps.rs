@@ -9,7 +9,8 @@ use crate::host::{Head, RequestContext, parse_header, with_path_and_query};
 
 /// `proxy_map_type_t` values with a map here.
 const REQUEST_HEADERS: u32 = 0;
-const RESPONSE_HEADERS: u32 = 2;
+pub(crate) const RESPONSE_HEADERS: u32 = 2;
+pub(crate) const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
 /// The header map `map` of the head in hand.
 pub(crate) struct Map<'a> {

@@ -26,7 +26,7 @@ pub use metrics::{MetricKind, PluginMetric, plugin_metrics};
 
 use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
 use crate::failure::{FailureKind, FilterFailure};
-use crate::host::sluice::filter::types::Action;
+use crate::host::sluice::filter::types::{Action, ImmediateResponse};
 use crate::host::{Head, RequestContext};
 use crate::idle::IdlePool;
 
@@ -79,7 +79,7 @@ impl Code {
     /// Runs the request headers or response headers phase of the request in hand, in the
     /// instance `stream` holds (taken in the request phase).
     #[allow(clippy::too_many_arguments)]
-    pub fn on_head(
+    pub async fn on_head(
         &self,
         plugin: &Arc<Plugin>,
         config: &str,
@@ -98,11 +98,11 @@ impl Code {
                 Ok(vm) => vm,
                 Err(failure) => return (context, head, Err(failure)),
             };
-            *stream = Some(Stream { vm, id: 0, plugin: plugin.clone(), fresh, seen: None });
+            *stream = Some(Stream { vm, id: 0, plugin: plugin.clone(), fresh, seen: None, held: Default::default() });
         }
         // No stream for the response: the request phase failed open.
         let Some(open) = stream else { return (context, head, Ok(None)) };
-        let (context, head, result) = open.on_head(config, config_id, context, head);
+        let (context, head, result) = open.on_head(config, config_id, context, head).await;
         if result.is_err() {
             *stream = None;
         }
@@ -119,6 +119,9 @@ struct Vm {
     next_id: u32,
 }
 
+/// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
+type OnHttpCallResponse = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 /// The guest's entry points; a missing optional one is not called.
 struct Exports {
     on_context_create: TypedFunc<(u32, u32), ()>,
@@ -126,6 +129,9 @@ struct Exports {
     on_configure: Option<TypedFunc<(u32, u32), u32>>,
     on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_http_call_response: Option<OnHttpCallResponse>,
     on_done: Option<TypedFunc<u32, u32>>,
     on_log: Option<TypedFunc<u32, ()>>,
     on_delete: Option<TypedFunc<u32, ()>>,
@@ -164,6 +170,9 @@ impl Vm {
             on_configure: instance.get_typed_func(&mut *store, "proxy_on_configure").ok(),
             on_request_headers: instance.get_typed_func(&mut *store, "proxy_on_request_headers").ok(),
             on_response_headers: instance.get_typed_func(&mut *store, "proxy_on_response_headers").ok(),
+            on_request_body: instance.get_typed_func(&mut *store, "proxy_on_request_body").ok(),
+            on_response_body: instance.get_typed_func(&mut *store, "proxy_on_response_body").ok(),
+            on_http_call_response: instance.get_typed_func(&mut *store, "proxy_on_http_call_response").ok(),
             on_done: instance.get_typed_func(&mut *store, "proxy_on_done").ok(),
             on_log: instance.get_typed_func(&mut *store, "proxy_on_log").ok(),
             on_delete: instance.get_typed_func(&mut *store, "proxy_on_delete").ok(),
@@ -256,10 +265,91 @@ pub(crate) struct Stream {
     plugin: Arc<Plugin>,
     fresh: bool,
     seen: Option<Seen>,
+    /// What the filter holds of the request body and of the response body: the chunks it has
+    /// been given since it last let the body go on.
+    held: [Vec<u8>; 2],
+}
+
+/// `proxy_action_t`.
+const CONTINUE: u32 = 0;
+
+/// What a body phase made of a chunk.
+pub(crate) enum BodyOut {
+    /// The bytes that go on (the filter let go of what it held, changed or not).
+    Pass(Vec<u8>),
+    /// The filter keeps what it has been given until more comes (Pause): it buffers.
+    Held,
+    /// The filter answered instead of the upstream (request body only).
+    Respond(ImmediateResponse),
+}
+
+/// Why a body phase did not let the body go on.
+pub(crate) enum BodyFault {
+    /// The filter buffered more than the cap.
+    TooLarge,
+    /// The call failed; the body as the filter left it, which goes on past a fail-open filter.
+    Failed(FilterFailure, Vec<u8>),
 }
 
 impl Stream {
-    fn on_head(
+    /// Whether the filter has a body phase for the request (or the response).
+    pub fn has_body(&self, request: bool) -> bool {
+        match request {
+            true => self.vm.exports.on_request_body.is_some(),
+            false => self.vm.exports.on_response_body.is_some(),
+        }
+    }
+
+    /// Gives the filter the next `chunk` of the request (or response) body, with everything it
+    /// held back before: `proxy_on_request_body` (or `_response_body`). Pause holds the body
+    /// until more comes; at the end of the stream there is nothing more to wait for, and the
+    /// body goes on.
+    pub fn on_body(
+        &mut self,
+        request: bool,
+        chunk: &[u8],
+        end_of_stream: bool,
+        cap: usize,
+        context: Box<RequestContext>,
+    ) -> (Box<RequestContext>, Result<BodyOut, BodyFault>) {
+        let plugin = self.plugin.clone();
+        let held = &mut self.held[usize::from(!request)];
+        // A chunk alone may be larger than the cap: only what a filter holds back is capped.
+        if !held.is_empty() && held.len() + chunk.len() > cap {
+            return (context, Err(BodyFault::TooLarge));
+        }
+        held.extend_from_slice(chunk);
+        let bytes = std::mem::take(held);
+        let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let body = Some(abi::Body { request, bytes });
+        self.vm.store.data_mut().call = Some(abi::Call::new(context, None, self.seen.take(), body));
+        let id = self.id;
+        let result = self.vm.call(&plugin, plugin.limits.deadline, |store, exports| {
+            let function = match request {
+                true => &exports.on_request_body,
+                false => &exports.on_response_body,
+            };
+            function.as_ref().map_or(Ok(CONTINUE), |function| function.call(store, (id, size, end_of_stream.into())))
+        });
+        let call = self.vm.store.data_mut().call.take().expect("a call's inputs stay in the store");
+        self.seen = call.seen;
+        let bytes = call.body.map(|body| body.bytes).unwrap_or_default();
+        let out = match (result, call.local_response) {
+            (Err(failure), _) => Err(BodyFault::Failed(failure, bytes)),
+            (Ok(_), Some(response)) => Ok(BodyOut::Respond(response)),
+            (Ok(action), None) if action == CONTINUE || end_of_stream => Ok(BodyOut::Pass(bytes)),
+            (Ok(_), None) => {
+                if bytes.len() > cap {
+                    return (call.context, Err(BodyFault::TooLarge));
+                }
+                self.held[usize::from(!request)] = bytes;
+                Ok(BodyOut::Held)
+            }
+        };
+        (call.context, out)
+    }
+
+    async fn on_head(
         &mut self,
         config: &str,
         config_id: u64,
@@ -284,19 +374,22 @@ impl Stream {
             Head::Request(parts) => (parts.headers.len(), no_body(&parts.headers)),
             Head::Response(parts) => (parts.headers.len(), no_body(&parts.headers)),
         };
-        let host = self.vm.store.data_mut();
-        host.call = Some(abi::Call { context, head: Some(head), seen: self.seen.take(), local_response: None });
+        self.vm.store.data_mut().call = Some(abi::Call::new(context, Some(head), self.seen.take(), None));
         let id = self.id;
         let headers = u32::try_from(headers).unwrap_or(u32::MAX);
-        // Pause waits for nothing the gateway has: the request goes on (as with Continue).
         let result = self.vm.call(&plugin, plugin.limits.deadline, |store, exports| {
             let function = match request {
                 true => &exports.on_request_headers,
                 false => &exports.on_response_headers,
             };
-            function.as_ref().map_or(Ok(0), |function| function.call(store, (id, headers, end_of_stream.into())))
+            function.as_ref().map_or(Ok(CONTINUE), |function| function.call(store, (id, headers, end_of_stream.into())))
         });
-        let result = result.map(drop);
+        let result = match result {
+            Ok(action) if action != CONTINUE => self.wait(&plugin).await,
+            result => result.map(drop),
+        };
+        // Answers of calls the filter stopped waiting for are not delivered.
+        self.vm.store.data_mut().calls.clear();
         let call = self.vm.store.data_mut().call.take().expect("a call's inputs stay in the store");
         let head = call.head.expect("the head stays in the store during a call");
         self.seen = Some(match (&head, call.seen) {
@@ -320,13 +413,49 @@ impl Stream {
         (call.context, head, result)
     }
 
+    /// The filter paused the request: while it has HTTP calls in flight, waits for the next
+    /// answer and gives it to `proxy_on_http_call_response`, until the filter resumes the
+    /// request or answers it. A pause with nothing to wait for lets the request go on.
+    async fn wait(&mut self, plugin: &Plugin) -> Result<(), FilterFailure> {
+        loop {
+            let host = self.vm.store.data_mut();
+            let call = host.call.as_ref().expect("a call's inputs stay in the store");
+            if call.resumed || call.local_response.is_some() || host.calls.is_empty() {
+                return Ok(());
+            }
+            let (token, pending) = host.calls.remove(0);
+            let answer = pending.answer().await;
+            let (headers, body) = (answer.headers.len() + usize::from(answer.status.is_some()), answer.body.len());
+            let head = match answer.status {
+                Some(status) => {
+                    let mut response = http::Response::new(());
+                    *response.status_mut() = status;
+                    *response.headers_mut() = answer.headers;
+                    Head::Response(response.into_parts().0)
+                }
+                None => Head::Response(http::Response::new(()).into_parts().0),
+            };
+            let failed = answer.status.is_none();
+            let call = self.vm.store.data_mut().call.as_mut().expect("a call's inputs stay in the store");
+            call.answer = Some(abi::Answer { head, body: answer.body.into(), failed });
+            let id = self.id;
+            let (headers, body) = (u32::try_from(headers).unwrap_or(u32::MAX), u32::try_from(body).unwrap_or(u32::MAX));
+            let result =
+                self.vm.call(plugin, plugin.limits.deadline, |store, exports| match &exports.on_http_call_response {
+                    Some(function) => function.call(store, (id, token, if failed { 0 } else { headers }, body, 0)),
+                    None => Ok(()),
+                });
+            self.vm.store.data_mut().call.as_mut().expect("a call's inputs stay in the store").answer = None;
+            result?;
+        }
+    }
+
     /// The request ended: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`; the instance
     /// goes back to the idle ones if they succeeded.
     fn finish(mut self, context: Box<RequestContext>) -> Box<RequestContext> {
         let plugin = self.plugin.clone();
         let id = self.id;
-        self.vm.store.data_mut().call =
-            Some(abi::Call { context, head: None, seen: self.seen.take(), local_response: None });
+        self.vm.store.data_mut().call = Some(abi::Call::new(context, None, self.seen.take(), None));
         let result = self.vm.call(&plugin, plugin.limits.deadline, |store, exports| {
             if let Some(done) = &exports.on_done {
                 done.call(&mut *store, id)?;

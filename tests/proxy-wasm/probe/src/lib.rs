@@ -2,6 +2,7 @@
 //! does, so one module covers the gateway's tests of the ABI.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -28,6 +29,21 @@ struct Config {
     hostile: Option<String>,
     /// Count requests in a counter of this name.
     metric: Option<String>,
+    /// Replace the first string with the second in the whole request body (buffered: Pause
+    /// until the end of the stream).
+    rewrite_request: Option<(String, String)>,
+    /// The same in the whole response body.
+    rewrite_response: Option<(String, String)>,
+    /// Upper-case every chunk of the request body as it streams (no Pause).
+    upper_request: bool,
+    /// Answer 403 from the request body phase if the whole body contains this.
+    deny_body: Option<String>,
+    /// Ask this Service (`SERVICE:PORT` or Istio's cluster name) with the request's path before
+    /// letting a request go on: 200 lets it go on with `x-auth-pod` set from the answer,
+    /// anything else (or no answer) is answered 403.
+    auth: Option<String>,
+    /// Replace upstream responses of this status with a 502 of the filter's own.
+    replace_status: Option<u16>,
 }
 
 proxy_wasm::main! {{
@@ -73,7 +89,24 @@ struct Probe {
     config: Rc<Config>,
 }
 
-impl Context for Probe {}
+impl Context for Probe {
+    fn on_http_call_response(&mut self, _: u32, _: usize, body_size: usize, _: usize) {
+        let status = self.get_http_call_response_header(":status");
+        if status.as_deref() != Some("200") {
+            let status = status.unwrap_or_else(|| "none".into());
+            let body = format!("auth said {status}");
+            self.send_http_response(403, vec![("x-denied-by", "pw-probe")], Some(body.as_bytes()));
+            return;
+        }
+        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+        let pod = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|answer| answer["pod"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.set_http_request_header("x-auth-pod", Some(&pod));
+        self.resume_http_request();
+    }
+}
 
 fn text(property: Option<Vec<u8>>) -> String {
     property.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
@@ -109,6 +142,17 @@ impl HttpContext for Probe {
             hostcalls::increment_metric(id, 1).expect("counting");
         }
         let path = self.get_http_request_header(":path").unwrap_or_default();
+        if let Some(auth) = &self.config.auth {
+            let headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", "auth")];
+            return match self.dispatch_http_call(auth, headers, None, vec![], Duration::from_secs(2)) {
+                Ok(_) => Action::Pause,
+                Err(status) => {
+                    let body = format!("auth call refused: {status:?}");
+                    self.send_http_response(500, vec![], Some(body.as_bytes()));
+                    Action::Pause
+                }
+            };
+        }
         if let Some(prefix) = &self.config.deny
             && path.starts_with(prefix.as_str())
         {
@@ -146,6 +190,11 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok());
+        if status.is_some() && status == self.config.replace_status {
+            self.send_http_response(502, vec![("x-replaced-by", "pw-probe")], Some(b"replaced by proxy-wasm"));
+            return Action::Pause;
+        }
         for (name, value) in &self.config.set_response {
             self.set_http_response_header(name, Some(value));
         }
@@ -165,6 +214,40 @@ impl HttpContext for Probe {
             };
             self.set_http_response_header("x-count", Some(&count.to_string()));
         }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if self.config.upper_request {
+            let chunk = self.get_http_request_body(0, size).unwrap_or_default();
+            self.set_http_request_body(0, size, &chunk.to_ascii_uppercase());
+        }
+        if self.config.rewrite_request.is_none() && self.config.deny_body.is_none() {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = String::from_utf8_lossy(&self.get_http_request_body(0, size).unwrap_or_default()).into_owned();
+        if let Some(denied) = &self.config.deny_body
+            && body.contains(denied.as_str())
+        {
+            self.send_http_response(403, vec![("x-denied-by", "pw-probe")], Some(b"body denied by proxy-wasm"));
+            return Action::Pause;
+        }
+        if let Some((from, to)) = &self.config.rewrite_request {
+            self.set_http_request_body(0, size, body.replace(from.as_str(), to).as_bytes());
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        let Some((from, to)) = &self.config.rewrite_response else { return Action::Continue };
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = String::from_utf8_lossy(&self.get_http_response_body(0, size).unwrap_or_default()).into_owned();
+        self.set_http_response_body(0, size, body.replace(from.as_str(), to).as_bytes());
         Action::Continue
     }
 
