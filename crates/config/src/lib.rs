@@ -1,9 +1,10 @@
 //! Kubernetes objects in, Sluice's validated routing model out.
 //!
 //! This crate is pure: it never touches the network, the clock or the file system. Sources (files,
-//! the API server) hand it [`Manifest`]s; [`translate`] turns them into a [`Model`] plus a list of
-//! [`ConfigError`]s. A [`Catalog`] keeps objects between translations, so that one change is
-//! translated in proportion to what it touches. An error names the file, the object and the field it is about, and only the
+//! the API server) hand it [`Manifest`]s, which a [`Catalog`] keeps between translations:
+//! [`Catalog::translate`] turns them into a [`Model`] plus a list of [`ConfigError`]s, translating
+//! again only the Ingresses a change touches. [`translate`] does the same for a one-off set of
+//! manifests (`sluice check`, tests). An error names the file, the object and the field it is about, and only the
 //! broken part is dropped: every other Ingress, rule and path keeps working.
 
 mod backend_tls;

@@ -1,8 +1,10 @@
 //! Sluice's control plane: where objects come from, and how they become the published
 //! [`Snapshot`](sluice_route::Snapshot).
 //!
-//! A source gathers manifests; [`Publisher::publish`] translates them, compiles a snapshot that
-//! shares what did not change with the previous one, and swaps it in with one atomic store.
+//! Objects are kept in a [`Catalog`](sluice_config::Catalog): the [`Publisher`]'s own for
+//! manifest files ([`Publisher::publish`]), the watch store's in cluster mode
+//! ([`Publisher::publish_catalog`]). Publishing translates only what changed, compiles a
+//! snapshot that shares the rest with the previous one, and swaps it in with one atomic store.
 //! Compiling happens on a blocking thread, never on the threads serving requests.
 
 mod cluster;

@@ -1,4 +1,5 @@
-//! Plugin modules from the `--plugins` directory, and the filter chains Ingresses attach.
+//! Plugin modules from the `--plugins` directory and from ConfigMaps labelled
+//! `sluice.dev/plugin` (cluster mode), and the filter chains Ingresses attach.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

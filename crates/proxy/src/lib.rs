@@ -9,7 +9,7 @@
 //! The data plane runs one single-threaded runtime per core, each with its own listening socket
 //! (`SO_REUSEPORT`) and upstream connection pool, like nginx's workers: a request and its
 //! upstream connection never cross threads. Only the snapshot and the endpoints' load counters
-//! are shared. Measured against tokio's work-stealing runtime on 2 cores: see the README.
+//! are shared.
 //!
 //! [`Snapshot`]: sluice_route::Snapshot
 

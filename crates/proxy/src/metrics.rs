@@ -43,7 +43,6 @@ struct UpstreamLabels {
     error: &'static str,
 }
 
-/// How an upstream failed, for `sluice_upstream_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FilterLabels {
     plugin: Arc<str>,
@@ -51,6 +50,7 @@ struct FilterLabels {
     policy: &'static str,
 }
 
+/// How an upstream failed, for `sluice_upstream_errors_total`.
 #[derive(Debug, Clone, Copy)]
 pub enum UpstreamError {
     Connect,

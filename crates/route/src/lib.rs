@@ -1,7 +1,7 @@
 //! The compiled form of the routing model, and request matching against it.
 //!
-//! [`RouteTable`] answers "which route serves this host and path" with the precedence of
-//! DESIGN section 5: exact hosts before `*.` wildcards before host-less rules; within a host the
+//! [`RouteTable`] answers "which route serves this host and path" with Sluice's precedence:
+//! exact hosts before `*.` wildcards before host-less rules; within a host the
 //! longest path string wins, Exact before Prefix before regex on equal length, and the oldest
 //! Ingress wins what is left (conflicts are resolved when the table is built, not per request).
 //! [`Snapshot`] is one immutable, published configuration: the table, the backends and the

@@ -1,5 +1,6 @@
 //! Matching semantics: every example of the Kubernetes Ingress documentation (path types,
-//! multiple matches, host wildcards), plus Sluice's precedence rules from DESIGN section 5.
+//! multiple matches, host wildcards), plus Sluice's precedence rules (exact hosts, then wildcards, then
+//! host-less rules; the longest path; Exact, Prefix, regex; the oldest Ingress).
 
 use sluice_config::{HostMatch, PathMatch};
 use sluice_route::{RegexCache, RouteTable};
