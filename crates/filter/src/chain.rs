@@ -77,8 +77,10 @@ impl Attachment {
             }
             let context = exchange.context.take().expect("the request context is back after every call");
             let stream = &mut exchange.streams[index];
+            // Boxed, as the start of an instance below: the futures of these paths would
+            // otherwise be part of every filtered request's future.
             let (context, head, result) =
-                code.on_head(plugin, &self.config, self.config_id, fresh, stream, context, head).await;
+                Box::pin(code.on_head(plugin, &self.config, self.config_id, fresh, stream, context, head)).await;
             exchange.context = Some(context);
             return (head, result);
         }
@@ -88,7 +90,7 @@ impl Attachment {
         };
         let mut live = match live {
             Some(live) => live,
-            None => match instance::start(plugin).await {
+            None => match Box::pin(instance::start(plugin)).await {
                 Ok(live) => live,
                 Err(failure) => return (head, Err(failure)),
             },

@@ -104,7 +104,7 @@ impl Live {
             let _ticking = plugin.engine.clock().ticking();
             match self.sync {
                 true => func.call(&mut self.store, params),
-                false => func.call_async(&mut self.store, params).await,
+                false => Box::pin(func.call_async(&mut self.store, params)).await,
             }
         };
         self.store.data_mut().wasi.end_call();

@@ -69,7 +69,7 @@ impl ErrorPageClient {
         if !pages.replaces(status.0.as_u16(), status.1) {
             return result;
         }
-        match self.ask(route, pages, kept, status.0).await {
+        match Box::pin(self.ask(route, pages, kept, status.0)).await {
             Ok(response) => {
                 if let Err(error) = &result {
                     let backend = &route.backend.key;

@@ -172,7 +172,7 @@ impl Proxy {
             None => {
                 let chosen = exchange.chosen_endpoint().or_else(|| balanced(&parts));
                 let response = match chain.has_body_phase(&exchange, true) && !body.is_end_stream() {
-                    true => self.forward_filtered(&route, &mut exchange, parts, body, upgrade, chosen).await,
+                    true => Box::pin(self.forward_filtered(&route, &mut exchange, parts, body, upgrade, chosen)).await,
                     false => self.forward(&route, parts, RequestBody::Client(body), upgrade, chosen).await,
                 };
                 let response = self.error_pages.replace(&route, kept, response).await?;
@@ -190,7 +190,7 @@ impl Proxy {
             // A response without a body (HEAD, 204, 304) keeps its head as it is.
             Either::Left(upstream) if !upstream.is_end_stream() && chain.has_body_phase(&exchange, false) => {
                 let (chain, cap, metrics) = (route.filters.clone(), filtered::cap(&route), self.metrics.clone());
-                filtered::response(chain, exchange, head, upstream, cap, metrics).await
+                Box::pin(filtered::response(chain, exchange, head, upstream, cap, metrics)).await
             }
             body => Ok(Response::from_parts(head, body)),
         }

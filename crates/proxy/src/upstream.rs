@@ -114,7 +114,7 @@ impl Upstreams {
                     .map_err(|_| ProxyError::BadRequest("ExternalName is not a valid host".into()))?;
                 let request = client_request(parts, protocol, authority, Either::Left(outbound.body));
                 let mut upgrade = outbound.upgrade;
-                self.through_client(route, request, None, &mut upgrade).await
+                Box::pin(self.through_client(route, request, None, &mut upgrade)).await
             }
             Target::Pods { .. } => self.to_pods(route, parts, outbound).await,
         }
@@ -160,7 +160,7 @@ impl Upstreams {
                 let authority =
                     Authority::try_from(endpoint.to_string()).expect("a socket address is a valid authority");
                 let request = client_request(parts, route.ingress.backend_protocol, authority, body);
-                self.through_client(route, request, Some(active), &mut upgrade).await
+                Box::pin(self.through_client(route, request, Some(active), &mut upgrade)).await
             };
             attempts.elapsed = started.elapsed();
             if !last
@@ -203,6 +203,9 @@ impl Upstreams {
         Ok(switch(response.map(Either::Left), backend, downstream, Some(active)))
     }
 
+    /// Over hyper-util's pooled clients (HTTPS, gRPC, ExternalName). Callers box its future: it
+    /// is several times larger than the plain-HTTP path's, and every request's future would
+    /// otherwise carry (and move) its size.
     async fn through_client(
         &self,
         route: &Route,
