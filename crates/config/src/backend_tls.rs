@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::annotations::{self, Reader};
 use crate::catalog::Referenced;
+use crate::error::not_found;
 use crate::manifest::{BACKEND_TLS_LABEL, TLS_SECRET_TYPE};
 use crate::model::{BackendProtocol, BackendTlsMaterial, BackendTlsSpec, TlsProtocol};
 use crate::translate::{parse_host, secret_entry};
@@ -102,7 +103,10 @@ fn material(referenced: &Referenced, namespace: &str, value: &str) -> Result<Bac
         return Err(format!("Secret {value} is in another namespace; only the Ingress's own ({namespace}) is read"));
     }
     let secret = referenced.secrets.get(ns, name).ok_or_else(|| {
-        format!("Secret {value} not found (unless of type {TLS_SECRET_TYPE}, it needs the label {BACKEND_TLS_LABEL})")
+        format!(
+            "{} (unless of type {TLS_SECRET_TYPE}, it needs the label {BACKEND_TLS_LABEL})",
+            not_found(format_args!("Secret {value}"))
+        )
     })?;
     let (ca_pem, cert, key) =
         (secret_entry(secret, "ca.crt"), secret_entry(secret, "tls.crt"), secret_entry(secret, "tls.key"));

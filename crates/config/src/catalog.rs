@@ -14,9 +14,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::annotations;
-use crate::error::{ConfigError, ObjectRef};
+use crate::error::{ConfigError, ObjectRef, not_found};
 use crate::manifest::{DEFAULT_NAMESPACE, Manifest, Object};
-use crate::model::{BackendKey, IngressModel, Model, PortRef, Target};
+use crate::model::{BackendKey, IngressInfo, IngressModel, Model, PortRef, Target};
 use crate::translate::{TranslateOptions, is_ours, translate_ingress};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -368,8 +368,8 @@ impl Catalog {
     }
 
     /// Every ConfigMap.
-    pub fn config_maps(&self) -> impl Iterator<Item = &ConfigMap> {
-        self.referenced.config_maps.values().map(|map| &**map)
+    pub fn config_maps(&self) -> impl Iterator<Item = &Arc<ConfigMap>> {
+        self.referenced.config_maps.values()
     }
 
     /// The `status.loadBalancer.ingress` of a Service; `None` when there is no such Service.
@@ -380,10 +380,7 @@ impl Catalog {
     /// The model of the Ingresses of `options.ingress_class`. Pure like [`crate::translate`]:
     /// every problem becomes a [`ConfigError`] and only the part it is about is left out.
     pub fn translate(&mut self, options: &TranslateOptions<'_>) -> Model {
-        let default_class = self.classes.get(options.ingress_class).is_some_and(|class| {
-            let value = class.metadata.annotations.as_ref().and_then(|a| a.get(annotations::DEFAULT_CLASS));
-            value.is_some_and(|v| annotations::parse_bool(v) == Ok(true))
-        });
+        let default_class = self.is_default(options);
         let changed = std::mem::take(&mut self.changed_services);
         if !changed.0.is_empty() {
             self.resolved.retain(|key, _| changed.get(&key.namespace, &key.service).is_none());
@@ -405,9 +402,7 @@ impl Catalog {
                 }
                 let resolved = &self.resolved[key];
                 if let Some(message) = &resolved.error {
-                    let message = format!("{message}; requests to this backend get 503");
-                    let info = &translated.info;
-                    model.errors.push(ConfigError::field(&info.origin, &info.id, field.clone(), message));
+                    model.errors.push(unresolved(&translated.info, field, message));
                 }
                 if !model.backends.contains_key(key) {
                     model.backends.insert(key.clone(), resolved.target.clone());
@@ -419,6 +414,65 @@ impl Catalog {
         self.resolved.retain(|key, _| model.backends.contains_key(key));
         model
     }
+}
+
+/// An Ingress checked on its own against a [`Catalog`], as an admission webhook does before the
+/// Ingress is stored.
+#[derive(Debug)]
+pub struct Review {
+    /// Whether the Ingress belongs to the IngressClass asked about; nothing else is checked
+    /// when it does not.
+    pub ours: bool,
+    /// The Ingress alone, with the backends it names. Its `errors` are what is wrong with the
+    /// Ingress itself.
+    pub model: Model,
+    /// What the Ingress refers to that is not there (yet): a Service, its port, a Secret or a
+    /// ConfigMap. Objects may be applied in any order, so these do not make the Ingress wrong.
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Catalog {
+    /// Translates `ingress` as [`Catalog::translate`] would if it replaced the stored Ingress of
+    /// its name, without changing the catalog: the same errors, with those about objects that
+    /// are missing moved to [`Review::warnings`].
+    pub fn review(&self, origin: &Arc<str>, ingress: &Ingress, options: &TranslateOptions<'_>) -> Review {
+        let mut review = Review {
+            ours: is_ours(ingress, options.ingress_class, self.is_default(options)),
+            model: Model::default(),
+            warnings: Vec::new(),
+        };
+        if !review.ours {
+            return review;
+        }
+        let mut translated = translate_ingress(origin, ingress, &self.referenced);
+        let (missing, errors) =
+            std::mem::take(&mut translated.errors).into_iter().partition(ConfigError::is_missing_object);
+        (translated.errors, review.warnings) = (errors, missing);
+        for (field, key) in &translated.backends {
+            let resolved = self.backends.resolve(key);
+            if let Some(message) = &resolved.error {
+                review.warnings.push(unresolved(&translated.info, field, message));
+            }
+            review.model.backends.entry(key.clone()).or_insert(resolved.target);
+        }
+        review.model.errors = translated.errors.clone();
+        review.model.ingresses.push(Arc::new(translated));
+        review
+    }
+
+    /// Whether the IngressClass of `options` is marked the cluster's default.
+    fn is_default(&self, options: &TranslateOptions<'_>) -> bool {
+        self.classes.get(options.ingress_class).is_some_and(|class| {
+            let value = class.metadata.annotations.as_ref().and_then(|a| a.get(annotations::DEFAULT_CLASS));
+            value.is_some_and(|v| annotations::parse_bool(v) == Ok(true))
+        })
+    }
+}
+
+/// The error for a backend that cannot be resolved.
+fn unresolved(info: &IngressInfo, field: &str, message: &str) -> ConfigError {
+    let message = format!("{message}; requests to this backend get 503");
+    ConfigError::field(&info.origin, &info.id, field, message)
 }
 
 impl Backends {
@@ -435,7 +489,7 @@ impl Backends {
 
     fn target(&self, key: &BackendKey) -> Result<Target, String> {
         let Some(service) = self.services.get(&key.namespace, &key.service) else {
-            return Err(format!("Service {}/{} not found", key.namespace, key.service));
+            return Err(not_found(format_args!("Service {}/{}", key.namespace, key.service)));
         };
         let port = match &key.port {
             PortRef::Number(n) => service.ports.iter().find(|(_, number)| number == n),

@@ -20,7 +20,7 @@ pub mod annotations;
 
 pub use backend_tls::TLS12_CIPHERS;
 
-pub use catalog::Catalog;
+pub use catalog::{Catalog, Review};
 pub use error::{ConfigError, ObjectRef};
 pub use filters::{FILTERS, FailurePolicy, FilterSpec, Isolation, parse_filters, valid_plugin_name};
 pub use manifest::{BACKEND_TLS_LABEL, Manifest, Object, Parsed, parse_manifests};

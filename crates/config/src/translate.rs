@@ -13,7 +13,7 @@ use crate::annotations::{self, Reader};
 use crate::backend_tls;
 use crate::builtins::builtin_filters;
 use crate::catalog::{Catalog, Referenced, namespace};
-use crate::error::{ConfigError, ObjectRef};
+use crate::error::{ConfigError, ObjectRef, not_found};
 use crate::filters::{FILTERS, FilterSpec, parse_filters};
 use crate::manifest::Manifest;
 use crate::model::{
@@ -462,7 +462,7 @@ fn tls_certificate(referenced: &Referenced, namespace: &str, name: &str) -> Resu
     let secret = referenced
         .secrets
         .get(namespace, name)
-        .ok_or_else(|| format!("Secret {namespace}/{name} of type kubernetes.io/tls not found"))?;
+        .ok_or_else(|| not_found(format_args!("Secret {namespace}/{name} of type kubernetes.io/tls")))?;
     let entry = |key: &str| secret_entry(secret, key).ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"));
     Ok(TlsCertificate {
         secret: format!("{namespace}/{name}"),

@@ -22,18 +22,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
-use sluice_config::{BACKEND_TLS_LABEL, Catalog, Manifest, Object, ObjectRef};
+use sluice_config::{BACKEND_TLS_LABEL, Manifest, Object, ObjectRef};
 use sluice_filter::Snapshot;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::publish::Publisher;
+use crate::publish::{Publisher, SharedCatalog};
+use crate::shared::{CUSTOM_HEADERS_LABEL, PLUGIN_LABEL};
 use crate::status::{Observed, PublishAddress, SeenIngress, StatusOptions, StatusWriter};
 
-/// The label that marks a ConfigMap holding a plugin module (`sluice.dev/plugin=NAME`).
-pub const PLUGIN_LABEL: &str = "sluice.dev/plugin";
-/// The label that marks a ConfigMap an Ingress's `custom-headers` annotation may name.
-pub const CUSTOM_HEADERS_LABEL: &str = "sluice.dev/custom-headers";
 /// The annotation `kubectl apply` keeps a whole copy of the object in; never read.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -262,9 +259,9 @@ fn map_event<K>(event: watcher::Event<K>, wrap: impl Fn(K) -> Object) -> watcher
 
 /// The latest version of every watched object, and which watchers have finished their first
 /// list.
-#[derive(Default)]
 struct Store {
-    catalog: Catalog,
+    /// The publisher's.
+    catalog: SharedCatalog,
     /// Per watcher: the objects of a relist in progress, swapped in whole when it completes.
     relisting: HashMap<&'static str, HashMap<ObjectRef, Manifest>>,
     /// Per watcher: what its last complete list held, to drop what a relist no longer has.
@@ -275,6 +272,11 @@ struct Store {
 }
 
 impl Store {
+    fn new(catalog: SharedCatalog) -> Self {
+        let (relisting, listed, config_maps) = (HashMap::new(), HashMap::new(), HashMap::new());
+        Self { catalog, relisting, listed, config_maps }
+    }
+
     /// Applies one watch event; returns whether the objects changed.
     fn apply(&mut self, what: &'static str, event: watcher::Event<Object>, origin: &Arc<str>) -> bool {
         let manifest = |object: Object| Manifest { origin: origin.clone(), object };
@@ -291,24 +293,26 @@ impl Store {
             watcher::Event::InitDone => {
                 let fresh = self.relisting.remove(what).unwrap_or_default();
                 let mut changed = false;
+                let catalog = self.catalog.clone();
+                let mut catalog = catalog.lock();
                 for gone in self.listed.insert(what, fresh.keys().cloned().collect()).unwrap_or_default() {
                     if !fresh.contains_key(&gone) && self.release(what, &gone) {
-                        changed |= self.catalog.remove(&gone);
+                        changed |= catalog.remove(&gone);
                     }
                 }
                 for (id, manifest) in fresh {
                     self.hold(what, id);
-                    changed |= self.catalog.apply(manifest);
+                    changed |= catalog.apply(manifest);
                 }
                 changed
             }
             watcher::Event::Apply(object) => {
                 self.hold(what, object.id());
-                self.catalog.apply(manifest(object))
+                self.catalog.lock().apply(manifest(object))
             }
             watcher::Event::Delete(object) => {
                 let id = object.id();
-                self.release(what, &id) && self.catalog.remove(&id)
+                self.release(what, &id) && self.catalog.lock().remove(&id)
             }
         }
     }
@@ -444,7 +448,8 @@ struct StatusFeed {
 
 impl StatusFeed {
     fn send(&self, store: &Store, snapshot: &Snapshot) {
-        let ingresses = (store.catalog.ingresses())
+        let catalog = store.catalog.lock();
+        let ingresses = (catalog.ingresses())
             .map(|(namespace, name, ingress)| SeenIngress {
                 id: ObjectRef::new("Ingress", namespace, name),
                 uid: ingress.metadata.uid.clone(),
@@ -454,7 +459,7 @@ impl StatusFeed {
                     .unwrap_or_default(),
             })
             .collect();
-        let service = self.service.as_ref().and_then(|id| store.catalog.service_load_balancer(&id.namespace, &id.name));
+        let service = self.service.as_ref().and_then(|id| catalog.service_load_balancer(&id.namespace, &id.name));
         let service_addresses = service.map(|entries| {
             let address = |e: &LoadBalancerIngress| IngressLoadBalancerIngress {
                 ip: e.ip.clone(),
@@ -488,7 +493,7 @@ async fn run(
     mut outages: Outages,
 ) {
     let origin: Arc<str> = Arc::from("kube");
-    let mut store = Store::default();
+    let mut store = Store::new(publisher.catalog());
     let mut ready = Some(ready);
     let mut changed = false;
     // A burst is cut off after this long even if events keep coming, so a busy cluster still
@@ -518,8 +523,9 @@ async fn run(
         changed = false;
         // Translating and compiling is blocking work.
         let published = tokio::task::spawn_blocking(move || {
-            publisher.set_published_plugins(store.catalog.config_maps());
-            let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish_catalog(&mut store.catalog));
+            let maps: Vec<_> = store.catalog.lock().config_maps().cloned().collect();
+            publisher.set_published_plugins(maps.iter().map(|map| &**map));
+            let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish_catalog());
             (store, publisher, snapshot)
         });
         let snapshot;
@@ -619,8 +625,8 @@ mod tests {
     fn a_config_map_both_config_map_watchers_see_stays_until_neither_has_it() {
         let origin: Arc<str> = Arc::from("kube");
         let (plugins, headers) = ("plugin ConfigMap", "custom-headers ConfigMap");
-        let mut store = Store::default();
-        let count = |store: &Store| store.catalog.config_maps().count();
+        let mut store = Store::new(SharedCatalog::default());
+        let count = |store: &Store| store.catalog.lock().config_maps().count();
         for what in [plugins, headers] {
             store.apply(what, watcher::Event::Init, &origin);
             store.apply(what, watcher::Event::InitApply(config_map()), &origin);

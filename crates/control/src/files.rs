@@ -1,7 +1,6 @@
 //! Manifests from files and directories, re-read incrementally and watched.
 
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use sluice_config::{ConfigError, Manifest, parse_manifests};
 use tokio::sync::mpsc;
 
 use crate::publish::Publisher;
+use crate::shared::Stamp;
 
 /// Manifests read from files (`.yaml`, `.yml`, `.json`) and directories (recursively; hidden
 /// entries such as a ConfigMap volume's `..data` are skipped, the links to them followed).
@@ -27,30 +27,6 @@ struct FileState {
     stamp: Stamp,
     manifests: Vec<Manifest>,
     errors: Vec<ConfigError>,
-}
-
-/// What tells a file changed without reading it: an atomic replace changes the inode, an
-/// in-place write the modification time or length.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub(crate) struct Stamp {
-    inode: u64,
-    modified_ns: i128,
-    len: u64,
-}
-
-impl Stamp {
-    /// The stamp of the file at `path`, `None` if it cannot be read.
-    pub(crate) fn read(path: &Path) -> Option<Self> {
-        std::fs::metadata(path).ok().map(|meta| Stamp::of(&meta))
-    }
-
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Stamp {
-            inode: meta.ino(),
-            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            len: meta.len(),
-        }
-    }
 }
 
 impl FileSource {
@@ -71,7 +47,9 @@ impl FileSource {
         for root in &self.roots {
             if let Err(e) = std::fs::metadata(root) {
                 let origin: Arc<str> = Arc::from(root.display().to_string());
-                let message = format!("cannot read: {e}; what it held before is still served");
+                let held = self.files.keys().any(|path| path.starts_with(root));
+                let served = if held { "; what it held before is still served" } else { "" };
+                let message = format!("cannot read: {e}{served}");
                 root_errors.push(ConfigError::file(&origin, message));
                 unreadable.push(root);
                 continue;
@@ -333,7 +311,8 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
         assert!(source.refresh());
         assert_eq!(names(&source), ["one"]);
-        assert!(source.errors().next().unwrap().message.starts_with("cannot read"));
+        let message = &source.errors().next().unwrap().message;
+        assert!(message.starts_with("cannot read") && message.ends_with("what it held before is still served"));
     }
 
     #[test]
@@ -366,6 +345,8 @@ mod tests {
     fn reports_missing_roots() {
         let mut source = FileSource::new(vec![PathBuf::from("/nonexistent/sluice")]);
         source.refresh();
-        assert!(source.errors().next().unwrap().to_string().starts_with("/nonexistent/sluice: cannot read"));
+        let error = source.errors().next().unwrap().to_string();
+        assert!(error.starts_with("/nonexistent/sluice: cannot read"), "{error}");
+        assert!(!error.contains("still served"), "nothing was read before: {error}");
     }
 }

@@ -1,0 +1,34 @@
+//! What more than one source reads: the labels that mark ConfigMaps for Sluice, and the stamp
+//! that tells a file changed.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The label that marks a ConfigMap holding a plugin module (`sluice.dev/plugin=NAME`).
+pub const PLUGIN_LABEL: &str = "sluice.dev/plugin";
+/// The label that marks a ConfigMap an Ingress's `custom-headers` annotation may name.
+pub const CUSTOM_HEADERS_LABEL: &str = "sluice.dev/custom-headers";
+
+/// What tells a file changed without reading it: an atomic replace changes the inode, an
+/// in-place write the modification time or length.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(crate) struct Stamp {
+    inode: u64,
+    modified_ns: i128,
+    len: u64,
+}
+
+impl Stamp {
+    /// The stamp of the file at `path`, `None` if it cannot be read.
+    pub(crate) fn read(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|meta| Stamp::of(&meta))
+    }
+
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            inode: meta.ino(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            len: meta.len(),
+        }
+    }
+}
