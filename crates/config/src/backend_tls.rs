@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use crate::annotations::{self, Reader};
-use crate::catalog::Referenced;
 use crate::error::not_found;
+use crate::index::{Referenced, secret_entry};
 use crate::manifest::{BACKEND_TLS_LABEL, TLS_SECRET_TYPE};
-use crate::model::{BackendProtocol, BackendTlsMaterial, BackendTlsSpec, TlsProtocol};
-use crate::translate::{parse_host, secret_entry};
+use crate::model::{BackendProtocol, BackendTlsMaterial, BackendTlsSpec, TlsProtocol, parse_host};
 
 /// The TLS 1.2 cipher suites rustls offers: OpenSSL's name, then the IANA name rustls uses.
 /// TLS 1.3 suites are not chosen by this list, as in OpenSSL.

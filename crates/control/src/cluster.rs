@@ -27,8 +27,8 @@ use sluice_filter::Snapshot;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::publish::{Publisher, SharedCatalog};
-use crate::shared::{CUSTOM_HEADERS_LABEL, PLUGIN_LABEL};
+use crate::publish::Publisher;
+use crate::shared::{CUSTOM_HEADERS_LABEL, PLUGIN_LABEL, SharedCatalog};
 use crate::status::{Observed, PublishAddress, SeenIngress, StatusOptions, StatusWriter};
 
 /// The annotation `kubectl apply` keeps a whole copy of the object in; never read.

@@ -1,11 +1,12 @@
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use sluice_config::{Catalog, ConfigError, Manifest, Model, TranslateOptions};
+use sluice_config::{ConfigError, Manifest, Model, TranslateOptions};
 use sluice_filter::Snapshot;
 
 use crate::plugins::{Modules, Plugins};
+use crate::shared::SharedCatalog;
 use crate::webhook::Validator;
 
 /// Compiles manifests and plugin modules into snapshots and publishes them.
@@ -17,19 +18,6 @@ pub struct Publisher {
     catalog: SharedCatalog,
     /// The plugin modules of the last publish, for the admission webhook; `None` before the first.
     modules: Arc<ArcSwapOption<Modules>>,
-}
-
-/// The one [`Catalog`]: the sources change it, publishing translates it, the admission webhook
-/// reads it. Held only for as long as one of them takes.
-#[derive(Clone, Default)]
-pub struct SharedCatalog(Arc<Mutex<Catalog>>);
-
-impl SharedCatalog {
-    /// The catalog, locked. A panic while it was held (reported where it happened) leaves
-    /// whatever it had done, which the next change and translation build on.
-    pub fn lock(&self) -> MutexGuard<'_, Catalog> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 impl Publisher {

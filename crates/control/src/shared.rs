@@ -1,8 +1,11 @@
-//! What more than one source reads: the labels that mark ConfigMaps for Sluice, and the stamp
-//! that tells a file changed.
+//! What more than one part of the control plane uses: the catalog they share, the labels that
+//! mark ConfigMaps for Sluice, and the stamp that tells a file changed.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sluice_config::Catalog;
 
 /// The label that marks a ConfigMap holding a plugin module (`sluice.dev/plugin=NAME`).
 pub const PLUGIN_LABEL: &str = "sluice.dev/plugin";
@@ -30,5 +33,18 @@ impl Stamp {
             modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             len: meta.len(),
         }
+    }
+}
+
+/// The one [`Catalog`]: the sources change it, publishing translates it, the admission webhook
+/// reads it. Held only for as long as one of them takes.
+#[derive(Clone, Default)]
+pub struct SharedCatalog(Arc<Mutex<Catalog>>);
+
+impl SharedCatalog {
+    /// The catalog, locked. A panic while it was held (reported where it happened) leaves
+    /// whatever it had done, which the next change and translation build on.
+    pub fn lock(&self) -> MutexGuard<'_, Catalog> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -28,8 +28,7 @@ use sluice_config::{ConfigError, ObjectRef, TranslateOptions};
 use tokio::net::TcpListener;
 
 use crate::plugins::Modules;
-use crate::publish::SharedCatalog;
-use crate::shared::Stamp;
+use crate::shared::{SharedCatalog, Stamp};
 
 /// The largest request accepted: ingress-nginx's limit, which an Ingress fits with room to
 /// spare (the API server stores objects of at most 1.5 MB).
