@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::publish::Publisher;
+use crate::reload;
 use crate::shared::{CUSTOM_HEADERS_LABEL, PLUGIN_LABEL, SharedCatalog};
 use crate::status::{Observed, PublishAddress, SeenIngress, StatusOptions, StatusWriter};
 
@@ -369,7 +371,11 @@ pub fn watch_kube(
         .unzip();
     let watches = futures_util::stream::select_all(watches);
     let outages = Outages { since: HashMap::new(), metrics };
-    (tokio::spawn(run(watches, kinds, publisher, Batching { debounce, ready }, feed, outages)), writer)
+    let store = Store::new(publisher.catalog());
+    let origin: Arc<str> = Arc::from("kube");
+    let watching =
+        Watching { events: watches, kinds, store, outages, origin, changed: false, ready: Some(ready), status: feed };
+    (reload::spawn(watching, publisher, debounce), writer)
 }
 
 /// How long each watch took to recover from an outage, for `/metrics`.
@@ -433,12 +439,6 @@ impl Outages {
     }
 }
 
-/// How changes are batched, and whom to tell when the first batch is published.
-struct Batching {
-    debounce: Duration,
-    ready: oneshot::Sender<()>,
-}
-
 /// Where the status writer learns what was published.
 struct StatusFeed {
     sender: watch::Sender<Arc<Observed>>,
@@ -484,62 +484,63 @@ impl StatusFeed {
     }
 }
 
-async fn run(
-    mut events: SelectAll<Watch>,
+/// The API server's watchers as the reload loop drives them. Each event changes the catalog
+/// as it comes; a batch is cut short when a watcher is back from an outage, so what changed
+/// meanwhile is not held back any longer.
+struct Watching {
+    events: SelectAll<Watch>,
+    /// How many watchers there are: the first snapshot waits for each one's first list.
     kinds: usize,
-    mut publisher: Publisher,
-    Batching { debounce, ready }: Batching,
+    store: Store,
+    outages: Outages,
+    origin: Arc<str>,
+    /// Whether the objects changed since the last publish.
+    changed: bool,
+    /// Told once the first snapshot is published.
+    ready: Option<oneshot::Sender<()>>,
     status: Option<StatusFeed>,
-    mut outages: Outages,
-) {
-    let origin: Arc<str> = Arc::from("kube");
-    let mut store = Store::new(publisher.catalog());
-    let mut ready = Some(ready);
-    let mut changed = false;
-    // A burst is cut off after this long even if events keep coming, so a busy cluster still
-    // sees its changes applied; and at once when a watcher is back from an outage, so what
-    // changed meanwhile is not held back any longer.
-    let longest = debounce * 10;
-    while let Some(first) = events.next().await {
-        let started = Instant::now();
-        let mut next = Some(first);
-        let mut recovered = false;
-        while let Some((what, event)) = next.take() {
-            match event {
-                Ok(event) => {
-                    recovered |= outages.recovered(what, &event);
-                    changed |= store.apply(what, event, &origin);
-                }
-                Err(e) => outages.failed(what, &e),
+}
+
+impl reload::Source for Watching {
+    type Change = (&'static str, Result<watcher::Event<Object>, watcher::Error>);
+
+    const NAME: &'static str = "the API server's objects";
+
+    fn next(&mut self) -> impl Future<Output = Option<Self::Change>> + Send {
+        self.events.next()
+    }
+
+    fn absorb(&mut self, (what, event): Self::Change) -> bool {
+        match event {
+            Ok(event) => {
+                let recovered = self.outages.recovered(what, &event);
+                self.changed |= self.store.apply(what, event, &self.origin);
+                recovered
             }
-            if !recovered && started.elapsed() < longest {
-                next = tokio::time::timeout(debounce, events.next()).await.ok().flatten();
-            }
-        }
-        // The first snapshot is published when every kind has listed, even an empty cluster.
-        if (!changed && ready.is_none()) || store.listed.len() < kinds {
-            continue;
-        }
-        changed = false;
-        // Translating and compiling is blocking work.
-        let published = tokio::task::spawn_blocking(move || {
-            let maps: Vec<_> = store.catalog.lock().config_maps().cloned().collect();
-            publisher.set_published_plugins(maps.iter().map(|map| &**map));
-            let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish_catalog());
-            (store, publisher, snapshot)
-        });
-        let snapshot;
-        (store, publisher, snapshot) = match published.await {
-            Ok(back) => back,
             Err(e) => {
-                tracing::error!(error = %e, "publishing panicked; watching the API server stopped");
-                return;
+                self.outages.failed(what, &e);
+                false
             }
-        };
-        if let Some(status) = &status {
-            status.send(&store, &snapshot);
         }
-        if let Some(ready) = ready.take() {
+    }
+
+    /// The first snapshot is published when every kind has listed, even an empty cluster.
+    fn due(&self) -> bool {
+        (self.changed || self.ready.is_some()) && self.store.listed.len() >= self.kinds
+    }
+
+    fn apply(&mut self, publisher: &mut Publisher) -> Option<Arc<Snapshot>> {
+        self.changed = false;
+        let maps: Vec<_> = self.store.catalog.lock().config_maps().cloned().collect();
+        publisher.set_published_plugins(maps.iter().map(|map| &**map));
+        Some(tokio::runtime::Handle::current().block_on(publisher.publish_catalog()))
+    }
+
+    fn published(&mut self, snapshot: &Arc<Snapshot>) {
+        if let Some(status) = &self.status {
+            status.send(&self.store, snapshot);
+        }
+        if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }
     }

@@ -1,15 +1,18 @@
 //! Manifests from files and directories, re-read incrementally and watched.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use sluice_config::{ConfigError, Manifest, parse_manifests};
+use sluice_filter::Snapshot;
 use tokio::sync::mpsc;
 
 use crate::publish::Publisher;
+use crate::reload;
 use crate::shared::Stamp;
 
 /// Manifests read from files (`.yaml`, `.yml`, `.json`) and directories (recursively; hidden
@@ -197,15 +200,15 @@ fn is_manifest(path: &Path) -> bool {
 }
 
 /// Watches the source's files and the plugin directory, and publishes a new snapshot after
-/// each burst of changes, once nothing has changed for `debounce`. The watcher lives in the
-/// returned task; abort it to stop watching.
+/// each burst of changes (see [`crate::reload`]). The watcher lives in the returned task;
+/// abort it to stop watching.
 pub fn watch_files(
-    mut source: FileSource,
-    mut publisher: Publisher,
+    source: FileSource,
+    publisher: Publisher,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     // `None` asks for a full rescan: the watcher lost events or could not say where.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
+    let (tx, changes) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let paths = match event {
             Ok(event) if event.kind.is_access() => return,
@@ -221,38 +224,51 @@ pub fn watch_files(
     if let Some(dir) = publisher.plugin_dir() {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    Ok(tokio::spawn(async move {
-        let _watcher = watcher;
-        while let Some(first) = rx.recv().await {
-            let mut changed: Option<HashSet<PathBuf>> = first.map(HashSet::from_iter);
-            while let Ok(Some(more)) = tokio::time::timeout(debounce, rx.recv()).await {
-                match (&mut changed, more) {
-                    (Some(paths), Some(more)) => paths.extend(more),
-                    _ => changed = None,
-                }
+    let watched = Watched { source, _watcher: watcher, changes, pending: None };
+    Ok(reload::spawn(watched, publisher, debounce))
+}
+
+/// The file source as the reload loop drives it.
+struct Watched {
+    source: FileSource,
+    _watcher: notify::RecommendedWatcher,
+    changes: mpsc::UnboundedReceiver<Option<Vec<PathBuf>>>,
+    /// The paths the batch reported; `Some(None)` when it calls for a full rescan.
+    pending: Option<Option<HashSet<PathBuf>>>,
+}
+
+impl reload::Source for Watched {
+    type Change = Option<Vec<PathBuf>>;
+
+    const NAME: &'static str = "the manifest files";
+
+    fn next(&mut self) -> impl Future<Output = Option<Self::Change>> + Send {
+        self.changes.recv()
+    }
+
+    fn absorb(&mut self, change: Self::Change) -> bool {
+        self.pending = match (self.pending.take(), change) {
+            (None, change) => Some(change.map(HashSet::from_iter)),
+            (Some(Some(mut paths)), Some(more)) => {
+                paths.extend(more);
+                Some(Some(paths))
             }
-            // Reading files and compiling plugins and snapshots is blocking work.
-            let reloaded = tokio::task::spawn_blocking(move || {
-                let plugins = publisher.refresh_plugins();
-                let manifests = match &changed {
-                    Some(paths) => source.refresh_paths(paths.iter().map(PathBuf::as_path)),
-                    None => source.refresh(),
-                };
-                if plugins || manifests {
-                    let publish = publisher.publish(source.manifests(), source.errors().cloned());
-                    tokio::runtime::Handle::current().block_on(publish);
-                }
-                (source, publisher)
-            });
-            match reloaded.await {
-                Ok(back) => (source, publisher) = back,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload panicked; file watching stopped");
-                    return;
-                }
-            }
-        }
-    }))
+            _ => Some(None),
+        };
+        false
+    }
+
+    fn apply(&mut self, publisher: &mut Publisher) -> Option<Arc<Snapshot>> {
+        let plugins = publisher.refresh_plugins();
+        let manifests = match self.pending.take() {
+            Some(Some(paths)) => self.source.refresh_paths(paths.iter().map(PathBuf::as_path)),
+            _ => self.source.refresh(),
+        };
+        (plugins || manifests).then(|| {
+            let publish = publisher.publish(self.source.manifests(), self.source.errors().cloned());
+            tokio::runtime::Handle::current().block_on(publish)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! Objects are kept in one [`Catalog`](sluice_config::Catalog), the [`Publisher`]'s
 //! ([`SharedCatalog`]): the file source syncs it with every reload ([`Publisher::publish`]), the
 //! API server's watchers change it with each event ([`Publisher::publish_catalog`]), and the
-//! admission webhook ([`Validator`], [`serve_webhook`]) checks Ingresses against it. Publishing
+//! admission webhook ([`Validator`], [`serve_webhook`]) checks Ingresses against it. Both
+//! sources run in the same reload loop (`reload.rs`), which batches their changes. Publishing
 //! translates only what changed, compiles a snapshot that shares the rest with the previous
 //! one, and swaps it in with one atomic store. Compiling happens on a blocking thread, never on
 //! the threads serving requests.
@@ -13,6 +14,7 @@ mod cluster;
 mod files;
 mod plugins;
 mod publish;
+mod reload;
 mod shared;
 mod status;
 mod webhook;
