@@ -70,7 +70,7 @@ const NOT_FOUND: &str = " not found";
 
 impl ConfigError {
     /// Whether the error is about an object that is referred to and missing (made by
-    /// [`not_found`]), which applying that object mends.
+    /// `not_found`), which applying that object mends.
     pub fn is_missing_object(&self) -> bool {
         self.message.contains(NOT_FOUND)
     }

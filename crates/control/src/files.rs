@@ -200,7 +200,7 @@ fn is_manifest(path: &Path) -> bool {
 }
 
 /// Watches the source's files and the plugin directory, and publishes a new snapshot after
-/// each burst of changes (see [`crate::reload`]). The watcher lives in the returned task;
+/// each burst of changes, as the reload loop batches them. The watcher lives in the returned task;
 /// abort it to stop watching.
 pub fn watch_files(
     source: FileSource,
