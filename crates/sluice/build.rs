@@ -6,9 +6,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The built-in plugins: each `plugins/NAME` builds `NAME.wasm`.
-const PLUGINS: [&str; 3] = ["rewrite", "headers", "affinity"];
-
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for input in ["plugins", "crates/builtins", "sdk/rust", "sdk/wit"] {
@@ -35,7 +32,8 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let mut list = String::from("/// The built-in plugins, by name, as WebAssembly components.\n");
     list.push_str("pub const BUILTINS: &[(&str, &[u8])] = &[\n");
-    for name in PLUGINS {
+    // Each `plugins/NAME` builds `NAME.wasm`.
+    for name in sluice_builtins::ALL {
         // Copied, so a later build of the plugins for another profile cannot change this one.
         let wasm = out.join(format!("{name}.wasm"));
         std::fs::copy(target_dir.join(format!("wasm32-wasip2/release/{name}.wasm")), &wasm)

@@ -244,6 +244,11 @@ impl Connection {
             Sender::H1(_) => http::Request::get(path).header("host", host),
         };
         let request = request.body(Full::new(Bytes::new()))?;
+        self.send(request).await
+    }
+
+    /// Sends `request` on this connection; returns the response, read whole, and its version.
+    pub async fn send(&mut self, request: http::Request<Full<Bytes>>) -> anyhow::Result<(Reply, http::Version)> {
         let response = match &mut self.sender {
             Sender::H1(sender) => sender.send_request(request).await,
             Sender::H2(sender) => sender.send_request(request).await,

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::IngressClass;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{IngressClass, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
@@ -60,6 +61,11 @@ struct Rendered {
     classes: Vec<IngressClass>,
     cluster_roles: Vec<ClusterRole>,
     roles: Vec<Role>,
+    secrets: Vec<Secret>,
+    webhooks: Vec<ValidatingWebhookConfiguration>,
+    network_policies: Vec<NetworkPolicy>,
+    /// Objects of kinds Kubernetes does not define (cert-manager's), untyped.
+    others: Vec<Value>,
     kinds: BTreeMap<String, usize>,
 }
 
@@ -83,6 +89,12 @@ fn parse(yaml: &str) -> Rendered {
             "Deployment" => rendered.deployments.push(typed(&document)),
             "Service" => rendered.services.push(typed(&document)),
             "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(&document)),
+            "Secret" => rendered.secrets.push(typed(&document)),
+            "ValidatingWebhookConfiguration" => rendered.webhooks.push(typed(&document)),
+            "NetworkPolicy" => rendered.network_policies.push(typed(&document)),
+            "Certificate" | "Issuer" if document["apiVersion"] == "cert-manager.io/v1" => {
+                rendered.others.push(document.clone());
+            }
             other => panic!("unexpected kind {other}"),
         }
         *rendered.kinds.entry(kind).or_default() += 1;
@@ -164,4 +176,62 @@ fn the_helm_chart_renders_typed_objects_for_its_options() {
         check(&rendered, &format!("helm {extra:?}"));
         assert_eq!(rendered.kinds.get("PodDisruptionBudget"), Some(&1));
     }
+}
+
+/// The webhook: the API server calls a Service that reaches the port the gateway serves it on,
+/// trusting the CA that issued the certificate the pods read, for Ingresses of our class only,
+/// failing closed within 5 s.
+#[test]
+fn the_helm_chart_wires_the_admission_webhook() {
+    let chart = ["template", "sluice", "deploy/helm/sluice", "--namespace", "sluice-system"];
+    let rendered = parse(&render("helm", &chart));
+    let [webhook] = rendered.webhooks.as_slice() else { panic!("one ValidatingWebhookConfiguration") };
+    let [hook] = webhook.webhooks.as_deref().unwrap() else { panic!("one webhook") };
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(hook.timeout_seconds, Some(5));
+    assert_eq!(hook.side_effects, "None");
+    let condition = &hook.match_conditions.as_ref().unwrap()[0].expression;
+    assert!(condition.ends_with("== 'sluice'"), "{condition}");
+    let rules = hook.rules.as_ref().unwrap();
+    assert_eq!(rules[0].operations.as_deref(), Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..]));
+    let service = hook.client_config.service.as_ref().unwrap();
+    assert_eq!((service.name.as_str(), service.path.as_deref()), ("sluice-webhook", Some("/validate")));
+
+    let [secret] = rendered.secrets.as_slice() else { panic!("one Secret") };
+    let data = secret.data.as_ref().unwrap();
+    assert_eq!(hook.client_config.ca_bundle.as_ref(), data.get("ca.crt"), "the caBundle is the Secret's CA");
+    let ca = String::from_utf8(data["ca.crt"].0.clone()).unwrap();
+    let cert = String::from_utf8(data["tls.crt"].0.clone()).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----") && cert.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    let webhook_service = rendered.services.iter().find(|s| s.metadata.name.as_deref() == Some("sluice-webhook"));
+    let port = &webhook_service.expect("the webhook's Service").spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    let target = port.target_port.clone().unwrap();
+    let pod = rendered.deployments[0].spec.clone().unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let named = container.ports.iter().flatten().find(|p| p.name.as_deref() == Some("webhook")).unwrap();
+    assert_eq!(target, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("webhook".into()));
+    let args = container.args.clone().unwrap();
+    assert!(args.contains(&format!("--webhook=0.0.0.0:{}", named.container_port)), "{args:?}");
+    let mounted = container.volume_mounts.iter().flatten().find(|m| m.name == "webhook-tls").unwrap();
+    assert!(args.contains(&format!("--webhook-tls-cert={}/tls.crt", mounted.mount_path)), "{args:?}");
+    let volume = pod.volumes.iter().flatten().find(|v| v.name == "webhook-tls").unwrap();
+    assert_eq!(volume.secret.as_ref().unwrap().secret_name, secret.metadata.name);
+    assert!(rendered.network_policies.is_empty(), "no NetworkPolicy unless asked for");
+
+    // cert-manager instead: it issues the Secret and injects the caBundle.
+    let options =
+        ["--set", "webhook.certManager.enabled=true", "--set", "webhook.networkPolicy.apiServerCIDRs={192.0.2.0/24}"];
+    let rendered = parse(&render("helm", &[&chart[..], &options[..]].concat()));
+    check(&rendered, "helm with cert-manager");
+    let hook = &rendered.webhooks[0];
+    let inject = hook.metadata.annotations.as_ref().unwrap()["cert-manager.io/inject-ca-from"].clone();
+    assert_eq!(inject, "sluice-system/sluice-webhook");
+    let certificate = rendered.others.iter().find(|o| o["kind"] == "Certificate").unwrap();
+    assert_eq!(certificate["spec"]["secretName"], "sluice-webhook");
+    assert_eq!(certificate["spec"]["dnsNames"][0], "sluice-webhook.sluice-system.svc");
+    let [policy] = rendered.network_policies.as_slice() else { panic!("one NetworkPolicy") };
+    let rules = policy.spec.as_ref().unwrap().ingress.clone().unwrap();
+    assert!(rules[0].from.is_none(), "http, https and admin stay open");
+    assert_eq!(rules[1].from.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "192.0.2.0/24");
 }

@@ -27,6 +27,9 @@ pub const REWRITE: &str = "rewrite";
 pub const HEADERS: &str = "headers";
 /// The cookie session affinity plugin.
 pub const AFFINITY: &str = "affinity";
+/// Every built-in plugin, in chain order. The gateway's build compiles `plugins/NAME` for each
+/// and embeds it; the gateway loads them under these names.
+pub const ALL: [&str; 3] = [REWRITE, HEADERS, AFFINITY];
 
 /// A built-in plugin's configuration: every value checked after parsing.
 pub trait Config: DeserializeOwned {

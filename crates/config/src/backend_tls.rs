@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use crate::annotations::{self, Reader};
-use crate::catalog::Referenced;
+use crate::error::not_found;
+use crate::index::{Referenced, secret_entry};
 use crate::manifest::{BACKEND_TLS_LABEL, TLS_SECRET_TYPE};
-use crate::model::{BackendProtocol, BackendTlsMaterial, BackendTlsSpec, TlsProtocol};
-use crate::translate::{parse_host, secret_entry};
+use crate::model::{BackendProtocol, BackendTlsMaterial, BackendTlsSpec, TlsProtocol, parse_host};
 
 /// The TLS 1.2 cipher suites rustls offers: OpenSSL's name, then the IANA name rustls uses.
 /// TLS 1.3 suites are not chosen by this list, as in OpenSSL.
@@ -102,7 +102,10 @@ fn material(referenced: &Referenced, namespace: &str, value: &str) -> Result<Bac
         return Err(format!("Secret {value} is in another namespace; only the Ingress's own ({namespace}) is read"));
     }
     let secret = referenced.secrets.get(ns, name).ok_or_else(|| {
-        format!("Secret {value} not found (unless of type {TLS_SECRET_TYPE}, it needs the label {BACKEND_TLS_LABEL})")
+        format!(
+            "{} (unless of type {TLS_SECRET_TYPE}, it needs the label {BACKEND_TLS_LABEL})",
+            not_found(format_args!("Secret {value}"))
+        )
     })?;
     let (ca_pem, cert, key) =
         (secret_entry(secret, "ca.crt"), secret_entry(secret, "tls.crt"), secret_entry(secret, "tls.key"));

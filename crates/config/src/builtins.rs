@@ -8,6 +8,7 @@ use serde::Serialize;
 use sluice_builtins::{Affinity, Config, HeaderOps, Headers, Redirect, Rewrite, check, rewrite};
 
 use crate::annotations::{self as names, Reader, parse_bool};
+use crate::error::not_found;
 use crate::filters::{FailurePolicy, FilterSpec, Isolation};
 
 /// Finds a ConfigMap by namespace and name.
@@ -103,7 +104,7 @@ fn custom_headers(
     if ns != namespace {
         return Err(format!("ConfigMap {ns}/{name} is not in the Ingress's namespace {namespace}"));
     }
-    let map = config_maps(ns, name).ok_or_else(|| format!("ConfigMap {ns}/{name} not found"))?;
+    let map = config_maps(ns, name).ok_or_else(|| not_found(format_args!("ConfigMap {ns}/{name}")))?;
     let mut headers = BTreeMap::new();
     for (key, value) in map.data.iter().flatten() {
         check::header_name(key)

@@ -1,99 +1,39 @@
 //! The objects translation reads, kept from one translation to the next so that a change costs
-//! in proportion to what it touches: an Ingress is translated again when it changes, a backend
-//! resolved again when its Service or EndpointSlices change. Services and EndpointSlices are
-//! kept as the few fields resolving reads, not as whole objects.
+//! in proportion to what it touches: an Ingress is translated again when it changes
+//! ([`crate::translate`]), a backend resolved again when its Service or EndpointSlices change
+//! ([`crate::resolve`]).
 
 use std::collections::hash_map::Entry;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use foldhash::HashMap;
-use k8s_openapi::api::core::v1::{ConfigMap, LoadBalancerIngress, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{ConfigMap, LoadBalancerIngress};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::annotations;
 use crate::error::{ConfigError, ObjectRef};
+use crate::index::{Names, Referenced, name, namespace};
 use crate::manifest::{DEFAULT_NAMESPACE, Manifest, Object};
-use crate::model::{BackendKey, IngressModel, Model, PortRef, Target};
-use crate::translate::{TranslateOptions, is_ours, translate_ingress};
+use crate::model::{BackendKey, IngressInfo, IngressModel, Model};
+use crate::resolve::{Backends, Resolved, ServiceEntry, SliceEntry};
+use crate::translate::{is_ours, translate_ingress};
 
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
-/// Objects of one kind by namespace, then name; looked up by `&str` without allocating.
-#[derive(Debug)]
-pub(crate) struct Names<T>(HashMap<String, HashMap<String, T>>);
-
-impl<T> Default for Names<T> {
-    fn default() -> Self {
-        Self(HashMap::default())
-    }
+/// What the translation needs to know besides the objects.
+#[derive(Debug, Clone)]
+pub struct TranslateOptions<'a> {
+    /// The IngressClass whose Ingresses are ours.
+    pub ingress_class: &'a str,
 }
 
-impl<T> Names<T> {
-    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<&T> {
-        self.0.get(namespace)?.get(name)
-    }
-
-    fn get_mut(&mut self, namespace: &str, name: &str) -> Option<&mut T> {
-        self.0.get_mut(namespace)?.get_mut(name)
-    }
-
-    fn insert(&mut self, namespace: &str, name: &str, value: T) -> Option<T> {
-        match self.0.get_mut(namespace) {
-            Some(names) => names.insert(name.to_owned(), value),
-            None => {
-                self.0.entry(namespace.to_owned()).or_default().insert(name.to_owned(), value);
-                None
-            }
-        }
-    }
-
-    fn remove(&mut self, namespace: &str, name: &str) -> Option<T> {
-        let names = self.0.get_mut(namespace)?;
-        let removed = names.remove(name);
-        if names.is_empty() {
-            self.0.remove(namespace);
-        }
-        removed
-    }
-
-    fn values(&self) -> impl Iterator<Item = &T> {
-        self.0.values().flat_map(HashMap::values)
-    }
-
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.0.values_mut().flat_map(HashMap::values_mut)
-    }
-}
-
-impl<T: PartialEq> Names<T> {
-    /// Stores `value` unless the same is stored; returns whether anything changed.
-    fn replace(&mut self, namespace: &str, name: &str, value: T) -> bool {
-        if self.get(namespace, name) == Some(&value) {
-            return false;
-        }
-        self.insert(namespace, name, value);
-        true
-    }
-}
-
-/// The objects an Ingress's translation reads besides the Ingress itself.
-#[derive(Debug, Default)]
-pub(crate) struct Referenced {
-    pub(crate) secrets: Names<Arc<Secret>>,
-    pub(crate) config_maps: Names<Arc<ConfigMap>>,
-}
-
-/// What resolving backends reads.
-#[derive(Debug, Default)]
-struct Backends {
-    services: Names<ServiceEntry>,
-    slices: Names<SliceEntry>,
-    /// EndpointSlice names by (namespace, Service name).
-    by_service: Names<Vec<String>>,
+/// Translates manifests into the routing model. Pure and total: every problem becomes a
+/// [`ConfigError`] and only the part it is about is left out. An object defined twice is
+/// reported and its first definition used.
+pub fn translate<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, options: &TranslateOptions<'_>) -> Model {
+    let mut catalog = Catalog::default();
+    let errors = catalog.sync(manifests);
+    let mut model = catalog.translate(options);
+    model.errors.extend(errors);
+    model
 }
 
 #[derive(Debug)]
@@ -102,101 +42,6 @@ struct IngressEntry {
     ingress: Arc<Ingress>,
     /// Dropped when the Ingress, or a Secret or ConfigMap, changes.
     translated: Option<Arc<IngressModel>>,
-}
-
-/// The fields of a Service that resolving a backend reads.
-#[derive(Debug, PartialEq)]
-struct ServiceEntry {
-    /// `spec.externalName` of an ExternalName Service (empty when missing).
-    external_name: Option<String>,
-    /// `spec.ports`: name and number.
-    ports: Vec<(Option<String>, i32)>,
-    /// `spec.clusterIP`; `None` for a headless Service.
-    cluster_ip: Option<IpAddr>,
-    /// `status.loadBalancer.ingress`.
-    load_balancer: Vec<LoadBalancerIngress>,
-}
-
-impl ServiceEntry {
-    fn new(service: &Service) -> Self {
-        let spec = service.spec.as_ref();
-        let external = spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName");
-        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
-        let load_balancer = service.status.as_ref().and_then(|s| s.load_balancer.as_ref());
-        Self {
-            external_name: external.then(|| spec.and_then(|s| s.external_name.clone()).unwrap_or_default()),
-            ports: ports.iter().map(|p| (p.name.clone(), p.port)).collect(),
-            cluster_ip: spec.and_then(|s| s.cluster_ip.as_deref()).and_then(|ip| ip.parse().ok()),
-            load_balancer: load_balancer.and_then(|lb| lb.ingress.clone()).unwrap_or_default(),
-        }
-    }
-}
-
-/// An EndpointSlice with its addresses already checked.
-#[derive(Debug, PartialEq)]
-struct SliceEntry {
-    /// The Service it belongs to; `None` for a slice without the label (an error).
-    service: Option<String>,
-    ports: Vec<(String, u16)>,
-    endpoints: Vec<SliceEndpoint>,
-    errors: Vec<ConfigError>,
-}
-
-#[derive(Debug, PartialEq)]
-struct SliceEndpoint {
-    ip: IpAddr,
-    ready: bool,
-    serving: bool,
-    terminating: bool,
-}
-
-impl SliceEntry {
-    fn new(origin: &Arc<str>, slice: &EndpointSlice) -> Self {
-        let id = || ObjectRef::new("EndpointSlice", namespace(&slice.metadata), name(&slice.metadata));
-        let mut entry = SliceEntry { service: None, ports: Vec::new(), endpoints: Vec::new(), errors: Vec::new() };
-        let labels = slice.metadata.labels.as_ref();
-        let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
-            let message = format!("has no {SERVICE_NAME_LABEL} label, so it belongs to no Service");
-            entry.errors.push(ConfigError::field(origin, &id(), "metadata.labels", message));
-            return entry;
-        };
-        entry.service = Some(service.clone());
-        if slice.address_type == "FQDN" {
-            return entry;
-        }
-        entry.ports = (slice.ports.iter().flatten())
-            .filter_map(|p| Some((p.name.clone().unwrap_or_default(), u16::try_from(p.port?).ok()?)))
-            .collect();
-        for (i, endpoint) in slice.endpoints.iter().enumerate() {
-            let Some(address) = endpoint.addresses.first() else { continue };
-            let Ok(ip) = address.parse::<IpAddr>() else {
-                let field = format!("endpoints[{i}].addresses[0]");
-                entry.errors.push(ConfigError::field(
-                    origin,
-                    &id(),
-                    field,
-                    format!("{address:?} is not an IP address"),
-                ));
-                continue;
-            };
-            let conditions = endpoint.conditions.as_ref();
-            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-            entry.endpoints.push(SliceEndpoint {
-                ip,
-                ready,
-                serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
-                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-            });
-        }
-        entry
-    }
-}
-
-/// A backend resolved: where its traffic goes, and why it goes nowhere when it cannot be resolved.
-#[derive(Debug)]
-struct Resolved {
-    target: Arc<Target>,
-    error: Option<String>,
 }
 
 /// The objects Sluice routes with, indexed, with what was translated from them. Both sources
@@ -368,8 +213,8 @@ impl Catalog {
     }
 
     /// Every ConfigMap.
-    pub fn config_maps(&self) -> impl Iterator<Item = &ConfigMap> {
-        self.referenced.config_maps.values().map(|map| &**map)
+    pub fn config_maps(&self) -> impl Iterator<Item = &Arc<ConfigMap>> {
+        self.referenced.config_maps.values()
     }
 
     /// The `status.loadBalancer.ingress` of a Service; `None` when there is no such Service.
@@ -380,10 +225,7 @@ impl Catalog {
     /// The model of the Ingresses of `options.ingress_class`. Pure like [`crate::translate`]:
     /// every problem becomes a [`ConfigError`] and only the part it is about is left out.
     pub fn translate(&mut self, options: &TranslateOptions<'_>) -> Model {
-        let default_class = self.classes.get(options.ingress_class).is_some_and(|class| {
-            let value = class.metadata.annotations.as_ref().and_then(|a| a.get(annotations::DEFAULT_CLASS));
-            value.is_some_and(|v| annotations::parse_bool(v) == Ok(true))
-        });
+        let default_class = self.is_default(options);
         let changed = std::mem::take(&mut self.changed_services);
         if !changed.0.is_empty() {
             self.resolved.retain(|key, _| changed.get(&key.namespace, &key.service).is_none());
@@ -405,9 +247,7 @@ impl Catalog {
                 }
                 let resolved = &self.resolved[key];
                 if let Some(message) = &resolved.error {
-                    let message = format!("{message}; requests to this backend get 503");
-                    let info = &translated.info;
-                    model.errors.push(ConfigError::field(&info.origin, &info.id, field.clone(), message));
+                    model.errors.push(unresolved(&translated.info, field, message));
                 }
                 if !model.backends.contains_key(key) {
                     model.backends.insert(key.clone(), resolved.target.clone());
@@ -421,95 +261,63 @@ impl Catalog {
     }
 }
 
-impl Backends {
-    fn resolve(&self, key: &BackendKey) -> Resolved {
-        match self.target(key) {
-            Ok(target) => Resolved { target: Arc::new(target), error: None },
-            // Kept with no endpoints (503) so the route comes alive when the Service appears.
-            Err(error) => {
-                let target = Target::Pods { endpoints: Vec::new(), unready: Vec::new() };
-                Resolved { target: Arc::new(target), error: Some(error) }
-            }
+/// An Ingress checked on its own against a [`Catalog`], as an admission webhook does before the
+/// Ingress is stored.
+#[derive(Debug)]
+pub struct Review {
+    /// Whether the Ingress belongs to the IngressClass asked about; nothing else is checked
+    /// when it does not.
+    pub ours: bool,
+    /// The Ingress alone, with the backends it names. Its `errors` are what is wrong with the
+    /// Ingress itself.
+    pub model: Model,
+    /// What the Ingress refers to that is not there (yet): a Service, its port, a Secret or a
+    /// ConfigMap. Objects may be applied in any order, so these do not make the Ingress wrong.
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Catalog {
+    /// Translates `ingress` as [`Catalog::translate`] would if it replaced the stored Ingress of
+    /// its name, without changing the catalog: the same errors, with those about objects that
+    /// are missing moved to [`Review::warnings`].
+    pub fn review(&self, origin: &Arc<str>, ingress: &Ingress, options: &TranslateOptions<'_>) -> Review {
+        let mut review = Review {
+            ours: is_ours(ingress, options.ingress_class, self.is_default(options)),
+            model: Model::default(),
+            warnings: Vec::new(),
+        };
+        if !review.ours {
+            return review;
         }
+        let mut translated = translate_ingress(origin, ingress, &self.referenced);
+        let (missing, errors) =
+            std::mem::take(&mut translated.errors).into_iter().partition(ConfigError::is_missing_object);
+        (translated.errors, review.warnings) = (errors, missing);
+        for (field, key) in &translated.backends {
+            let resolved = self.backends.resolve(key);
+            if let Some(message) = &resolved.error {
+                review.warnings.push(unresolved(&translated.info, field, message));
+            }
+            review.model.backends.entry(key.clone()).or_insert(resolved.target);
+        }
+        review.model.errors = translated.errors.clone();
+        review.model.ingresses.push(Arc::new(translated));
+        review
     }
 
-    fn target(&self, key: &BackendKey) -> Result<Target, String> {
-        let Some(service) = self.services.get(&key.namespace, &key.service) else {
-            return Err(format!("Service {}/{} not found", key.namespace, key.service));
-        };
-        let port = match &key.port {
-            PortRef::Number(n) => service.ports.iter().find(|(_, number)| number == n),
-            PortRef::Name(wanted) => service.ports.iter().find(|(name, _)| name.as_ref() == Some(wanted)),
-            PortRef::First => service.ports.first(),
-        };
-        if let Some(host) = &service.external_name {
-            if host.is_empty() {
-                return Err(format!("ExternalName Service {}/{} has no spec.externalName", key.namespace, key.service));
-            }
-            let number = match (&key.port, port) {
-                (_, Some((_, number))) => *number,
-                (PortRef::Number(n), None) => *n,
-                (PortRef::Name(_) | PortRef::First, None) => return Err(missing_port(key)),
-            };
-            let port = u16::try_from(number).map_err(|_| format!("port {number} is out of range"))?;
-            return Ok(Target::External { host: host.clone(), port });
-        }
-        let Some((port_name, number)) = port else { return Err(missing_port(key)) };
-        if key.cluster_ip {
-            let ip = service.cluster_ip.ok_or_else(|| {
-                format!(
-                    "Service {}/{} has no ClusterIP (headless), which service-upstream needs",
-                    key.namespace, key.service
-                )
-            })?;
-            let port = u16::try_from(*number).map_err(|_| format!("port {number} is out of range"))?;
-            return Ok(Target::Pods { endpoints: vec![SocketAddr::new(ip, port)], unready: Vec::new() });
-        }
-        let port_name = port_name.as_deref().unwrap_or_default();
-        let (mut ready, mut terminating, mut unready) = (Vec::new(), Vec::new(), Vec::new());
-        let slices = self.by_service.get(&key.namespace, &key.service).into_iter().flatten();
-        for slice in slices.filter_map(|name| self.slices.get(&key.namespace, name)) {
-            let Some(&(_, number)) = slice.ports.iter().find(|(name, _)| name == port_name) else { continue };
-            for endpoint in &slice.endpoints {
-                let addr = SocketAddr::new(endpoint.ip, number);
-                match endpoint {
-                    SliceEndpoint { ready: true, .. } => ready.push(addr),
-                    SliceEndpoint { serving: true, terminating: true, .. } => terminating.push(addr),
-                    _ => unready.push(addr),
-                }
-            }
-        }
-        let endpoints = if ready.is_empty() {
-            terminating
-        } else {
-            unready.extend(terminating);
-            ready
-        };
-        Ok(Target::Pods { endpoints: sorted(endpoints), unready: sorted(unready) })
+    /// Whether the IngressClass of `options` is marked the cluster's default.
+    fn is_default(&self, options: &TranslateOptions<'_>) -> bool {
+        self.classes.get(options.ingress_class).is_some_and(|class| {
+            let value = class.metadata.annotations.as_ref().and_then(|a| a.get(annotations::DEFAULT_CLASS));
+            value.is_some_and(|v| annotations::parse_bool(v) == Ok(true))
+        })
     }
 }
 
-fn missing_port(key: &BackendKey) -> String {
-    let port = match &key.port {
-        PortRef::Number(n) => format!("port {n}"),
-        PortRef::Name(name) => format!("port named {name:?}"),
-        PortRef::First => "port".to_owned(),
-    };
-    format!("Service {}/{} has no {port}", key.namespace, key.service)
-}
-
-fn sorted(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    addrs.sort_unstable();
-    addrs.dedup();
-    addrs
-}
-
-pub(crate) fn namespace(meta: &ObjectMeta) -> &str {
-    meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-}
-
-fn name(meta: &ObjectMeta) -> &str {
-    meta.name.as_deref().unwrap_or_default()
+/// The error for a backend that cannot be resolved.
+fn unresolved(info: &IngressInfo, field: &str, message: &str) -> ConfigError {
+    let message = format!("{message}; requests to this backend get 503");
+    ConfigError::field(&info.origin, &info.id, field, message)
 }
 
 #[cfg(test)]

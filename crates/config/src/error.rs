@@ -60,6 +60,27 @@ impl ConfigError {
     }
 }
 
+/// The message for a referenced object that does not exist: `Secret default/cert not found`.
+/// [`ConfigError::is_missing_object`] recognizes it.
+pub(crate) fn not_found(what: impl fmt::Display) -> String {
+    format!("{what}{NOT_FOUND}")
+}
+
+const NOT_FOUND: &str = " not found";
+
+impl ConfigError {
+    /// Whether the error is about an object that is referred to and missing (made by
+    /// `not_found`), which applying that object mends.
+    pub fn is_missing_object(&self) -> bool {
+        self.message.contains(NOT_FOUND)
+    }
+
+    /// The error without the file or source it came from, for a reader who knows it.
+    pub fn without_origin(&self) -> Self {
+        Self { origin: None, ..self.clone() }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(origin) = &self.origin {

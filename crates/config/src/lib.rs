@@ -12,15 +12,17 @@ mod builtins;
 mod catalog;
 mod error;
 mod filters;
+mod index;
 mod manifest;
 mod model;
+mod resolve;
 mod translate;
 
 pub mod annotations;
 
 pub use backend_tls::TLS12_CIPHERS;
 
-pub use catalog::Catalog;
+pub use catalog::{Catalog, Review, TranslateOptions, translate};
 pub use error::{ConfigError, ObjectRef};
 pub use filters::{FILTERS, FailurePolicy, FilterSpec, Isolation, parse_filters, valid_plugin_name};
 pub use manifest::{BACKEND_TLS_LABEL, Manifest, Object, Parsed, parse_manifests};
@@ -29,4 +31,3 @@ pub use model::{
     ErrorPagesSpec, HashKey, HashPart, HostMatch, IngressInfo, IngressModel, LoadBalance, Model, NextUpstream,
     PathMatch, PortRef, RetryConditions, RouteSpec, Target, TlsCertificate, TlsProtocol, TlsSpec, UpstreamPolicy,
 };
-pub use translate::{TranslateOptions, translate};

@@ -148,11 +148,32 @@ fn kind_name(kind: &str) -> &'static str {
     }
 }
 
-/// Best-effort identity of an object that may not deserialize, for error messages.
+/// Best-effort identity of an object that may not deserialize, for error messages. A name that
+/// is not a string (`name: y`, which YAML 1.1 reads as a boolean) is shown as it was read.
 fn identity(kind: &'static str, document: &Value) -> ObjectRef {
     let meta = document.get("metadata");
     let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
-    ObjectRef::new(kind, text("namespace").unwrap_or(DEFAULT_NAMESPACE), text("name").unwrap_or("<unnamed>"))
+    let name = match meta.and_then(|m| m.get("name")) {
+        Some(Value::String(name)) => name.clone(),
+        Some(scalar @ (Value::Bool(_) | Value::Number(_))) => scalar.to_string(),
+        _ => "<unnamed>".to_owned(),
+    };
+    ObjectRef::new(kind, text("namespace").unwrap_or(DEFAULT_NAMESPACE), name)
+}
+
+/// What is wrong with `metadata.name` as found, if anything: what was found, and what was expected.
+fn not_a_name(found: Option<&Value>) -> Option<String> {
+    let unquoted = "; quote it to make it a string";
+    match found {
+        Some(Value::String(_)) => None,
+        None | Some(Value::Null) => Some("is required: expected a string, found none".to_owned()),
+        Some(Value::Bool(value)) => Some(format!(
+            "expected a string, found the boolean {value} (YAML 1.1 reads y, n, yes, no, on and off as booleans){unquoted}"
+        )),
+        Some(Value::Number(value)) => Some(format!("expected a string, found the number {value}{unquoted}")),
+        Some(Value::Array(_)) => Some("expected a string, found a list".to_owned()),
+        Some(Value::Object(_)) => Some("expected a string, found a mapping".to_owned()),
+    }
 }
 
 fn typed<T: DeserializeOwned>(
@@ -161,8 +182,8 @@ fn typed<T: DeserializeOwned>(
     document: Value,
 ) -> Result<Arc<T>, Box<ConfigError>> {
     let id = identity(kind, &document);
-    if id.name == "<unnamed>" {
-        return Err(Box::new(ConfigError::field(origin, &id, "metadata.name", "is required")));
+    if let Some(found) = not_a_name(document.get("metadata").and_then(|m| m.get("name"))) {
+        return Err(Box::new(ConfigError::field(origin, &id, "metadata.name", found)));
     }
     serde_path_to_error::deserialize(document).map(Arc::new).map_err(|e| {
         let field = e.path().to_string();
@@ -176,6 +197,32 @@ mod tests {
 
     fn parse(text: &str) -> Parsed {
         parse_manifests(&Arc::from("test.yaml"), text)
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_string_is_reported_as_found() {
+        let parsed = parse(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: y}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: 42}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {}\n",
+        );
+        let errors: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "test.yaml: Ingress default/true: metadata.name: expected a string, found the boolean true"
+            ),
+            "{errors:?}"
+        );
+        assert!(errors[0].ends_with("quote it to make it a string"), "{errors:?}");
+        assert_eq!(
+            errors[1],
+            "test.yaml: Service default/42: metadata.name: expected a string, found the number 42; quote it to make it a string"
+        );
+        assert_eq!(
+            errors[2],
+            "test.yaml: Service default/<unnamed>: metadata.name: is required: expected a string, found none"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -590,4 +590,30 @@ pub enum Target {
     Pods { endpoints: Vec<SocketAddr>, unready: Vec<SocketAddr> },
     /// An ExternalName Service: resolved by DNS when connecting.
     External { host: String, port: u16 },
+}
+
+/// Validates a rule host: a lowercase DNS name, or `*.` and one; never an IP address.
+pub(crate) fn parse_host(host: &str) -> Result<HostMatch, String> {
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.contains('*') {
+        return Err(format!("{host:?}: a wildcard may only be the whole first label (`*.example.com`)"));
+    }
+    if host.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{host:?} is not a valid lowercase DNS name"));
+    }
+    if name.parse::<IpAddr>().is_ok()
+        || name.split('.').next_back().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("{host:?}: IP addresses are not allowed as hosts"));
+    }
+    Ok(if wildcard { HostMatch::Wildcard(name.to_owned()) } else { HostMatch::Exact(name.to_owned()) })
 }

@@ -1,10 +1,8 @@
 //! Ingress objects to the routing model.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use sluice_builtins::check;
@@ -12,33 +10,14 @@ use sluice_builtins::check;
 use crate::annotations::{self, Reader};
 use crate::backend_tls;
 use crate::builtins::builtin_filters;
-use crate::catalog::{Catalog, Referenced, namespace};
-use crate::error::{ConfigError, ObjectRef};
+use crate::error::{ConfigError, ObjectRef, not_found};
 use crate::filters::{FILTERS, FilterSpec, parse_filters};
-use crate::manifest::Manifest;
+use crate::index::{Referenced, namespace, secret_entry};
 use crate::model::{
     Alias, BackendKey, BackendProtocol, BackendTlsSpec, CanaryRules, DefaultBackend, ErrorPagesSpec, HashKey,
-    HostMatch, IngressInfo, IngressModel, LoadBalance, Model, NextUpstream, PathMatch, PortRef, RouteSpec,
-    TlsCertificate, TlsSpec, UpstreamPolicy,
+    HostMatch, IngressInfo, IngressModel, LoadBalance, NextUpstream, PathMatch, PortRef, RouteSpec, TlsCertificate,
+    TlsSpec, UpstreamPolicy, parse_host,
 };
-
-/// What the translation needs to know besides the objects.
-#[derive(Debug, Clone)]
-pub struct TranslateOptions<'a> {
-    /// The IngressClass whose Ingresses are ours.
-    pub ingress_class: &'a str,
-}
-
-/// Translates manifests into the routing model. Pure and total: every problem becomes a
-/// [`ConfigError`] and only the part it is about is left out. An object defined twice is
-/// reported and its first definition used.
-pub fn translate<'a>(manifests: impl IntoIterator<Item = &'a Manifest>, options: &TranslateOptions<'_>) -> Model {
-    let mut catalog = Catalog::default();
-    let errors = catalog.sync(manifests);
-    let mut model = catalog.translate(options);
-    model.errors.extend(errors);
-    model
-}
 
 /// Whether `ingress` belongs to `class` (or names no class and `class` is the default).
 pub(crate) fn is_ours(ingress: &Ingress, class: &str, default_class: bool) -> bool {
@@ -462,47 +441,13 @@ fn tls_certificate(referenced: &Referenced, namespace: &str, name: &str) -> Resu
     let secret = referenced
         .secrets
         .get(namespace, name)
-        .ok_or_else(|| format!("Secret {namespace}/{name} of type kubernetes.io/tls not found"))?;
+        .ok_or_else(|| not_found(format_args!("Secret {namespace}/{name} of type kubernetes.io/tls")))?;
     let entry = |key: &str| secret_entry(secret, key).ok_or_else(|| format!("Secret {namespace}/{name} has no {key}"));
     Ok(TlsCertificate {
         secret: format!("{namespace}/{name}"),
         chain_pem: entry("tls.crt")?,
         key_pem: entry("tls.key")?,
     })
-}
-
-/// A non-empty entry of a Secret, from `data` (base64, as the API server stores it) or
-/// `stringData` (plain, handy in manifest files).
-pub(crate) fn secret_entry(secret: &Secret, key: &str) -> Option<Vec<u8>> {
-    let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone());
-    data.or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
-        .filter(|bytes| !bytes.is_empty())
-}
-
-/// Validates a rule host: a lowercase DNS name, or `*.` and one; never an IP address.
-pub(crate) fn parse_host(host: &str) -> Result<HostMatch, String> {
-    let (wildcard, name) = match host.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, host),
-    };
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.contains('*') {
-        return Err(format!("{host:?}: a wildcard may only be the whole first label (`*.example.com`)"));
-    }
-    if host.len() > 253 || !name.split('.').all(label_ok) {
-        return Err(format!("{host:?} is not a valid lowercase DNS name"));
-    }
-    if name.parse::<IpAddr>().is_ok()
-        || name.split('.').next_back().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(format!("{host:?}: IP addresses are not allowed as hosts"));
-    }
-    Ok(if wildcard { HostMatch::Wildcard(name.to_owned()) } else { HostMatch::Exact(name.to_owned()) })
 }
 
 /// Applies `pathType` (and the Ingress's regex mode) to a path. Errors name the sub-field.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,18 +23,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
-use sluice_config::{BACKEND_TLS_LABEL, Catalog, Manifest, Object, ObjectRef};
+use sluice_config::{BACKEND_TLS_LABEL, Manifest, Object, ObjectRef};
 use sluice_filter::Snapshot;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::publish::Publisher;
+use crate::reload;
+use crate::shared::{CUSTOM_HEADERS_LABEL, PLUGIN_LABEL, SharedCatalog};
 use crate::status::{Observed, PublishAddress, SeenIngress, StatusOptions, StatusWriter};
 
-/// The label that marks a ConfigMap holding a plugin module (`sluice.dev/plugin=NAME`).
-pub const PLUGIN_LABEL: &str = "sluice.dev/plugin";
-/// The label that marks a ConfigMap an Ingress's `custom-headers` annotation may name.
-pub const CUSTOM_HEADERS_LABEL: &str = "sluice.dev/custom-headers";
 /// The annotation `kubectl apply` keeps a whole copy of the object in; never read.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -262,9 +261,9 @@ fn map_event<K>(event: watcher::Event<K>, wrap: impl Fn(K) -> Object) -> watcher
 
 /// The latest version of every watched object, and which watchers have finished their first
 /// list.
-#[derive(Default)]
 struct Store {
-    catalog: Catalog,
+    /// The publisher's.
+    catalog: SharedCatalog,
     /// Per watcher: the objects of a relist in progress, swapped in whole when it completes.
     relisting: HashMap<&'static str, HashMap<ObjectRef, Manifest>>,
     /// Per watcher: what its last complete list held, to drop what a relist no longer has.
@@ -275,6 +274,11 @@ struct Store {
 }
 
 impl Store {
+    fn new(catalog: SharedCatalog) -> Self {
+        let (relisting, listed, config_maps) = (HashMap::new(), HashMap::new(), HashMap::new());
+        Self { catalog, relisting, listed, config_maps }
+    }
+
     /// Applies one watch event; returns whether the objects changed.
     fn apply(&mut self, what: &'static str, event: watcher::Event<Object>, origin: &Arc<str>) -> bool {
         let manifest = |object: Object| Manifest { origin: origin.clone(), object };
@@ -291,24 +295,26 @@ impl Store {
             watcher::Event::InitDone => {
                 let fresh = self.relisting.remove(what).unwrap_or_default();
                 let mut changed = false;
+                let catalog = self.catalog.clone();
+                let mut catalog = catalog.lock();
                 for gone in self.listed.insert(what, fresh.keys().cloned().collect()).unwrap_or_default() {
                     if !fresh.contains_key(&gone) && self.release(what, &gone) {
-                        changed |= self.catalog.remove(&gone);
+                        changed |= catalog.remove(&gone);
                     }
                 }
                 for (id, manifest) in fresh {
                     self.hold(what, id);
-                    changed |= self.catalog.apply(manifest);
+                    changed |= catalog.apply(manifest);
                 }
                 changed
             }
             watcher::Event::Apply(object) => {
                 self.hold(what, object.id());
-                self.catalog.apply(manifest(object))
+                self.catalog.lock().apply(manifest(object))
             }
             watcher::Event::Delete(object) => {
                 let id = object.id();
-                self.release(what, &id) && self.catalog.remove(&id)
+                self.release(what, &id) && self.catalog.lock().remove(&id)
             }
         }
     }
@@ -365,7 +371,11 @@ pub fn watch_kube(
         .unzip();
     let watches = futures_util::stream::select_all(watches);
     let outages = Outages { since: HashMap::new(), metrics };
-    (tokio::spawn(run(watches, kinds, publisher, Batching { debounce, ready }, feed, outages)), writer)
+    let store = Store::new(publisher.catalog());
+    let origin: Arc<str> = Arc::from("kube");
+    let watching =
+        Watching { events: watches, kinds, store, outages, origin, changed: false, ready: Some(ready), status: feed };
+    (reload::spawn(watching, publisher, debounce), writer)
 }
 
 /// How long each watch took to recover from an outage, for `/metrics`.
@@ -429,12 +439,6 @@ impl Outages {
     }
 }
 
-/// How changes are batched, and whom to tell when the first batch is published.
-struct Batching {
-    debounce: Duration,
-    ready: oneshot::Sender<()>,
-}
-
 /// Where the status writer learns what was published.
 struct StatusFeed {
     sender: watch::Sender<Arc<Observed>>,
@@ -444,7 +448,8 @@ struct StatusFeed {
 
 impl StatusFeed {
     fn send(&self, store: &Store, snapshot: &Snapshot) {
-        let ingresses = (store.catalog.ingresses())
+        let catalog = store.catalog.lock();
+        let ingresses = (catalog.ingresses())
             .map(|(namespace, name, ingress)| SeenIngress {
                 id: ObjectRef::new("Ingress", namespace, name),
                 uid: ingress.metadata.uid.clone(),
@@ -454,7 +459,7 @@ impl StatusFeed {
                     .unwrap_or_default(),
             })
             .collect();
-        let service = self.service.as_ref().and_then(|id| store.catalog.service_load_balancer(&id.namespace, &id.name));
+        let service = self.service.as_ref().and_then(|id| catalog.service_load_balancer(&id.namespace, &id.name));
         let service_addresses = service.map(|entries| {
             let address = |e: &LoadBalancerIngress| IngressLoadBalancerIngress {
                 ip: e.ip.clone(),
@@ -479,61 +484,63 @@ impl StatusFeed {
     }
 }
 
-async fn run(
-    mut events: SelectAll<Watch>,
+/// The API server's watchers as the reload loop drives them. Each event changes the catalog
+/// as it comes; a batch is cut short when a watcher is back from an outage, so what changed
+/// meanwhile is not held back any longer.
+struct Watching {
+    events: SelectAll<Watch>,
+    /// How many watchers there are: the first snapshot waits for each one's first list.
     kinds: usize,
-    mut publisher: Publisher,
-    Batching { debounce, ready }: Batching,
+    store: Store,
+    outages: Outages,
+    origin: Arc<str>,
+    /// Whether the objects changed since the last publish.
+    changed: bool,
+    /// Told once the first snapshot is published.
+    ready: Option<oneshot::Sender<()>>,
     status: Option<StatusFeed>,
-    mut outages: Outages,
-) {
-    let origin: Arc<str> = Arc::from("kube");
-    let mut store = Store::default();
-    let mut ready = Some(ready);
-    let mut changed = false;
-    // A burst is cut off after this long even if events keep coming, so a busy cluster still
-    // sees its changes applied; and at once when a watcher is back from an outage, so what
-    // changed meanwhile is not held back any longer.
-    let longest = debounce * 10;
-    while let Some(first) = events.next().await {
-        let started = Instant::now();
-        let mut next = Some(first);
-        let mut recovered = false;
-        while let Some((what, event)) = next.take() {
-            match event {
-                Ok(event) => {
-                    recovered |= outages.recovered(what, &event);
-                    changed |= store.apply(what, event, &origin);
-                }
-                Err(e) => outages.failed(what, &e),
+}
+
+impl reload::Source for Watching {
+    type Change = (&'static str, Result<watcher::Event<Object>, watcher::Error>);
+
+    const NAME: &'static str = "the API server's objects";
+
+    fn next(&mut self) -> impl Future<Output = Option<Self::Change>> + Send {
+        self.events.next()
+    }
+
+    fn absorb(&mut self, (what, event): Self::Change) -> bool {
+        match event {
+            Ok(event) => {
+                let recovered = self.outages.recovered(what, &event);
+                self.changed |= self.store.apply(what, event, &self.origin);
+                recovered
             }
-            if !recovered && started.elapsed() < longest {
-                next = tokio::time::timeout(debounce, events.next()).await.ok().flatten();
-            }
-        }
-        // The first snapshot is published when every kind has listed, even an empty cluster.
-        if (!changed && ready.is_none()) || store.listed.len() < kinds {
-            continue;
-        }
-        changed = false;
-        // Translating and compiling is blocking work.
-        let published = tokio::task::spawn_blocking(move || {
-            publisher.set_published_plugins(store.catalog.config_maps());
-            let snapshot = tokio::runtime::Handle::current().block_on(publisher.publish_catalog(&mut store.catalog));
-            (store, publisher, snapshot)
-        });
-        let snapshot;
-        (store, publisher, snapshot) = match published.await {
-            Ok(back) => back,
             Err(e) => {
-                tracing::error!(error = %e, "publishing panicked; watching the API server stopped");
-                return;
+                self.outages.failed(what, &e);
+                false
             }
-        };
-        if let Some(status) = &status {
-            status.send(&store, &snapshot);
         }
-        if let Some(ready) = ready.take() {
+    }
+
+    /// The first snapshot is published when every kind has listed, even an empty cluster.
+    fn due(&self) -> bool {
+        (self.changed || self.ready.is_some()) && self.store.listed.len() >= self.kinds
+    }
+
+    fn apply(&mut self, publisher: &mut Publisher) -> Option<Arc<Snapshot>> {
+        self.changed = false;
+        let maps: Vec<_> = self.store.catalog.lock().config_maps().cloned().collect();
+        publisher.set_published_plugins(maps.iter().map(|map| &**map));
+        Some(tokio::runtime::Handle::current().block_on(publisher.publish_catalog()))
+    }
+
+    fn published(&mut self, snapshot: &Arc<Snapshot>) {
+        if let Some(status) = &self.status {
+            status.send(&self.store, snapshot);
+        }
+        if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }
     }
@@ -619,8 +626,8 @@ mod tests {
     fn a_config_map_both_config_map_watchers_see_stays_until_neither_has_it() {
         let origin: Arc<str> = Arc::from("kube");
         let (plugins, headers) = ("plugin ConfigMap", "custom-headers ConfigMap");
-        let mut store = Store::default();
-        let count = |store: &Store| store.catalog.config_maps().count();
+        let mut store = Store::new(SharedCatalog::default());
+        let count = |store: &Store| store.catalog.lock().config_maps().count();
         for what in [plugins, headers] {
             store.apply(what, watcher::Event::Init, &origin);
             store.apply(what, watcher::Event::InitApply(config_map()), &origin);

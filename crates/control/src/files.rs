@@ -1,16 +1,19 @@
 //! Manifests from files and directories, re-read incrementally and watched.
 
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use sluice_config::{ConfigError, Manifest, parse_manifests};
+use sluice_filter::Snapshot;
 use tokio::sync::mpsc;
 
 use crate::publish::Publisher;
+use crate::reload;
+use crate::shared::Stamp;
 
 /// Manifests read from files (`.yaml`, `.yml`, `.json`) and directories (recursively; hidden
 /// entries such as a ConfigMap volume's `..data` are skipped, the links to them followed).
@@ -27,30 +30,6 @@ struct FileState {
     stamp: Stamp,
     manifests: Vec<Manifest>,
     errors: Vec<ConfigError>,
-}
-
-/// What tells a file changed without reading it: an atomic replace changes the inode, an
-/// in-place write the modification time or length.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub(crate) struct Stamp {
-    inode: u64,
-    modified_ns: i128,
-    len: u64,
-}
-
-impl Stamp {
-    /// The stamp of the file at `path`, `None` if it cannot be read.
-    pub(crate) fn read(path: &Path) -> Option<Self> {
-        std::fs::metadata(path).ok().map(|meta| Stamp::of(&meta))
-    }
-
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Stamp {
-            inode: meta.ino(),
-            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            len: meta.len(),
-        }
-    }
 }
 
 impl FileSource {
@@ -71,7 +50,9 @@ impl FileSource {
         for root in &self.roots {
             if let Err(e) = std::fs::metadata(root) {
                 let origin: Arc<str> = Arc::from(root.display().to_string());
-                let message = format!("cannot read: {e}; what it held before is still served");
+                let held = self.files.keys().any(|path| path.starts_with(root));
+                let served = if held { "; what it held before is still served" } else { "" };
+                let message = format!("cannot read: {e}{served}");
                 root_errors.push(ConfigError::file(&origin, message));
                 unreadable.push(root);
                 continue;
@@ -219,15 +200,15 @@ fn is_manifest(path: &Path) -> bool {
 }
 
 /// Watches the source's files and the plugin directory, and publishes a new snapshot after
-/// each burst of changes, once nothing has changed for `debounce`. The watcher lives in the
-/// returned task; abort it to stop watching.
+/// each burst of changes, as the reload loop batches them. The watcher lives in the returned task;
+/// abort it to stop watching.
 pub fn watch_files(
-    mut source: FileSource,
-    mut publisher: Publisher,
+    source: FileSource,
+    publisher: Publisher,
     debounce: Duration,
 ) -> notify::Result<tokio::task::JoinHandle<()>> {
     // `None` asks for a full rescan: the watcher lost events or could not say where.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
+    let (tx, changes) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let paths = match event {
             Ok(event) if event.kind.is_access() => return,
@@ -243,38 +224,51 @@ pub fn watch_files(
     if let Some(dir) = publisher.plugin_dir() {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    Ok(tokio::spawn(async move {
-        let _watcher = watcher;
-        while let Some(first) = rx.recv().await {
-            let mut changed: Option<HashSet<PathBuf>> = first.map(HashSet::from_iter);
-            while let Ok(Some(more)) = tokio::time::timeout(debounce, rx.recv()).await {
-                match (&mut changed, more) {
-                    (Some(paths), Some(more)) => paths.extend(more),
-                    _ => changed = None,
-                }
+    let watched = Watched { source, _watcher: watcher, changes, pending: None };
+    Ok(reload::spawn(watched, publisher, debounce))
+}
+
+/// The file source as the reload loop drives it.
+struct Watched {
+    source: FileSource,
+    _watcher: notify::RecommendedWatcher,
+    changes: mpsc::UnboundedReceiver<Option<Vec<PathBuf>>>,
+    /// The paths the batch reported; `Some(None)` when it calls for a full rescan.
+    pending: Option<Option<HashSet<PathBuf>>>,
+}
+
+impl reload::Source for Watched {
+    type Change = Option<Vec<PathBuf>>;
+
+    const NAME: &'static str = "the manifest files";
+
+    fn next(&mut self) -> impl Future<Output = Option<Self::Change>> + Send {
+        self.changes.recv()
+    }
+
+    fn absorb(&mut self, change: Self::Change) -> bool {
+        self.pending = match (self.pending.take(), change) {
+            (None, change) => Some(change.map(HashSet::from_iter)),
+            (Some(Some(mut paths)), Some(more)) => {
+                paths.extend(more);
+                Some(Some(paths))
             }
-            // Reading files and compiling plugins and snapshots is blocking work.
-            let reloaded = tokio::task::spawn_blocking(move || {
-                let plugins = publisher.refresh_plugins();
-                let manifests = match &changed {
-                    Some(paths) => source.refresh_paths(paths.iter().map(PathBuf::as_path)),
-                    None => source.refresh(),
-                };
-                if plugins || manifests {
-                    let publish = publisher.publish(source.manifests(), source.errors().cloned());
-                    tokio::runtime::Handle::current().block_on(publish);
-                }
-                (source, publisher)
-            });
-            match reloaded.await {
-                Ok(back) => (source, publisher) = back,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload panicked; file watching stopped");
-                    return;
-                }
-            }
-        }
-    }))
+            _ => Some(None),
+        };
+        false
+    }
+
+    fn apply(&mut self, publisher: &mut Publisher) -> Option<Arc<Snapshot>> {
+        let plugins = publisher.refresh_plugins();
+        let manifests = match self.pending.take() {
+            Some(Some(paths)) => self.source.refresh_paths(paths.iter().map(PathBuf::as_path)),
+            _ => self.source.refresh(),
+        };
+        (plugins || manifests).then(|| {
+            let publish = publisher.publish(self.source.manifests(), self.source.errors().cloned());
+            tokio::runtime::Handle::current().block_on(publish)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -333,7 +327,8 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
         assert!(source.refresh());
         assert_eq!(names(&source), ["one"]);
-        assert!(source.errors().next().unwrap().message.starts_with("cannot read"));
+        let message = &source.errors().next().unwrap().message;
+        assert!(message.starts_with("cannot read") && message.ends_with("what it held before is still served"));
     }
 
     #[test]
@@ -366,6 +361,8 @@ mod tests {
     fn reports_missing_roots() {
         let mut source = FileSource::new(vec![PathBuf::from("/nonexistent/sluice")]);
         source.refresh();
-        assert!(source.errors().next().unwrap().to_string().starts_with("/nonexistent/sluice: cannot read"));
+        let error = source.errors().next().unwrap().to_string();
+        assert!(error.starts_with("/nonexistent/sluice: cannot read"), "{error}");
+        assert!(!error.contains("still served"), "nothing was read before: {error}");
     }
 }

@@ -13,8 +13,7 @@ use sluice_config::{ConfigError, FailurePolicy, FilterSpec, IngressInfo, Isolati
 use sluice_filter::{Attachment, Chain, Engine, Limits, Plugin};
 use sluice_route::PluginInfo;
 
-use crate::cluster::PLUGIN_LABEL;
-use crate::files::Stamp;
+use crate::shared::{PLUGIN_LABEL, Stamp};
 
 /// Names the attachment that stands for an Ingress's invalid filter annotations.
 const INVALID: &str = "invalid-annotations";
@@ -250,12 +249,7 @@ impl Plugins {
             .map(|spec| {
                 let plugin = self.plugin(spec);
                 if let Err(why) = &plugin {
-                    let field = spec.field.clone();
-                    let effect = match spec.failure {
-                        FailurePolicy::Closed => "its routes answer 500",
-                        FailurePolicy::Open => "the filter is skipped",
-                    };
-                    errors.push(ConfigError::field(&ingress.origin, &ingress.id, field, format!("{why}; {effect}")));
+                    errors.push(attachment_error(ingress, spec, why));
                 }
                 Attachment::new(spec.clone(), plugin)
             })
@@ -264,21 +258,20 @@ impl Plugins {
     }
 
     fn plugin(&self, spec: &FilterSpec) -> Result<Arc<Plugin>, String> {
-        let name = &spec.plugin;
-        let plugin = match self.module(name) {
-            None => {
-                return Err(format!(
-                    "plugin {name} is not loaded (no {name}.wasm in the plugin directory or ConfigMap)"
-                ));
-            }
-            Some(Err(e)) => return Err(format!("plugin {name} failed to load: {e}")),
-            Some(Ok(plugin)) => plugin,
-        };
+        let plugin = loaded(&spec.plugin, self.module(&spec.plugin))?;
         match self.validated.get(&(plugin.hash.clone(), spec.config.clone())) {
-            Some(Err(why)) => Err(format!("plugin {name} rejects the configuration: {why}")),
+            Some(Err(why)) => Err(rejected(&spec.plugin, why)),
             // Not validated means `validate` has not seen this model; it always runs first.
-            _ => Ok(plugin.clone()),
+            _ => Ok(plugin),
         }
+    }
+
+    /// Every module by name, for checks away from the control loop (the admission webhook).
+    pub(crate) fn table(&self) -> Modules {
+        let builtins = self.builtins.iter().map(|(name, plugin)| ((*name).to_owned(), plugin.clone()));
+        // The directory's modules win over published ones; the built-ins over both.
+        let modules = self.published.iter().chain(&self.modules).map(|(name, m)| (name.clone(), m.plugin.clone()));
+        Modules(modules.chain(builtins).collect())
     }
 
     /// A built-in, the directory's or a published module of that name.
@@ -314,6 +307,51 @@ impl Plugins {
         });
         builtins.chain(modules).chain(self.published_errors.iter().cloned())
     }
+}
+
+/// The plugin modules by name, as the control plane last published them.
+#[derive(Default)]
+pub(crate) struct Modules(BTreeMap<String, Result<Arc<Plugin>, String>>);
+
+impl Modules {
+    /// The errors of attaching `specs` to `ingress`: modules that are missing or did not load,
+    /// and configurations the plugin rejects (checked here, in fresh instances), worded as
+    /// the control plane words them.
+    pub(crate) async fn check(&self, ingress: &IngressInfo, specs: &[FilterSpec]) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for spec in specs {
+            let checked = match loaded(&spec.plugin, self.0.get(&spec.plugin)) {
+                Ok(plugin) => plugin.validate_config(&spec.config).await.map_err(|why| rejected(&spec.plugin, &why)),
+                Err(why) => Err(why),
+            };
+            if let Err(why) = checked {
+                errors.push(attachment_error(ingress, spec, &why));
+            }
+        }
+        errors
+    }
+}
+
+/// The module of plugin `name`, or why there is none.
+fn loaded(name: &str, module: Option<&Result<Arc<Plugin>, String>>) -> Result<Arc<Plugin>, String> {
+    match module {
+        None => Err(format!("plugin {name} is not loaded (no {name}.wasm in the plugin directory or ConfigMap)")),
+        Some(Err(e)) => Err(format!("plugin {name} failed to load: {e}")),
+        Some(Ok(plugin)) => Ok(plugin.clone()),
+    }
+}
+
+fn rejected(name: &str, why: &str) -> String {
+    format!("plugin {name} rejects the configuration: {why}")
+}
+
+/// The error for a filter of `ingress` that cannot run, and what that does to its routes.
+fn attachment_error(ingress: &IngressInfo, spec: &FilterSpec, why: &str) -> ConfigError {
+    let effect = match spec.failure {
+        FailurePolicy::Closed => "its routes answer 500",
+        FailurePolicy::Open => "the filter is skipped",
+    };
+    ConfigError::field(&ingress.origin, &ingress.id, spec.field.clone(), format!("{why}; {effect}"))
 }
 
 #[cfg(test)]

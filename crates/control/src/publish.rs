@@ -1,25 +1,41 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
-use sluice_config::{Catalog, ConfigError, Manifest, Model, TranslateOptions};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use sluice_config::{ConfigError, Manifest, Model, TranslateOptions};
 use sluice_filter::Snapshot;
 
-use crate::plugins::Plugins;
+use crate::plugins::{Modules, Plugins};
+use crate::shared::SharedCatalog;
+use crate::webhook::Validator;
 
 /// Compiles manifests and plugin modules into snapshots and publishes them.
 pub struct Publisher {
     snapshot: Arc<ArcSwap<Snapshot>>,
     ingress_class: String,
     plugins: Plugins,
-    /// What [`Publisher::publish`] last translated, so the next publish translates only what changed.
-    catalog: Catalog,
+    /// The objects of every source, kept so that the next publish translates only what changed.
+    catalog: SharedCatalog,
+    /// The plugin modules of the last publish, for the admission webhook; `None` before the first.
+    modules: Arc<ArcSwapOption<Modules>>,
 }
 
 impl Publisher {
     /// Publishes into `snapshot` the Ingresses of `ingress_class`, with filters from `plugins`.
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, ingress_class: String, plugins: Plugins) -> Self {
-        Self { snapshot, ingress_class, plugins, catalog: Catalog::default() }
+        let (catalog, modules) = (SharedCatalog::default(), Arc::new(ArcSwapOption::empty()));
+        Self { snapshot, ingress_class, plugins, catalog, modules }
+    }
+
+    /// The catalog this publisher translates.
+    pub fn catalog(&self) -> SharedCatalog {
+        self.catalog.clone()
+    }
+
+    /// What an admission webhook checks Ingresses with: this publisher's catalog and plugin
+    /// modules, as of its last publish.
+    pub fn validator(&self) -> Validator {
+        Validator::new(self.catalog.clone(), self.modules.clone(), self.ingress_class.clone())
     }
 
     /// Loads new and changed plugin modules; returns whether anything changed.
@@ -50,17 +66,21 @@ impl Publisher {
         source_errors: impl IntoIterator<Item = ConfigError>,
     ) -> Arc<Snapshot> {
         let started = Instant::now();
-        let duplicates = self.catalog.sync(manifests);
-        let mut model = self.catalog.translate(&TranslateOptions { ingress_class: &self.ingress_class });
-        model.errors.extend(duplicates.into_iter().chain(source_errors));
+        let model = {
+            let mut catalog = self.catalog.lock();
+            let duplicates = catalog.sync(manifests);
+            let mut model = catalog.translate(&TranslateOptions { ingress_class: &self.ingress_class });
+            model.errors.extend(duplicates.into_iter().chain(source_errors));
+            model
+        };
         self.publish_model(model, started).await
     }
 
-    /// Translates `catalog` (only what changed since its last translation) and publishes the
-    /// result like [`Publisher::publish`].
-    pub async fn publish_catalog(&mut self, catalog: &mut Catalog) -> Arc<Snapshot> {
+    /// Translates the catalog as its source left it (only what changed since its last
+    /// translation) and publishes the result like [`Publisher::publish`].
+    pub async fn publish_catalog(&mut self) -> Arc<Snapshot> {
         let started = Instant::now();
-        let model = catalog.translate(&TranslateOptions { ingress_class: &self.ingress_class });
+        let model = self.catalog.lock().translate(&TranslateOptions { ingress_class: &self.ingress_class });
         self.publish_model(model, started).await
     }
 
@@ -71,6 +91,7 @@ impl Publisher {
         let plugins = &self.plugins;
         let mut snapshot = Snapshot::compile_with(model, &previous, |ingress, errors| plugins.chain(ingress, errors));
         snapshot.plugins = plugins.describe();
+        self.modules.store(Some(Arc::new(plugins.table())));
         let snapshot = Arc::new(snapshot);
         // Errors are sorted; log only the ones this change introduced.
         for error in snapshot.errors.iter().filter(|e| previous.errors.binary_search(e).is_err()) {

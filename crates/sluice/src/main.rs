@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use http::HeaderValue;
 use sluice_config::ObjectRef;
 use sluice_control::{
-    FileSource, KubeSource, Plugins, PublishAddress, Publisher, StatusOptions, WatchMetrics, watch_files, watch_kube,
+    FileSource, KubeSource, Plugins, PublishAddress, Publisher, StatusOptions, StatusWriter, WatchMetrics, WebhookTls,
+    serve_webhook, watch_files, watch_kube,
 };
 use sluice_filter::{Engine, Limits, Snapshot};
 use sluice_proxy::{
@@ -63,6 +64,53 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Serve the admission webhook alone: `POST /validate` with an admission.k8s.io/v1
+    /// AdmissionReview, over TLS. Ingresses of the class are checked as the gateway would
+    /// check them against the objects of the source, and refused with the errors `check`
+    /// prints; missing Services, Secrets and ConfigMaps are warnings.
+    Webhook(Box<WebhookArgs>),
+}
+
+/// Where the objects come from.
+#[derive(Debug, clap::Args)]
+struct SourceArgs {
+    /// Manifest files or directories to route from (watched; changes apply live).
+    #[arg(long = "manifests", value_name = "DIR", required_unless_present = "kube", conflicts_with = "kube")]
+    manifests: Vec<PathBuf>,
+    /// Route from the Kubernetes API server (in-cluster service account, `--kubeconfig`, or
+    /// `KUBECONFIG`), watching Ingresses, IngressClasses, Services, EndpointSlices, TLS Secrets
+    /// and ConfigMaps labelled `sluice.dev/plugin` or `sluice.dev/custom-headers`.
+    #[arg(long)]
+    kube: bool,
+    /// The kubeconfig file for `--kube`.
+    #[arg(long, value_name = "PATH", requires = "kube")]
+    kubeconfig: Option<PathBuf>,
+    /// With `--kube`, watch this namespace only (IngressClasses are cluster-wide).
+    #[arg(long, value_name = "NAMESPACE", requires = "kube")]
+    watch_namespace: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct WebhookArgs {
+    /// Address of the webhook's HTTPS listener.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The webhook's certificate chain, PEM (read again when it changes).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: PathBuf,
+    /// The key of `--tls-cert`, PEM (read again when it changes).
+    #[arg(long, value_name = "FILE")]
+    tls_key: PathBuf,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The IngressClass whose Ingresses are checked; others are allowed unchecked.
+    #[arg(long, value_name = "NAME", default_value = "sluice")]
+    ingress_class: String,
+    #[command(flatten)]
+    plugins: PluginArgs,
+    /// How long file or API changes must settle before they are applied.
+    #[arg(long, value_name = "DURATION", default_value = "20ms", value_parser = humantime::parse_duration)]
+    reload_debounce: Duration,
 }
 
 /// Where filter plugins come from and what they may use.
@@ -103,20 +151,8 @@ impl PluginArgs {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Manifest files or directories to route from (watched; changes apply live).
-    #[arg(long = "manifests", value_name = "DIR", required_unless_present = "kube", conflicts_with = "kube")]
-    manifests: Vec<PathBuf>,
-    /// Route from the Kubernetes API server (in-cluster service account, `--kubeconfig`, or
-    /// `KUBECONFIG`), watching Ingresses, IngressClasses, Services, EndpointSlices, TLS Secrets
-    /// and ConfigMaps labelled `sluice.dev/plugin` or `sluice.dev/custom-headers`.
-    #[arg(long)]
-    kube: bool,
-    /// The kubeconfig file for `--kube`.
-    #[arg(long, value_name = "PATH", requires = "kube")]
-    kubeconfig: Option<PathBuf>,
-    /// With `--kube`, watch this namespace only (IngressClasses are cluster-wide).
-    #[arg(long, value_name = "NAMESPACE", requires = "kube")]
-    watch_namespace: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// With `--kube`, the Service whose load-balancer addresses go into our Ingresses'
     /// `.status.loadBalancer` (written by one replica, the holder of a Lease). The Lease lasts
     /// 15 s; every replica tries it every 2 s (the holder renews it), and a holder that stops
@@ -139,6 +175,16 @@ struct ServeArgs {
     /// Strict-Transport-Security for HTTPS responses of TLS hosts; empty to send none.
     #[arg(long, value_name = "VALUE", default_value = "max-age=31536000; includeSubDomains")]
     hsts: String,
+    /// Also serve the admission webhook (as `sluice webhook` does) on this address, checking
+    /// against this gateway's own objects and plugins.
+    #[arg(long, value_name = "ADDR", requires_all = ["webhook_tls_cert", "webhook_tls_key"])]
+    webhook: Option<SocketAddr>,
+    /// The webhook's certificate chain, PEM (read again when it changes).
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_tls_cert: Option<PathBuf>,
+    /// The key of `--webhook-tls-cert`, PEM.
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    webhook_tls_key: Option<PathBuf>,
     /// Address of the admin listener (/healthz, /readyz, /metrics, /config).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
@@ -216,10 +262,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Flushes buffered log lines when main returns.
     let access_log = matches!(&cli.command, Command::Serve(args) if args.access_log);
-    let _logs = init_logging(cli.log_format, access_log);
+    // `check` prints what it found; the server's progress lines are not for it.
+    let level = if matches!(cli.command, Command::Check { .. }) { "error" } else { "info" };
+    let _logs = init_logging(cli.log_format, level, access_log);
     let result = match cli.command {
         Command::Check { paths, ingress_class, plugins } => check(paths, &ingress_class, &plugins),
         Command::Serve(args) => serve_command(*args).map(|()| ExitCode::SUCCESS),
+        Command::Webhook(args) => webhook_command(*args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("sluice: {e:#}");
@@ -228,12 +277,13 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr through a background writer, so that a slow terminal or pipe never stalls
-/// a data-plane thread. `--access-log` shows its events whatever `RUST_LOG` says. Returns the
-/// guard that flushes on drop.
-fn init_logging(format: LogFormat, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// a data-plane thread: events of `level` and above unless `RUST_LOG` says otherwise.
+/// `--access-log` shows its events whatever `RUST_LOG` says. Returns the guard that flushes on
+/// drop.
+fn init_logging(format: LogFormat, level: &str, access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     // rustls warns about what clients send (an IP address as SNI, as wrk and scanners do) on
     // every handshake: a log line per connection under a scan. Only errors, unless asked for.
     if !std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains("rustls")) {
@@ -313,28 +363,90 @@ const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Per data-plane thread: its plain-HTTP and its HTTPS listening socket.
 type WorkerListeners = Vec<(std::net::TcpListener, std::net::TcpListener)>;
 
-async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> {
-    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let state = Arc::new(AdminState::default());
-    let mut publisher = Publisher::new(snapshot.clone(), args.ingress_class.clone(), args.plugins.registry()?);
+/// The control plane's task, and the status writer when it writes status.
+type Watching = (tokio::task::JoinHandle<()>, Option<StatusWriter>);
+
+/// Loads the objects of `source` and publishes them with `publisher`, then again after every
+/// change; `ready` is sent once the first snapshot is published. With `status` (cluster mode),
+/// Ingress status and Events are written too.
+async fn watch_source(
+    source: &SourceArgs,
+    mut publisher: Publisher,
+    debounce: Duration,
+    ready: oneshot::Sender<()>,
+    status: Option<StatusOptions>,
+    metrics: WatchMetrics,
+) -> anyhow::Result<Watching> {
     publisher.refresh_plugins();
-    let (ready_tx, ready) = oneshot::channel();
-    let watch_metrics = WatchMetrics::default();
-    let (_watch, status_writer) = if args.kube {
-        let status = status_options(&args);
-        let agent = format!("sluice/{} ({})", env!("CARGO_PKG_VERSION"), status.identity);
-        let source = KubeSource::connect(args.kubeconfig.as_deref(), args.watch_namespace.clone(), &agent)
+    if source.kube {
+        let identity =
+            status.as_ref().map_or_else(|| format!("webhook-{}", std::process::id()), |s| s.identity.clone());
+        let agent = format!("sluice/{} ({identity})", env!("CARGO_PKG_VERSION"));
+        let kube = KubeSource::connect(source.kubeconfig.as_deref(), source.watch_namespace.clone(), &agent)
             .await
             .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API server: {e}"))?;
-        watch_kube(source, publisher, args.reload_debounce, ready_tx, Some(status), watch_metrics.clone())
+        Ok(watch_kube(kube, publisher, debounce, ready, status, metrics))
     } else {
-        let mut source = FileSource::new(args.manifests.clone());
-        source.refresh();
-        publisher.publish(source.manifests(), source.errors().cloned()).await;
-        let _ = ready_tx.send(());
-        (watch_files(source, publisher, args.reload_debounce).context("watching the manifests")?, None)
+        let mut files = FileSource::new(source.manifests.clone());
+        files.refresh();
+        publisher.publish(files.manifests(), files.errors().cloned()).await;
+        let _ = ready.send(());
+        Ok((watch_files(files, publisher, debounce).context("watching the manifests")?, None))
+    }
+}
+
+/// Runs the admission webhook alone, until SIGTERM or SIGINT.
+fn webhook_command(args: WebhookArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let tls = WebhookTls::load(args.tls_cert.clone(), args.tls_key.clone()).map_err(anyhow::Error::msg)?;
+        let listener =
+            TcpListener::bind(args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let publisher = Publisher::new(snapshot, args.ingress_class.clone(), args.plugins.registry()?);
+        let validator = Arc::new(publisher.validator());
+        let (ready, _) = oneshot::channel();
+        let metrics = WatchMetrics::default();
+        let _watch = watch_source(&args.source, publisher, args.reload_debounce, ready, None, metrics).await?;
+        tracing::info!(listen = %args.listen, "serving the admission webhook");
+        tokio::select! {
+            served = serve_webhook(listener, tls, validator) => {
+                served.map_err(|e| anyhow::anyhow!("serving the webhook: {e}"))?;
+            }
+            signal = terminated() => {
+                signal?;
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> {
+    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding --admin {}", args.admin))?;
+    let webhook = match (args.webhook, &args.webhook_tls_cert, &args.webhook_tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = WebhookTls::load(cert.clone(), key.clone()).map_err(anyhow::Error::msg)?;
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding --webhook {addr}"))?;
+            Some((listener, tls))
+        }
+        _ => None,
     };
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let state = Arc::new(AdminState::default());
+    let publisher = Publisher::new(snapshot.clone(), args.ingress_class.clone(), args.plugins.registry()?);
+    let _webhook = webhook.map(|(listener, tls)| {
+        let validator = Arc::new(publisher.validator());
+        tokio::spawn(async move {
+            let Err(e) = serve_webhook(listener, tls, validator).await;
+            tracing::error!("the admission webhook stopped: {e}");
+        })
+    });
+    let (ready_tx, ready) = oneshot::channel();
+    let watch_metrics = WatchMetrics::default();
+    let status = args.source.kube.then(|| status_options(&args));
+    let (_watch, status_writer) =
+        watch_source(&args.source, publisher, args.reload_debounce, ready_tx, status, watch_metrics.clone()).await?;
 
     let hsts = Some(args.hsts.as_str()).filter(|v| !v.is_empty()).map(HeaderValue::try_from).transpose();
     let config = ProxyConfig {
