@@ -194,6 +194,8 @@ pub struct Connection {
     pub peer: Option<CertificateDer<'static>>,
     /// The protocol agreed by ALPN (TLS only).
     pub alpn: Option<Vec<u8>>,
+    /// The cipher suite agreed (TLS only).
+    pub suite: Option<rustls::CipherSuite>,
 }
 
 impl Connection {
@@ -202,7 +204,7 @@ impl Connection {
     pub async fn open(addr: SocketAddr, server_name: Option<&str>, h2: bool) -> anyhow::Result<Connection> {
         let tcp = TcpStream::connect(addr).await?;
         let Some(name) = server_name else {
-            return Connection::handshake(TokioIo::new(tcp), h2, None, None).await;
+            return Connection::handshake(TokioIo::new(tcp), h2, None, None, None).await;
         };
         // The tests check *which* certificate was served, not whether to trust it.
         let mut config = sluice_proxy::danger::client_config_accepting_any_certificate();
@@ -212,7 +214,8 @@ impl Connection {
         let (_, session) = stream.get_ref();
         let peer = session.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-        Connection::handshake(TokioIo::new(stream), h2, peer, alpn).await
+        let suite = session.negotiated_cipher_suite().map(|suite| suite.suite());
+        Connection::handshake(TokioIo::new(stream), h2, peer, alpn, suite).await
     }
 
     async fn handshake<I>(
@@ -220,6 +223,7 @@ impl Connection {
         h2: bool,
         peer: Option<CertificateDer<'static>>,
         alpn: Option<Vec<u8>>,
+        suite: Option<rustls::CipherSuite>,
     ) -> anyhow::Result<Connection>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -233,7 +237,7 @@ impl Connection {
             tokio::spawn(connection);
             Sender::H1(sender)
         };
-        Ok(Connection { sender, peer, alpn })
+        Ok(Connection { sender, peer, alpn, suite })
     }
 
     /// GET `path` for `host` on this connection.

@@ -60,6 +60,8 @@ async fn serves_certificates_by_server_name_with_a_default_for_unknown_names() {
     for (name, expected) in [("a.test", &setup.a), ("b.test", &setup.b), ("x.w.test", &setup.wild)] {
         let mut connection = Connection::open(https, Some(name), false).await.unwrap();
         assert_eq!(connection.peer.as_ref(), Some(&expected.der), "certificate for {name}");
+        // The client lists AES-256 first; the server's order puts AES-128 (SHA-256) first.
+        assert_eq!(connection.suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
         let (reply, _) = connection.get(name, "/").await.unwrap();
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.json()["headers"]["x-forwarded-proto"], "https");

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::CipherSuite;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sluice_filter::Snapshot;
@@ -31,7 +32,19 @@ impl ResolvesServerCert for SniResolver {
 /// A TLS acceptor (TLS 1.2 and 1.3; ALPN `h2` and `http/1.1`) whose certificates come from
 /// `snapshot`, with a self-signed default certificate generated now for unknown names.
 pub fn acceptor(snapshot: Arc<ArcSwap<Snapshot>>) -> Result<TlsAcceptor, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM first, in the server's order: its suites hash with SHA-256, which runs on
+    // the CPU's SHA extensions, where the SHA-384 of the AES-256 suites (the order clients
+    // such as OpenSSL send) runs in plain code; the key schedule of every handshake hashes.
+    provider.cipher_suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let provider = Arc::new(provider);
     let generated = rcgen::generate_simple_self_signed(vec!["sluice.invalid".to_owned()])
         .map_err(|e| rustls::Error::General(format!("generating the default certificate: {e}")))?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
@@ -42,6 +55,7 @@ pub fn acceptor(snapshot: Arc<ArcSwap<Snapshot>>) -> Result<TlsAcceptor, rustls:
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { snapshot, default }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     // Returning clients resume instead of repeating the full handshake: stateless tickets
     // (keys rotate every 6 hours) for TLS 1.3 and most 1.2 clients, and a per-process session
     // cache for the rest. rustls issues no tickets unless asked; nginx does by default.
