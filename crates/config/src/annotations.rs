@@ -37,6 +37,21 @@ pub const NGINX_TEMPORAL_REDIRECT: &str = "nginx.ingress.kubernetes.io/temporal-
 /// ingress-nginx: the status of `temporal-redirect`.
 pub const NGINX_TEMPORAL_REDIRECT_CODE: &str = "nginx.ingress.kubernetes.io/temporal-redirect-code";
 
+/// ingress-nginx: answer cross-origin requests (CORS) with the `cors-*` settings.
+pub const NGINX_ENABLE_CORS: &str = "nginx.ingress.kubernetes.io/enable-cors";
+/// ingress-nginx: the origins CORS allows (comma-separated; default `*`).
+pub const NGINX_CORS_ALLOW_ORIGIN: &str = "nginx.ingress.kubernetes.io/cors-allow-origin";
+/// ingress-nginx: `Access-Control-Allow-Methods`.
+pub const NGINX_CORS_ALLOW_METHODS: &str = "nginx.ingress.kubernetes.io/cors-allow-methods";
+/// ingress-nginx: `Access-Control-Allow-Headers`.
+pub const NGINX_CORS_ALLOW_HEADERS: &str = "nginx.ingress.kubernetes.io/cors-allow-headers";
+/// ingress-nginx: `Access-Control-Expose-Headers` (default none).
+pub const NGINX_CORS_EXPOSE_HEADERS: &str = "nginx.ingress.kubernetes.io/cors-expose-headers";
+/// ingress-nginx: send `Access-Control-Allow-Credentials: true` (default true).
+pub const NGINX_CORS_ALLOW_CREDENTIALS: &str = "nginx.ingress.kubernetes.io/cors-allow-credentials";
+/// ingress-nginx: `Access-Control-Max-Age` in seconds.
+pub const NGINX_CORS_MAX_AGE: &str = "nginx.ingress.kubernetes.io/cors-max-age";
+
 /// ingress-nginx: session affinity; `cookie` is the one kind.
 pub const NGINX_AFFINITY: &str = "nginx.ingress.kubernetes.io/affinity";
 /// ingress-nginx: `balanced` (default) or `persistent`.
