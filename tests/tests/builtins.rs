@@ -1,5 +1,6 @@
-//! The built-in filters end to end: ingress-nginx's CORS, rewrite, redirect, header and cookie
-//! affinity annotations on the real binary, with real echo pods and real clients.
+//! The built-in filters end to end: ingress-nginx's source-range, CORS, rewrite, redirect,
+//! header and cookie affinity annotations on the real binary, with real echo pods and real
+//! clients.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -116,7 +117,7 @@ async fn rewrites_and_redirects_as_ingress_nginx_documents_them() {
         .filter(|p| p["builtin"] == true && p["hash"].is_string())
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(builtins, ["affinity", "cors", "headers", "rewrite"]);
+    assert_eq!(builtins, ["affinity", "cors", "headers", "rewrite", "source-ranges"]);
 }
 
 #[tokio::test]
@@ -301,6 +302,82 @@ async fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() 
     let error = only_error(&gateway).await;
     assert_eq!(error["object"], "Ingress default/broken");
     assert_eq!(error["field"], "metadata.annotations[nginx.ingress.kubernetes.io/cors-allow-origin]");
+}
+
+/// The status of a GET of `host`, sent on behalf of `forwarded_for` (`X-Forwarded-For`).
+async fn status_from(client: &Client, gateway: &Gateway, host: &str, forwarded_for: Option<&str>) -> u16 {
+    let headers: Vec<_> = forwarded_for.map(|chain| ("x-forwarded-for", chain)).into_iter().collect();
+    let reply = get(client, gateway, "/", host, &headers).await;
+    if reply.status == 403 {
+        assert_eq!(reply.body, "forbidden\n");
+    }
+    reply.status
+}
+
+#[tokio::test]
+async fn source_ranges_refuse_clients_by_the_address_trusted_proxies_forwarded_for() {
+    let pods = Pods::start(&["127.0.0.74"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = [("/", "Prefix", "app")];
+    let allow = "nginx.ingress.kubernetes.io/allowlist-source-range";
+    let deny = "nginx.ingress.kubernetes.io/denylist-source-range";
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        annotated_ingress("local", "local.test", &app, &[(allow, "127.0.0.0/8")]),
+        annotated_ingress(
+            "office",
+            "office.test",
+            &app,
+            &[("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8, 192.0.2.1")],
+        ),
+        annotated_ingress("blocked", "blocked.test", &app, &[(deny, "127.0.0.1, 203.0.113.0/24")]),
+        annotated_ingress("both", "both.test", &app, &[(allow, "10.0.0.0/8"), (deny, "10.9.0.0/16")]),
+        // Refused before a preflight is answered.
+        annotated_ingress(
+            "cors",
+            "cors.test",
+            &app,
+            &[(allow, "10.0.0.0/8"), ("nginx.ingress.kubernetes.io/enable-cors", "true")],
+        ),
+        annotated_ingress("broken", "broken.test", &app, &[(allow, "10.0.0.0/33")]),
+    ];
+    write(dir.path(), &manifests);
+    // The test client connects from 127.0.0.1: a trusted proxy to this gateway, a client to the other.
+    let behind = Gateway::start(dir.path(), &["--trusted-proxies", "127.0.0.1/32"]).await.unwrap();
+    let direct = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+
+    for (host, forwarded_for, expected) in [
+        // Without a forwarded address the trusted proxy is the client.
+        ("local.test", None, 200),
+        ("local.test", Some("10.1.2.3"), 403),
+        ("office.test", None, 403),
+        ("office.test", Some("10.1.2.3"), 200),
+        ("office.test", Some("192.0.2.1"), 200),
+        ("office.test", Some("192.0.2.2"), 403),
+        // The rightmost address that is not a trusted proxy is the client.
+        ("office.test", Some("10.1.2.3, 198.51.100.4"), 403),
+        ("office.test", Some("198.51.100.4, 10.1.2.3"), 200),
+        ("blocked.test", None, 403),
+        ("blocked.test", Some("203.0.113.5"), 403),
+        ("blocked.test", Some("198.51.100.4"), 200),
+        // The deny list wins over the allow list.
+        ("both.test", Some("10.1.1.1"), 200),
+        ("both.test", Some("10.9.1.1"), 403),
+    ] {
+        assert_eq!(status_from(&client, &behind, host, forwarded_for).await, expected, "{host} for {forwarded_for:?}");
+    }
+    // A client that is no trusted proxy cannot claim another address.
+    assert_eq!(status_from(&client, &direct, "local.test", Some("10.1.2.3")).await, 200);
+    assert_eq!(status_from(&client, &direct, "office.test", Some("10.1.2.3")).await, 403);
+    assert_eq!(status_from(&client, &direct, "blocked.test", Some("198.51.100.4")).await, 403);
+
+    let preflight = [("origin", "https://app.test"), ("access-control-request-method", "GET")];
+    assert_eq!(send(&client, &direct, "OPTIONS", "cors.test", &preflight).await.status, 403);
+
+    // An invalid range fails the Ingress closed rather than open.
+    assert_eq!(status_from(&client, &direct, "broken.test", None).await, 500);
+    assert_eq!(only_error(&direct).await["field"], format!("metadata.annotations[{allow}]"));
 }
 
 /// Cookie affinity: an Ingress per mode and option set, over the same pods.

@@ -1,11 +1,14 @@
-//! Annotations that compile into the built-in filters (CORS, rewrite, headers, affinity): the
+//! Annotations that compile into the built-in filters (source ranges, CORS, rewrite, headers,
+//! affinity): the
 //! ingress-nginx ones existing Ingresses carry, and ours.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
-use sluice_builtins::{Affinity, Config, Cors, HeaderOps, Headers, Redirect, Rewrite, check, cors, rewrite};
+use sluice_builtins::{
+    Affinity, Config, Cors, HeaderOps, Headers, Redirect, Rewrite, SourceRanges, check, cors, rewrite, source_ranges,
+};
 
 use crate::annotations::{self as names, Reader, parse_bool};
 use crate::error::not_found;
@@ -24,6 +27,7 @@ pub(crate) fn builtin_filters(
 ) -> Vec<FilterSpec> {
     let mut reader = Reader { annotations, errors };
     let specs = [
+        source_ranges_config(&mut reader).map(|c| spec(sluice_builtins::SOURCE_RANGES, &c)),
         cors_config(&mut reader).map(|c| spec(sluice_builtins::CORS, &c)),
         rewrite_config(&mut reader).map(|c| spec(sluice_builtins::REWRITE, &c)),
         headers_config(&mut reader, namespace, config_maps).map(|c| spec(sluice_builtins::HEADERS, &c)),
@@ -41,6 +45,21 @@ fn spec(plugin: &str, config: &impl Serialize) -> FilterSpec {
         isolation: Isolation::Instance,
         field: format!("metadata.annotations (built-in {plugin})"),
     }
+}
+
+fn source_ranges_config(r: &mut Reader) -> Option<SourceRanges> {
+    // As in ingress-nginx, the old name counts only when the new one is absent or empty.
+    let allow = match r.get(names::NGINX_ALLOWLIST_SOURCE_RANGE) {
+        Some(value) if !value.trim().is_empty() => names::NGINX_ALLOWLIST_SOURCE_RANGE,
+        _ if r.get(names::NGINX_WHITELIST_SOURCE_RANGE).is_some() => names::NGINX_WHITELIST_SOURCE_RANGE,
+        _ => names::NGINX_ALLOWLIST_SOURCE_RANGE,
+    };
+    let allow = r.parsed(allow, source_ranges::parse_list);
+    let deny = r.parsed(names::NGINX_DENYLIST_SOURCE_RANGE, source_ranges::parse_list);
+    if allow.is_none() && deny.is_none() {
+        return None;
+    }
+    Some(SourceRanges { allow: allow.unwrap_or_default(), deny: deny.unwrap_or_default() })
 }
 
 fn cors_config(r: &mut Reader) -> Option<Cors> {
@@ -211,6 +230,29 @@ mod tests {
     }
 
     #[test]
+    fn source_ranges() {
+        let ranges = |pairs: &[(&str, &str)]| {
+            let (specs, errors) = run(pairs, &[]);
+            assert_eq!(errors, vec![]);
+            specs.first().map(|spec| sluice_builtins::parse::<SourceRanges>(&spec.config).unwrap())
+        };
+        let list = |value| source_ranges::parse_list(value).unwrap();
+        let allow = "nginx.ingress.kubernetes.io/allowlist-source-range";
+        let whitelist = "nginx.ingress.kubernetes.io/whitelist-source-range";
+        let deny = "nginx.ingress.kubernetes.io/denylist-source-range";
+        let both = ranges(&[(allow, "10.0.0.0/8, 192.0.2.1"), (deny, "10.9.0.0/16")]).unwrap();
+        assert_eq!((both.allow, both.deny), (list("10.0.0.0/8,192.0.2.1"), list("10.9.0.0/16")));
+        assert_eq!(ranges(&[(whitelist, "10.0.0.0/8")]).unwrap().allow, list("10.0.0.0/8"));
+        // The new name wins over the old one; an empty new one leaves it to the old one.
+        assert_eq!(ranges(&[(allow, "10.0.0.0/8"), (whitelist, "bad")]).unwrap().allow, list("10.0.0.0/8"));
+        assert_eq!(ranges(&[(allow, ""), (whitelist, "10.0.0.0/8")]).unwrap().allow, list("10.0.0.0/8"));
+        assert_eq!(ranges(&[(deny, "::1")]).unwrap().allow, vec![]);
+        let (specs, errors) = run(&[(allow, "10.0.0.0/8"), ("nginx.ingress.kubernetes.io/enable-cors", "true")], &[]);
+        assert_eq!(errors, vec![]);
+        assert_eq!(specs.iter().map(|s| s.plugin.as_str()).collect::<Vec<_>>(), ["source-ranges", "cors"]);
+    }
+
+    #[test]
     fn cors_settings() {
         let cors = |pairs: &[(&str, &str)]| {
             let (specs, errors) = run(pairs, &[]);
@@ -273,6 +315,10 @@ mod tests {
             ("nginx.ingress.kubernetes.io/custom-headers", "shop/missing"),
             ("nginx.ingress.kubernetes.io/custom-headers", "other/headers"),
             ("nginx.ingress.kubernetes.io/enable-cors", "yes"),
+            ("nginx.ingress.kubernetes.io/allowlist-source-range", "10.0.0.0/33"),
+            ("nginx.ingress.kubernetes.io/allowlist-source-range", ""),
+            ("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8,"),
+            ("nginx.ingress.kubernetes.io/denylist-source-range", "example.com"),
         ];
         for (name, value) in cases {
             let (_, errors) = run(&[(name, value)], &[]);
