@@ -198,6 +198,13 @@ mod tests {
         (specs, errors)
     }
 
+    /// The configuration of the first built-in `pairs` ask for, which must all be valid.
+    fn first_config<T: Config>(pairs: &[(&str, &str)]) -> Option<T> {
+        let (specs, errors) = run(pairs, &[]);
+        assert_eq!(errors, vec![]);
+        specs.first().map(|spec| sluice_builtins::parse(&spec.config).unwrap())
+    }
+
     #[test]
     fn nothing_asked_nothing_attached() {
         assert_eq!(run(&[("nginx.ingress.kubernetes.io/use-regex", "true")], &[]), (vec![], vec![]));
@@ -231,11 +238,7 @@ mod tests {
 
     #[test]
     fn source_ranges() {
-        let ranges = |pairs: &[(&str, &str)]| {
-            let (specs, errors) = run(pairs, &[]);
-            assert_eq!(errors, vec![]);
-            specs.first().map(|spec| sluice_builtins::parse::<SourceRanges>(&spec.config).unwrap())
-        };
+        let ranges = first_config::<SourceRanges>;
         let list = |value| source_ranges::parse_list(value).unwrap();
         let allow = "nginx.ingress.kubernetes.io/allowlist-source-range";
         let whitelist = "nginx.ingress.kubernetes.io/whitelist-source-range";
@@ -254,11 +257,7 @@ mod tests {
 
     #[test]
     fn cors_settings() {
-        let cors = |pairs: &[(&str, &str)]| {
-            let (specs, errors) = run(pairs, &[]);
-            assert_eq!(errors, vec![]);
-            specs.first().map(|spec| sluice_builtins::parse::<Cors>(&spec.config).unwrap())
-        };
+        let cors = first_config::<Cors>;
         assert_eq!(cors(&[("nginx.ingress.kubernetes.io/enable-cors", "false")]), None);
         assert_eq!(cors(&[("nginx.ingress.kubernetes.io/cors-allow-origin", "https://a.test")]), None);
         let set = cors(&[
