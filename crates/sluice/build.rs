@@ -32,12 +32,12 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let mut list = String::from("/// The built-in plugins, by name, as WebAssembly components.\n");
     list.push_str("pub const BUILTINS: &[(&str, &[u8])] = &[\n");
-    // Each `plugins/NAME` builds `NAME.wasm`.
+    // Each `plugins/NAME` builds `NAME.wasm`, with `_` for `-` as cargo names libraries.
     for name in sluice_builtins::ALL {
         // Copied, so a later build of the plugins for another profile cannot change this one.
         let wasm = out.join(format!("{name}.wasm"));
-        std::fs::copy(target_dir.join(format!("wasm32-wasip2/release/{name}.wasm")), &wasm)
-            .unwrap_or_else(|e| panic!("copying {name}.wasm: {e}"));
+        let built = format!("wasm32-wasip2/release/{}.wasm", name.replace('-', "_"));
+        std::fs::copy(target_dir.join(built), &wasm).unwrap_or_else(|e| panic!("copying {name}.wasm: {e}"));
         writeln!(list, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string())
             .expect("writing to a String");
     }

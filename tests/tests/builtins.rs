@@ -1,5 +1,6 @@
-//! The built-in filters end to end: ingress-nginx's rewrite, redirect, header and cookie
-//! affinity annotations on the real binary, with real echo pods and real clients.
+//! The built-in filters end to end: ingress-nginx's source-range, CORS, rewrite, redirect,
+//! header and cookie affinity annotations on the real binary, with real echo pods and real
+//! clients.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -20,6 +21,14 @@ fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
 
 fn write(dir: &Path, manifests: &[String]) {
     write_atomic(&dir.join("app.yaml"), &manifests.join("---\n")).unwrap();
+}
+
+/// The one configuration error the gateway reports.
+async fn only_error(gateway: &Gateway) -> serde_json::Value {
+    let config = gateway.config().await.unwrap();
+    let errors = config["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors[0].clone()
 }
 
 #[tokio::test]
@@ -96,12 +105,11 @@ async fn rewrites_and_redirects_as_ingress_nginx_documents_them() {
     // An invalid value fails that Ingress closed and says why; the others keep serving.
     assert_eq!(get(&client, &gateway, "/", "broken.test", &[]).await.status, 500);
     assert_eq!(get(&client, &gateway, "/", "plain.test", &[]).await.status, 200);
+    let error = only_error(&gateway).await;
+    assert_eq!(error["object"], "Ingress default/broken");
+    assert_eq!(error["field"], "metadata.annotations[nginx.ingress.kubernetes.io/app-root]");
+    assert!(error["message"].as_str().unwrap().contains("is not an absolute path"), "{error}");
     let config = gateway.config().await.unwrap();
-    let errors = config["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0]["object"], "Ingress default/broken");
-    assert_eq!(errors[0]["field"], "metadata.annotations[nginx.ingress.kubernetes.io/app-root]");
-    assert!(errors[0]["message"].as_str().unwrap().contains("is not an absolute path"), "{errors:?}");
     let builtins: Vec<&str> = config["plugins"]
         .as_array()
         .unwrap()
@@ -109,7 +117,7 @@ async fn rewrites_and_redirects_as_ingress_nginx_documents_them() {
         .filter(|p| p["builtin"] == true && p["hash"].is_string())
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(builtins, ["affinity", "headers", "rewrite"]);
+    assert_eq!(builtins, ["affinity", "cors", "headers", "rewrite", "source-ranges"]);
 }
 
 #[tokio::test]
@@ -161,6 +169,215 @@ async fn headers_are_set_added_and_removed_on_both_sides_before_user_filters() {
     assert_eq!(header(&reply, "x-frame-options"), Some("DENY"), "our annotation wins over the ConfigMap");
     assert_eq!(header(&reply, "x-content-type-options"), Some("nosniff"));
     assert_eq!(header(&reply, "x-served"), Some("sluice"));
+}
+
+async fn send(client: &Client, gateway: &Gateway, method: &str, host: &str, headers: &[(&str, &str)]) -> Reply {
+    let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+    client.request(method, &gateway.url("/api/items"), host, headers, Default::default()).await.unwrap()
+}
+
+/// The CORS headers of a reply, by name.
+fn cors_headers(reply: &Reply) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = reply
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("access-control-"))
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
+    let pods = Pods::start(&["127.0.0.72"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let api = [("/api", "Prefix", "app")];
+    let enable = ("nginx.ingress.kubernetes.io/enable-cors", "true");
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        // ingress-nginx's defaults; the preflight is answered before the rewrite.
+        annotated_ingress("open", "open.test", &api, &[enable, (REWRITE_TARGET, "/v2")]),
+        annotated_ingress(
+            "listed",
+            "listed.test",
+            &api,
+            &[
+                enable,
+                (
+                    "nginx.ingress.kubernetes.io/cors-allow-origin",
+                    "https://app.example.com, https://*.example.org:8443",
+                ),
+                ("nginx.ingress.kubernetes.io/cors-allow-methods", "GET, POST"),
+                ("nginx.ingress.kubernetes.io/cors-allow-headers", "Authorization, X-Requested-With"),
+                ("nginx.ingress.kubernetes.io/cors-expose-headers", "X-Total-Count"),
+                ("nginx.ingress.kubernetes.io/cors-allow-credentials", "false"),
+                ("nginx.ingress.kubernetes.io/cors-max-age", "600"),
+            ],
+        ),
+        annotated_ingress(
+            "broken",
+            "broken.test",
+            &api,
+            &[enable, ("nginx.ingress.kubernetes.io/cors-allow-origin", "origin.example.com:8080")],
+        ),
+    ];
+    write(dir.path(), &manifests);
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+    let defaults = |origin: &str| {
+        let pairs = [
+            ("access-control-allow-credentials", "true"),
+            (
+                "access-control-allow-headers",
+                "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization",
+            ),
+            ("access-control-allow-methods", "GET, PUT, POST, DELETE, PATCH, OPTIONS"),
+            ("access-control-allow-origin", origin),
+            ("access-control-max-age", "1728000"),
+        ];
+        pairs.map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec()
+    };
+
+    // `*`: every response carries the headers, with or without an Origin.
+    for origin in [None, Some("https://anyone.test")] {
+        let headers: Vec<_> = origin.map(|o| ("origin", o)).into_iter().collect();
+        let reply = send(&client, &gateway, "GET", "open.test", &headers).await;
+        assert_eq!((reply.status, reply.json()["uri"].as_str()), (200, Some("/v2")), "{origin:?}");
+        assert_eq!(cors_headers(&reply), defaults("*"), "{origin:?}");
+        assert_eq!(header(&reply, "vary"), None);
+    }
+    // A preflight is answered by the gateway: 204, no body, nothing upstream.
+    let preflight = [("origin", "https://anyone.test"), ("access-control-request-method", "PUT")];
+    let reply = send(&client, &gateway, "OPTIONS", "open.test", &preflight).await;
+    assert_eq!((reply.status, reply.body.as_str()), (204, ""));
+    assert_eq!(cors_headers(&reply), defaults("*"));
+    assert_eq!(header(&reply, "content-type"), Some("text/plain charset=UTF-8"));
+    // An OPTIONS that is no preflight goes upstream, and gets the headers.
+    let reply = send(&client, &gateway, "OPTIONS", "open.test", &[("origin", "https://anyone.test")]).await;
+    assert_eq!((reply.status, reply.json()["method"].as_str()), (200, Some("OPTIONS")));
+    assert_eq!(cors_headers(&reply), defaults("*"));
+
+    // A list: an allowed origin is sent back, with the Ingress's settings and no credentials.
+    let listed = |origin: &str| {
+        let pairs = [
+            ("access-control-allow-headers", "Authorization, X-Requested-With"),
+            ("access-control-allow-methods", "GET, POST"),
+            ("access-control-allow-origin", origin),
+            ("access-control-expose-headers", "X-Total-Count"),
+            ("access-control-max-age", "600"),
+        ];
+        pairs.map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec()
+    };
+    for origin in ["https://app.example.com", "https://tenant-7.example.org:8443", "HTTPS://APP.example.com"] {
+        let reply = send(&client, &gateway, "POST", "listed.test", &[("origin", origin)]).await;
+        assert_eq!(reply.status, 200, "{origin}: {}", reply.body);
+        assert_eq!(cors_headers(&reply), listed(origin), "{origin}");
+        assert_eq!(header(&reply, "vary"), Some("Origin"), "{origin}");
+        let preflight = [("origin", origin), ("access-control-request-method", "POST")];
+        let reply = send(&client, &gateway, "OPTIONS", "listed.test", &preflight).await;
+        assert_eq!((reply.status, reply.body.as_str()), (204, ""), "{origin}");
+        assert_eq!(cors_headers(&reply), listed(origin), "{origin}");
+    }
+    // Origins not on the list get no CORS header; their preflights go upstream unanswered.
+    for origin in [
+        "https://evil.test",
+        "http://app.example.com",
+        "https://app.example.com.evil.test",
+        "https://a.b.example.org:8443",
+        "https://tenant-7.example.org",
+    ] {
+        let reply = send(&client, &gateway, "GET", "listed.test", &[("origin", origin)]).await;
+        assert_eq!((reply.status, cors_headers(&reply)), (200, vec![]), "{origin}");
+        let preflight = [("origin", origin), ("access-control-request-method", "POST")];
+        let reply = send(&client, &gateway, "OPTIONS", "listed.test", &preflight).await;
+        assert_eq!(reply.json()["method"], "OPTIONS", "{origin}: the backend answers");
+        assert_eq!(cors_headers(&reply), vec![], "{origin}");
+    }
+    let reply = send(&client, &gateway, "GET", "listed.test", &[]).await;
+    assert_eq!((reply.status, cors_headers(&reply)), (200, vec![]), "no Origin, no CORS");
+
+    // An origin without a scheme is an error (ingress-nginx skips it): the Ingress fails closed.
+    assert_eq!(send(&client, &gateway, "GET", "broken.test", &[]).await.status, 500);
+    let error = only_error(&gateway).await;
+    assert_eq!(error["object"], "Ingress default/broken");
+    assert_eq!(error["field"], "metadata.annotations[nginx.ingress.kubernetes.io/cors-allow-origin]");
+}
+
+/// The status of a GET of `host`, sent on behalf of `forwarded_for` (`X-Forwarded-For`).
+async fn status_from(client: &Client, gateway: &Gateway, host: &str, forwarded_for: Option<&str>) -> u16 {
+    let headers: Vec<_> = forwarded_for.map(|chain| ("x-forwarded-for", chain)).into_iter().collect();
+    let reply = get(client, gateway, "/", host, &headers).await;
+    if reply.status == 403 {
+        assert_eq!(reply.body, "forbidden\n");
+    }
+    reply.status
+}
+
+#[tokio::test]
+async fn source_ranges_refuse_clients_by_the_address_trusted_proxies_forwarded_for() {
+    let pods = Pods::start(&["127.0.0.74"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = [("/", "Prefix", "app")];
+    let allow = "nginx.ingress.kubernetes.io/allowlist-source-range";
+    let deny = "nginx.ingress.kubernetes.io/denylist-source-range";
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        annotated_ingress("local", "local.test", &app, &[(allow, "127.0.0.0/8")]),
+        annotated_ingress(
+            "office",
+            "office.test",
+            &app,
+            &[("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8, 192.0.2.1")],
+        ),
+        annotated_ingress("blocked", "blocked.test", &app, &[(deny, "127.0.0.1, 203.0.113.0/24")]),
+        annotated_ingress("both", "both.test", &app, &[(allow, "10.0.0.0/8"), (deny, "10.9.0.0/16")]),
+        // Refused before a preflight is answered.
+        annotated_ingress(
+            "cors",
+            "cors.test",
+            &app,
+            &[(allow, "10.0.0.0/8"), ("nginx.ingress.kubernetes.io/enable-cors", "true")],
+        ),
+        annotated_ingress("broken", "broken.test", &app, &[(allow, "10.0.0.0/33")]),
+    ];
+    write(dir.path(), &manifests);
+    // The test client connects from 127.0.0.1: a trusted proxy to this gateway, a client to the other.
+    let behind = Gateway::start(dir.path(), &["--trusted-proxies", "127.0.0.1/32"]).await.unwrap();
+    let direct = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+
+    for (host, forwarded_for, expected) in [
+        // Without a forwarded address the trusted proxy is the client.
+        ("local.test", None, 200),
+        ("local.test", Some("10.1.2.3"), 403),
+        ("office.test", None, 403),
+        ("office.test", Some("10.1.2.3"), 200),
+        ("office.test", Some("192.0.2.1"), 200),
+        ("office.test", Some("192.0.2.2"), 403),
+        // The rightmost address that is not a trusted proxy is the client.
+        ("office.test", Some("10.1.2.3, 198.51.100.4"), 403),
+        ("office.test", Some("198.51.100.4, 10.1.2.3"), 200),
+        ("blocked.test", None, 403),
+        ("blocked.test", Some("203.0.113.5"), 403),
+        ("blocked.test", Some("198.51.100.4"), 200),
+        // The deny list wins over the allow list.
+        ("both.test", Some("10.1.1.1"), 200),
+        ("both.test", Some("10.9.1.1"), 403),
+    ] {
+        assert_eq!(status_from(&client, &behind, host, forwarded_for).await, expected, "{host} for {forwarded_for:?}");
+    }
+    // A client that is no trusted proxy cannot claim another address.
+    assert_eq!(status_from(&client, &direct, "local.test", Some("10.1.2.3")).await, 200);
+    assert_eq!(status_from(&client, &direct, "office.test", Some("10.1.2.3")).await, 403);
+    assert_eq!(status_from(&client, &direct, "blocked.test", Some("198.51.100.4")).await, 403);
+
+    let preflight = [("origin", "https://app.test"), ("access-control-request-method", "GET")];
+    assert_eq!(send(&client, &direct, "OPTIONS", "cors.test", &preflight).await.status, 403);
+
+    // An invalid range fails the Ingress closed rather than open.
+    assert_eq!(status_from(&client, &direct, "broken.test", None).await, 500);
+    assert_eq!(only_error(&direct).await["field"], format!("metadata.annotations[{allow}]"));
 }
 
 /// Cookie affinity: an Ingress per mode and option set, over the same pods.

@@ -1,26 +1,36 @@
 //! The built-in filters' configurations and logic.
 //!
-//! The gateway compiles annotations (ours and ingress-nginx's) into configurations of three
+//! The gateway compiles annotations (ours and ingress-nginx's) into configurations of the
 //! built-in plugins, which run as WebAssembly components from `plugins/` like any user filter.
 //! This crate is what both sides share: the configuration types (the gateway serializes them,
 //! the plugins deserialize them), the checks on every value (run when the Ingress is loaded,
 //! so a bad value is reported against its annotation), and the plugins' pure logic, tested here
 //! on the host.
 //!
-//! In a chain the built-ins come first, in the order [`REWRITE`], [`HEADERS`], [`AFFINITY`],
-//! then the Ingress's own `sluice.dev/filters`; response phases run in reverse.
+//! In a chain the built-ins come first, in the order of [`ALL`]: [`SOURCE_RANGES`] (a refused
+//! client gets no further), [`CORS`] (a preflight is answered before anything is rewritten),
+//! [`REWRITE`], [`HEADERS`], [`AFFINITY`]; then the Ingress's own `sluice.dev/filters`.
+//! Response phases run in reverse.
 
 pub mod affinity;
 pub mod check;
+pub mod cors;
 pub mod headers;
 pub mod rewrite;
+pub mod source_ranges;
 
 use serde::de::DeserializeOwned;
 
 pub use affinity::{Affinity, AffinityMode, SameSite};
+pub use cors::Cors;
 pub use headers::{HeaderOps, Headers};
 pub use rewrite::{Redirect, Rewrite};
+pub use source_ranges::SourceRanges;
 
+/// The client address allow and deny list plugin.
+pub const SOURCE_RANGES: &str = "source-ranges";
+/// The cross-origin resource sharing plugin.
+pub const CORS: &str = "cors";
 /// The rewrite and redirect plugin.
 pub const REWRITE: &str = "rewrite";
 /// The request and response header plugin.
@@ -29,7 +39,7 @@ pub const HEADERS: &str = "headers";
 pub const AFFINITY: &str = "affinity";
 /// Every built-in plugin, in chain order. The gateway's build compiles `plugins/NAME` for each
 /// and embeds it; the gateway loads them under these names.
-pub const ALL: [&str; 3] = [REWRITE, HEADERS, AFFINITY];
+pub const ALL: [&str; 5] = [SOURCE_RANGES, CORS, REWRITE, HEADERS, AFFINITY];
 
 /// A built-in plugin's configuration: every value checked after parsing.
 pub trait Config: DeserializeOwned {

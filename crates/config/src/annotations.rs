@@ -37,6 +37,28 @@ pub const NGINX_TEMPORAL_REDIRECT: &str = "nginx.ingress.kubernetes.io/temporal-
 /// ingress-nginx: the status of `temporal-redirect`.
 pub const NGINX_TEMPORAL_REDIRECT_CODE: &str = "nginx.ingress.kubernetes.io/temporal-redirect-code";
 
+/// ingress-nginx: only clients in these networks (comma-separated) are served; others get 403.
+pub const NGINX_ALLOWLIST_SOURCE_RANGE: &str = "nginx.ingress.kubernetes.io/allowlist-source-range";
+/// ingress-nginx: the older name of `allowlist-source-range`, which wins when both are set.
+pub const NGINX_WHITELIST_SOURCE_RANGE: &str = "nginx.ingress.kubernetes.io/whitelist-source-range";
+/// ingress-nginx: clients in these networks get 403, even when the allow list has them.
+pub const NGINX_DENYLIST_SOURCE_RANGE: &str = "nginx.ingress.kubernetes.io/denylist-source-range";
+
+/// ingress-nginx: answer cross-origin requests (CORS) with the `cors-*` settings.
+pub const NGINX_ENABLE_CORS: &str = "nginx.ingress.kubernetes.io/enable-cors";
+/// ingress-nginx: the origins CORS allows (comma-separated; default `*`).
+pub const NGINX_CORS_ALLOW_ORIGIN: &str = "nginx.ingress.kubernetes.io/cors-allow-origin";
+/// ingress-nginx: `Access-Control-Allow-Methods`.
+pub const NGINX_CORS_ALLOW_METHODS: &str = "nginx.ingress.kubernetes.io/cors-allow-methods";
+/// ingress-nginx: `Access-Control-Allow-Headers`.
+pub const NGINX_CORS_ALLOW_HEADERS: &str = "nginx.ingress.kubernetes.io/cors-allow-headers";
+/// ingress-nginx: `Access-Control-Expose-Headers` (default none).
+pub const NGINX_CORS_EXPOSE_HEADERS: &str = "nginx.ingress.kubernetes.io/cors-expose-headers";
+/// ingress-nginx: send `Access-Control-Allow-Credentials: true` (default true).
+pub const NGINX_CORS_ALLOW_CREDENTIALS: &str = "nginx.ingress.kubernetes.io/cors-allow-credentials";
+/// ingress-nginx: `Access-Control-Max-Age` in seconds.
+pub const NGINX_CORS_MAX_AGE: &str = "nginx.ingress.kubernetes.io/cors-max-age";
+
 /// ingress-nginx: session affinity; `cookie` is the one kind.
 pub const NGINX_AFFINITY: &str = "nginx.ingress.kubernetes.io/affinity";
 /// ingress-nginx: `balanced` (default) or `persistent`.
@@ -160,13 +182,10 @@ pub const NGINX_SNIPPETS: [&str; 5] = [
 
 /// ingress-nginx annotations that restrict who may reach a route and that Sluice does not
 /// enforce yet: the routes fail closed rather than serve what they were meant to guard.
-pub const NGINX_UNENFORCED_GUARDS: [&str; 6] = [
+pub const NGINX_UNENFORCED_GUARDS: [&str; 3] = [
     "nginx.ingress.kubernetes.io/auth-url",
     "nginx.ingress.kubernetes.io/auth-type",
     "nginx.ingress.kubernetes.io/auth-tls-verify-client",
-    "nginx.ingress.kubernetes.io/whitelist-source-range",
-    "nginx.ingress.kubernetes.io/allowlist-source-range",
-    "nginx.ingress.kubernetes.io/denylist-source-range",
 ];
 
 /// Header changes on requests: YAML `{remove: [...], set: {...}, add: {...}}`.

@@ -1,11 +1,14 @@
-//! Annotations that compile into the built-in filters (rewrite, headers, affinity): the
+//! Annotations that compile into the built-in filters (source ranges, CORS, rewrite, headers,
+//! affinity): the
 //! ingress-nginx ones existing Ingresses carry, and ours.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
-use sluice_builtins::{Affinity, Config, HeaderOps, Headers, Redirect, Rewrite, check, rewrite};
+use sluice_builtins::{
+    Affinity, Config, Cors, HeaderOps, Headers, Redirect, Rewrite, SourceRanges, check, cors, rewrite, source_ranges,
+};
 
 use crate::annotations::{self as names, Reader, parse_bool};
 use crate::error::not_found;
@@ -14,7 +17,7 @@ use crate::filters::{FailurePolicy, FilterSpec, Isolation};
 /// Finds a ConfigMap by namespace and name.
 pub(crate) type ConfigMaps<'a> = dyn Fn(&str, &str) -> Option<&'a ConfigMap> + 'a;
 
-/// The built-in filters `annotations` ask for, in chain order (rewrite, headers, affinity).
+/// The built-in filters `annotations` ask for, in chain order ([`sluice_builtins::ALL`]).
 /// Invalid values are pushed to `errors` as (field, message); the caller fails the Ingress.
 pub(crate) fn builtin_filters(
     annotations: &BTreeMap<String, String>,
@@ -24,6 +27,8 @@ pub(crate) fn builtin_filters(
 ) -> Vec<FilterSpec> {
     let mut reader = Reader { annotations, errors };
     let specs = [
+        source_ranges_config(&mut reader).map(|c| spec(sluice_builtins::SOURCE_RANGES, &c)),
+        cors_config(&mut reader).map(|c| spec(sluice_builtins::CORS, &c)),
         rewrite_config(&mut reader).map(|c| spec(sluice_builtins::REWRITE, &c)),
         headers_config(&mut reader, namespace, config_maps).map(|c| spec(sluice_builtins::HEADERS, &c)),
         affinity_config(&mut reader).map(|c| spec(sluice_builtins::AFFINITY, &c)),
@@ -40,6 +45,41 @@ fn spec(plugin: &str, config: &impl Serialize) -> FilterSpec {
         isolation: Isolation::Instance,
         field: format!("metadata.annotations (built-in {plugin})"),
     }
+}
+
+fn source_ranges_config(r: &mut Reader) -> Option<SourceRanges> {
+    // As in ingress-nginx, the old name counts only when the new one is absent or empty.
+    let allow = match r.get(names::NGINX_ALLOWLIST_SOURCE_RANGE) {
+        Some(value) if !value.trim().is_empty() => names::NGINX_ALLOWLIST_SOURCE_RANGE,
+        _ if r.get(names::NGINX_WHITELIST_SOURCE_RANGE).is_some() => names::NGINX_WHITELIST_SOURCE_RANGE,
+        _ => names::NGINX_ALLOWLIST_SOURCE_RANGE,
+    };
+    let allow = r.parsed(allow, source_ranges::parse_list);
+    let deny = r.parsed(names::NGINX_DENYLIST_SOURCE_RANGE, source_ranges::parse_list);
+    if allow.is_none() && deny.is_none() {
+        return None;
+    }
+    Some(SourceRanges { allow: allow.unwrap_or_default(), deny: deny.unwrap_or_default() })
+}
+
+fn cors_config(r: &mut Reader) -> Option<Cors> {
+    if !r.parsed(names::NGINX_ENABLE_CORS, parse_bool)? {
+        return None;
+    }
+    let defaults = Cors::default();
+    let list = |r: &mut Reader, name: &str, check: fn(&str) -> Result<(), String>| {
+        r.parsed(name, |v| check(v.trim()).map(|()| v.trim().to_owned()))
+    };
+    Some(Cors {
+        allow_origin: r.parsed(names::NGINX_CORS_ALLOW_ORIGIN, cors::parse_origins).unwrap_or(defaults.allow_origin),
+        allow_methods: list(r, names::NGINX_CORS_ALLOW_METHODS, cors::check_methods).unwrap_or(defaults.allow_methods),
+        allow_headers: list(r, names::NGINX_CORS_ALLOW_HEADERS, cors::check_headers).unwrap_or(defaults.allow_headers),
+        expose_headers: list(r, names::NGINX_CORS_EXPOSE_HEADERS, cors::check_expose_headers).unwrap_or_default(),
+        allow_credentials: r
+            .parsed(names::NGINX_CORS_ALLOW_CREDENTIALS, parse_bool)
+            .unwrap_or(defaults.allow_credentials),
+        max_age: r.parsed(names::NGINX_CORS_MAX_AGE, seconds).unwrap_or(defaults.max_age),
+    })
 }
 
 fn rewrite_config(r: &mut Reader) -> Option<Rewrite> {
@@ -121,7 +161,6 @@ fn affinity_config(r: &mut Reader) -> Option<Affinity> {
         r.error(names::NGINX_AFFINITY, format!("{kind:?} is not supported; the only affinity is \"cookie\""));
         return None;
     }
-    let seconds = |v: &str| v.trim().parse::<u64>().map_err(|_| format!("{v:?} is not a whole number of seconds"));
     let defaults = Affinity::default();
     Some(Affinity {
         cookie: r.checked(names::NGINX_SESSION_COOKIE_NAME, check::cookie_name).unwrap_or(defaults.cookie),
@@ -139,6 +178,11 @@ fn affinity_config(r: &mut Reader) -> Option<Affinity> {
     })
 }
 
+/// A whole number of seconds, zero included.
+fn seconds(value: &str) -> Result<u64, String> {
+    value.trim().parse().map_err(|_| format!("{value:?} is not a whole number of seconds"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +196,13 @@ mod tests {
         let mut errors = Vec::new();
         let specs = builtin_filters(&annotations, "shop", &lookup, &mut errors);
         (specs, errors)
+    }
+
+    /// The configuration of the first built-in `pairs` ask for, which must all be valid.
+    fn first_config<T: Config>(pairs: &[(&str, &str)]) -> Option<T> {
+        let (specs, errors) = run(pairs, &[]);
+        assert_eq!(errors, vec![]);
+        specs.first().map(|spec| sluice_builtins::parse(&spec.config).unwrap())
     }
 
     #[test]
@@ -168,19 +219,65 @@ mod tests {
                 ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
                 ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.example"),
                 ("sluice.dev/response-headers", "set: {X-Frame-Options: DENY}\nremove: [server]"),
+                ("nginx.ingress.kubernetes.io/enable-cors", "true"),
             ],
             &[],
         );
         assert_eq!(errors, vec![]);
         let plugins: Vec<&str> = specs.iter().map(|s| s.plugin.as_str()).collect();
-        assert_eq!(plugins, ["rewrite", "headers", "affinity"]);
-        assert_eq!(specs[0].config, r#"{"target":"/$2"}"#);
-        let headers: Headers = sluice_builtins::parse(&specs[1].config).unwrap();
+        assert_eq!(plugins, ["cors", "rewrite", "headers", "affinity"]);
+        assert_eq!(sluice_builtins::parse::<Cors>(&specs[0].config).unwrap(), Cors::default());
+        assert_eq!(specs[1].config, r#"{"target":"/$2"}"#);
+        let headers: Headers = sluice_builtins::parse(&specs[2].config).unwrap();
         assert_eq!(headers.request.set["host"], "internal.example");
         assert_eq!(headers.response.set["x-frame-options"], "DENY");
         assert_eq!(headers.response.remove, ["server"]);
-        let affinity: Affinity = sluice_builtins::parse(&specs[2].config).unwrap();
+        let affinity: Affinity = sluice_builtins::parse(&specs[3].config).unwrap();
         assert_eq!((affinity.cookie.as_str(), affinity.max_age), ("INGRESSCOOKIE", Some(60)));
+    }
+
+    #[test]
+    fn source_ranges() {
+        let ranges = first_config::<SourceRanges>;
+        let list = |value| source_ranges::parse_list(value).unwrap();
+        let allow = "nginx.ingress.kubernetes.io/allowlist-source-range";
+        let whitelist = "nginx.ingress.kubernetes.io/whitelist-source-range";
+        let deny = "nginx.ingress.kubernetes.io/denylist-source-range";
+        let both = ranges(&[(allow, "10.0.0.0/8, 192.0.2.1"), (deny, "10.9.0.0/16")]).unwrap();
+        assert_eq!((both.allow, both.deny), (list("10.0.0.0/8,192.0.2.1"), list("10.9.0.0/16")));
+        assert_eq!(ranges(&[(whitelist, "10.0.0.0/8")]).unwrap().allow, list("10.0.0.0/8"));
+        // The new name wins over the old one; an empty new one leaves it to the old one.
+        assert_eq!(ranges(&[(allow, "10.0.0.0/8"), (whitelist, "bad")]).unwrap().allow, list("10.0.0.0/8"));
+        assert_eq!(ranges(&[(allow, ""), (whitelist, "10.0.0.0/8")]).unwrap().allow, list("10.0.0.0/8"));
+        assert_eq!(ranges(&[(deny, "::1")]).unwrap().allow, vec![]);
+        let (specs, errors) = run(&[(allow, "10.0.0.0/8"), ("nginx.ingress.kubernetes.io/enable-cors", "true")], &[]);
+        assert_eq!(errors, vec![]);
+        assert_eq!(specs.iter().map(|s| s.plugin.as_str()).collect::<Vec<_>>(), ["source-ranges", "cors"]);
+    }
+
+    #[test]
+    fn cors_settings() {
+        let cors = first_config::<Cors>;
+        assert_eq!(cors(&[("nginx.ingress.kubernetes.io/enable-cors", "false")]), None);
+        assert_eq!(cors(&[("nginx.ingress.kubernetes.io/cors-allow-origin", "https://a.test")]), None);
+        let set = cors(&[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/cors-allow-origin", "https://a.test, https://*.b.test:8443"),
+            ("nginx.ingress.kubernetes.io/cors-allow-methods", " PUT, GET "),
+            ("nginx.ingress.kubernetes.io/cors-allow-headers", "X-Forwarded-For, X-app123-XPTO"),
+            ("nginx.ingress.kubernetes.io/cors-expose-headers", "*, X-CustomResponseHeader"),
+            ("nginx.ingress.kubernetes.io/cors-allow-credentials", "false"),
+            ("nginx.ingress.kubernetes.io/cors-max-age", "600"),
+        ]);
+        let expected = Cors {
+            allow_origin: vec!["https://a.test".into(), "https://*.b.test:8443".into()],
+            allow_methods: "PUT, GET".into(),
+            allow_headers: "X-Forwarded-For, X-app123-XPTO".into(),
+            expose_headers: "*, X-CustomResponseHeader".into(),
+            allow_credentials: false,
+            max_age: 600,
+        };
+        assert_eq!(set, Some(expected));
     }
 
     #[test]
@@ -216,6 +313,11 @@ mod tests {
             ("sluice.dev/response-headers", "sett: {}"),
             ("nginx.ingress.kubernetes.io/custom-headers", "shop/missing"),
             ("nginx.ingress.kubernetes.io/custom-headers", "other/headers"),
+            ("nginx.ingress.kubernetes.io/enable-cors", "yes"),
+            ("nginx.ingress.kubernetes.io/allowlist-source-range", "10.0.0.0/33"),
+            ("nginx.ingress.kubernetes.io/allowlist-source-range", ""),
+            ("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8,"),
+            ("nginx.ingress.kubernetes.io/denylist-source-range", "example.com"),
         ];
         for (name, value) in cases {
             let (_, errors) = run(&[(name, value)], &[]);
@@ -232,6 +334,18 @@ mod tests {
         ];
         let fields: Vec<String> = run(&affinity, &[]).1.into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields.len(), 4, "{fields:?}");
+        let cors = [
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/cors-allow-origin", "origin.cors.com:8080, https://a.test"),
+            ("nginx.ingress.kubernetes.io/cors-allow-methods", "GET; DELETE"),
+            ("nginx.ingress.kubernetes.io/cors-allow-headers", "$http_x"),
+            ("nginx.ingress.kubernetes.io/cors-expose-headers", ""),
+            ("nginx.ingress.kubernetes.io/cors-allow-credentials", "1"),
+            ("nginx.ingress.kubernetes.io/cors-max-age", "-1"),
+        ];
+        let fields: Vec<String> = run(&cors, &[]).1.into_iter().map(|(f, _)| f).collect();
+        let expected: Vec<String> = cors[1..].iter().map(|(name, _)| format!("metadata.annotations[{name}]")).collect();
+        assert_eq!(fields, expected);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub struct ResponseHandle;
 /// What a request's filters may read about it besides its head.
 #[derive(Debug)]
 pub struct RequestContext {
+    /// The client: the peer, or behind trusted proxies the address they forwarded for.
     pub client: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,

@@ -2,7 +2,7 @@
 //! for, what never crosses a hop, what the upstream learns about the client, and where plain
 //! HTTP is redirected.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery};
@@ -151,18 +151,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// the client is the rightmost address that is not a trusted proxy (nginx's
 /// `real_ip_recursive`), and its X-Forwarded-Proto, -Host and -Port stand.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn, trusted: &[IpNet]) {
-    let from_proxy = !trusted.is_empty() && trusted.iter().any(|net| net.contains(&conn.remote.ip()));
-    let forwarded_for = from_proxy
-        .then(|| headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()).map(str::to_owned))
-        .flatten()
-        .filter(|chain| !chain.trim().is_empty());
-    let (chain, real_ip) = match forwarded_for {
+    let from_proxy = is_trusted(conn.remote.ip(), trusted);
+    let (chain, real_ip) = match forwarded_for(headers, from_proxy) {
         Some(chain) => {
-            let client = chain
-                .rsplit(',')
-                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                .find(|ip| !trusted.iter().any(|net| net.contains(ip)));
-            let real_ip = client.and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
+            let real_ip = forwarded_client(chain, trusted).and_then(|ip| HeaderValue::try_from(ip.to_string()).ok());
             let chain = HeaderValue::try_from(format!("{chain}, {}", conn.remote.ip())).ok();
             (chain, real_ip)
         }
@@ -183,6 +175,30 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, conn: &Conn, trusted: &[I
     if !keep(headers, &X_FORWARDED_PORT) {
         headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
     }
+}
+
+/// The client a request comes from, as `X-Real-IP` names it: the peer, unless the peer is a
+/// trusted proxy whose `X-Forwarded-For` names a client (port 0: a forwarded address has none).
+/// Filters see this address.
+pub fn client_address(headers: &HeaderMap, remote: SocketAddr, trusted: &[IpNet]) -> SocketAddr {
+    forwarded_for(headers, is_trusted(remote.ip(), trusted))
+        .and_then(|chain| forwarded_client(chain, trusted))
+        .map_or(remote, |ip| SocketAddr::new(ip, 0))
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// The `X-Forwarded-For` chain of a request from a trusted proxy, if it has one.
+fn forwarded_for(headers: &HeaderMap, from_proxy: bool) -> Option<&str> {
+    let chain = headers.get(X_FORWARDED_FOR).filter(|_| from_proxy)?.to_str().ok()?;
+    (!chain.trim().is_empty()).then_some(chain)
+}
+
+/// The rightmost address of `chain` that is not a trusted proxy (nginx's `real_ip_recursive`).
+fn forwarded_client(chain: &str, trusted: &[IpNet]) -> Option<IpAddr> {
+    chain.rsplit(',').filter_map(|hop| hop.trim().parse::<IpAddr>().ok()).find(|ip| !is_trusted(*ip, trusted))
 }
 
 /// The client's `X-Request-ID` if it sent a usable one, else 128 random bits as 32 hex digits.
@@ -326,6 +342,20 @@ mod tests {
         set_forwarding_headers(&mut bare, &conn("10.0.0.9:5000", true), &trusted);
         assert_eq!(bare.get(X_REAL_IP).unwrap(), "10.0.0.9");
         assert_eq!(bare.get(X_FORWARDED_PROTO).unwrap(), "https");
+    }
+
+    #[test]
+    fn the_client_address_is_the_one_x_real_ip_names() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = "10.0.0.9:5000".parse().unwrap();
+        let chain = headers(&[("x-forwarded-for", "203.0.113.7, 6.6.6.6, 10.1.1.1")]);
+        assert_eq!(client_address(&chain, peer, &trusted), "6.6.6.6:0".parse().unwrap());
+        let all_trusted = headers(&[("x-forwarded-for", "10.1.1.1")]);
+        assert_eq!(client_address(&all_trusted, peer, &trusted), peer);
+        assert_eq!(client_address(&HeaderMap::new(), peer, &trusted), peer);
+        let untrusted = "192.0.2.1:5000".parse().unwrap();
+        assert_eq!(client_address(&chain, untrusted, &trusted), untrusted, "only a trusted proxy forwards");
+        assert_eq!(client_address(&chain, peer, &[]), peer);
     }
 
     #[test]

@@ -1,0 +1,31 @@
+//! The built-in `source-ranges` filter: ingress-nginx's allow and deny lists of client
+//! addresses, answering 403 to a client they refuse.
+
+use std::net::SocketAddr;
+
+use sluice_builtins::SourceRanges;
+use sluice_sdk::{Action, Filter, OnRequest, Request, respond};
+
+struct SourceRangesFilter;
+
+impl Filter for SourceRangesFilter {
+    type Config = SourceRanges;
+
+    fn parse_config(config: &str) -> Result<SourceRanges, String> {
+        sluice_builtins::parse(config)
+    }
+}
+
+impl OnRequest for SourceRangesFilter {
+    fn on_request(config: &SourceRanges, request: &Request) -> Action {
+        // The gateway's client address: behind `--trusted-proxies`, the one they forwarded for.
+        let client: SocketAddr = request.client_address().parse().expect("the gateway gives ip:port");
+        if config.admits(client.ip()) {
+            Action::Continue
+        } else {
+            respond(403, &[("content-type", "text/plain; charset=utf-8")], "forbidden\n")
+        }
+    }
+}
+
+sluice_sdk::filter!(SourceRangesFilter);
