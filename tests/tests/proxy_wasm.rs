@@ -1,6 +1,7 @@
-//! proxy-wasm filters end to end: a module built with the official Rust SDK
-//! (`tests/proxy-wasm/probe`) attached like our own filters, in the real binary with real
-//! echo backends and clients.
+//! proxy-wasm filters end to end: modules built with the official Rust SDK
+//! (`tests/proxy-wasm/probe`), with AssemblyScript (`tests/proxy-wasm/assemblyscript`) and with
+//! our Go library, attached like our own filters, in the real binary with real echo backends
+//! and clients.
 
 use std::time::{Duration, Instant};
 
@@ -167,6 +168,38 @@ async fn a_go_filter_built_from_the_sdk_template_serves_requests() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["headers"]["x-tenant"], "acme");
     assert_eq!(header(&reply, "x-served-for"), "acme");
+}
+
+#[tokio::test]
+async fn an_assemblyscript_filter_changes_headers_both_ways_and_reads_properties() {
+    let pods = Pods::start(&["127.0.0.93"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The runtime finds its root context by the plugin's name (`plugin_root_id`): as-probe.
+    let filters = "- plugin: as-probe\n  config: tenant=acme\n";
+    let manifests =
+        [service("app", &pods.addrs, &[]), filtered_ingress("as", "as.test", &[("/", "Prefix", "app")], filters)];
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(sluice_tests::assemblyscript_filter(), plugins.path().join("as-probe.wasm")).unwrap();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+
+    for _ in 0..3 {
+        let reply = client
+            .request(http::Method::POST, &gateway.url("/a/b?c=d"), "as.test", &[("x-drop", "1")], "body".into())
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let seen = &reply.json()["headers"];
+        assert_eq!(seen["x-as-path"], "/a/b?c=d");
+        assert_eq!(seen["x-as-method"], "POST");
+        assert_eq!(seen["x-as-root-id"], "as-probe");
+        assert!(seen.get("x-drop").is_none(), "{seen}");
+        assert_eq!(reply.json()["body_head"], "body");
+        assert_eq!(header(&reply, "x-as-config"), "tenant=acme");
+        assert_eq!(header(&reply, "x-as-status"), "200");
+        assert!(reply.headers.get("content-type").is_none(), "{:?}", reply.headers);
+    }
 }
 
 #[tokio::test]
