@@ -319,3 +319,55 @@ async fn an_ext_auth_filter_pauses_requests_until_its_auth_service_answers() {
         assert_eq!(refused.body, "auth call refused: BadArgument");
     }
 }
+
+#[tokio::test]
+async fn ticks_run_off_the_request_path_and_stop_with_their_configuration() {
+    let pods = Pods::start(&["127.0.0.94"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The root context counts a tick into shared data every 50 ms; responses read the count.
+    let write = |config: &str| {
+        let filters = format!("- plugin: pw\n  config: {config}\n");
+        let manifests = [
+            service("app", &pods.addrs, &[]),
+            filtered_ingress("ticks", "ticks.test", &[("/", "Prefix", "app")], &filters),
+        ];
+        sluice_tests::write_atomic(&dir.path().join("app.yaml"), &manifests.join("---\n")).unwrap();
+    };
+    write("{ticks: [50, ticks]}");
+    let plugins = plugins();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+    let ticks = || {
+        let (client, url) = (&client, gateway.url("/"));
+        async move {
+            let reply = client.get(&url, "ticks.test").await.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            header(&reply, "x-ticks").parse::<u64>().unwrap_or(0)
+        }
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let count = ticks().await;
+        if count >= 3 {
+            break count;
+        }
+        assert!(Instant::now() < deadline, "only {count} ticks in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = ticks().await;
+    assert!(later >= first + 3, "{first} ticks, then {later} 500 ms later");
+
+    // Replaced by a configuration that reads the count but does not tick: the ticks stop.
+    let generation = gateway.config().await.unwrap()["generation"].as_u64().unwrap();
+    write("{ticks: [0, ticks]}");
+    while gateway.config().await.unwrap()["generation"].as_u64().unwrap() == generation {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "the new configuration was not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = ticks().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ticks().await, stopped, "ticks went on after their configuration was replaced");
+}

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Instance, Linker, Memory, Module, Store, TypedFunc, Val};
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as _;
@@ -64,6 +64,8 @@ pub(crate) struct Host {
     /// HTTP calls in flight, by token.
     pub calls: Vec<(u32, outbound::Pending)>,
     next_token: u32,
+    /// The period of `proxy_on_tick` the guest asked for last; zero for no ticks.
+    pub tick_period: Duration,
 }
 
 /// What a call on a request reads and changes, moved into the store for the call.
@@ -125,6 +127,7 @@ impl Host {
             call: None,
             calls: Vec::new(),
             next_token: 1,
+            tick_period: Duration::ZERO,
         }
     }
 
@@ -280,6 +283,12 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
     // One request at a time per instance: the context in effect is always the request's.
     linker.func_wrap("env", "proxy_set_effective_context", |_: u32| OK)?;
     linker.func_wrap("env", "proxy_http_call", proxy_http_call)?;
+    // Ticks run only in the instance kept for them (see `Ticks`); elsewhere the period is noted
+    // and unused.
+    linker.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut caller: Caller<'_, Host>, period: u32| {
+        caller.data_mut().tick_period = Duration::from_millis(period.into());
+        OK
+    })?;
     for wasi in ["wasi_snapshot_preview1", "wasi_unstable"] {
         linker.func_wrap(wasi, "proc_exit", |code: u32| -> wasmtime::Result<()> {
             wasmtime::bail!("the plugin exited with code {code}")
