@@ -53,6 +53,8 @@ async fn a_proxy_wasm_filter_changes_requests_and_responses_and_answers() {
     assert_eq!(seen["x-prop-id"], "id-7");
     assert_eq!(seen["x-prop-plugin"], "pw");
     assert!(seen["x-prop-source"].as_str().unwrap().starts_with("127.0.0.1:"), "{seen}");
+    assert_eq!(seen["x-prop-destination"], gateway.http.to_string());
+    assert_eq!(seen["x-prop-destination-port"], gateway.http.port().to_string());
     assert_eq!(header(&reply, "x-b"), "2");
     assert_eq!(header(&reply, "x-prop-code"), "200");
 

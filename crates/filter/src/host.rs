@@ -40,6 +40,8 @@ pub struct ResponseHandle;
 #[derive(Debug)]
 pub struct RequestContext {
     pub client: SocketAddr,
+    /// The gateway's address the client connected to.
+    pub local: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Lower-case, without port.

@@ -27,6 +27,7 @@ fn context() -> RequestContext {
         BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
+        local: "198.51.100.1:8443".parse().unwrap(),
         scheme: "https",
         host: "example.com".into(),
         route: RouteName { ingress: "default/web".into(), host: "example.com".into(), path: "Prefix /".into() },
@@ -88,6 +89,8 @@ async fn headers_change_both_ways_and_properties_are_read() {
         assert_eq!(header("x-prop-id"), "req-1");
         assert_eq!(header("x-prop-source"), "192.0.2.7:4000");
         assert_eq!(header("x-prop-source-port"), "4000");
+        assert_eq!(header("x-prop-destination"), "198.51.100.1:8443");
+        assert_eq!(header("x-prop-destination-port"), "8443");
         assert_eq!(header("x-prop-plugin"), "pw-probe");
         // Four pseudo-headers and the three real ones the request had.
         assert_eq!(header("x-header-count"), "7");

@@ -208,12 +208,15 @@ impl HttpContext for Probe {
                 ("x-prop-protocol", ["request", "protocol"]),
                 ("x-prop-id", ["request", "id"]),
                 ("x-prop-source", ["source", "address"]),
+                ("x-prop-destination", ["destination", "address"]),
             ] {
                 let value = text(self.get_property(property.to_vec()));
                 self.add_http_request_header(header, &value);
             }
             let port = number(self.get_property(vec!["source", "port"]));
             self.add_http_request_header("x-prop-source-port", &port);
+            let port = number(self.get_property(vec!["destination", "port"]));
+            self.add_http_request_header("x-prop-destination-port", &port);
             let plugin = text(self.get_property(vec!["plugin_name"]));
             self.add_http_request_header("x-prop-plugin", &plugin);
         }
