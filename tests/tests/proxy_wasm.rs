@@ -323,6 +323,52 @@ async fn an_ext_auth_filter_pauses_requests_until_its_auth_service_answers() {
 }
 
 #[tokio::test]
+async fn a_go_filter_pauses_requests_until_its_http_call_is_answered() {
+    let pods = Pods::start(&["127.0.0.95"]).await.unwrap();
+    let auth = Pods::start(&["127.0.0.96"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        service("auth", &auth.addrs, &[]),
+        sluice_tests::manifests::ingress("auth", "auth.internal", &[("/", "Prefix", "auth")]),
+        filtered_ingress(
+            "go",
+            "go.test",
+            &[("/", "Prefix", "app")],
+            "- plugin: go-auth\n  config: {auth: \"auth:80\"}\n",
+        ),
+        filtered_ingress(
+            "nobody",
+            "nobody.test",
+            &[("/", "Prefix", "app")],
+            "- plugin: go-auth\n  config: {auth: \"nobody:80\"}\n",
+        ),
+    ];
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(sluice_tests::go_auth_filter(), plugins.path().join("go-auth.wasm")).unwrap();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+
+    // The auth Service answers 200: the request goes on, with what the filter read of the answer.
+    let allowed = client.get(&gateway.url("/hello"), "go.test").await.unwrap();
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let echo = allowed.json();
+    assert_eq!(echo["pod"], pods.addrs[0].to_string());
+    assert_eq!(echo["headers"]["x-auth-pod"], auth.addrs[0].to_string());
+    // It answers 401: the filter denies.
+    let denied = client.get(&gateway.url("/status/401"), "go.test").await.unwrap();
+    assert_eq!((denied.status, denied.body.as_str()), (403, "auth said 401"));
+    assert_eq!(header(&denied, "x-denied-by"), "go-auth");
+    // No answer within the call's timeout: no status.
+    let slow = client.get(&gateway.url("/sleep/4000"), "go.test").await.unwrap();
+    assert_eq!((slow.status, slow.body.as_str()), (403, "auth said 0"));
+    // A Service no route resolves cannot be called.
+    let refused = client.get(&gateway.url("/"), "nobody.test").await.unwrap();
+    assert_eq!((refused.status, refused.body.as_str()), (500, "auth call refused"));
+}
+
+#[tokio::test]
 async fn ticks_run_off_the_request_path_and_stop_with_their_configuration() {
     let pods = Pods::start(&["127.0.0.94"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
