@@ -16,6 +16,8 @@ const (
 
 // Buffer and map types of the ABI.
 const (
+	bufferRequestBody          = 0
+	bufferResponseBody         = 1
 	bufferHTTPCallResponseBody = 4
 	bufferPluginConfiguration  = 7
 	mapRequestHeaders          = 0
@@ -61,6 +63,9 @@ func proxyDefineMetric(metricType uint32, name unsafe.Pointer, nameSize uint32, 
 
 //go:wasmimport env proxy_increment_metric
 func proxyIncrementMetric(id uint32, offset int64) uint32
+
+//go:wasmimport env proxy_set_buffer_bytes
+func proxySetBufferBytes(buffer, start, size uint32, data unsafe.Pointer, dataSize uint32) uint32
 
 //go:wasmimport env proxy_http_call
 func proxyHTTPCall(target unsafe.Pointer, targetSize uint32, headers unsafe.Pointer, headersSize uint32, body unsafe.Pointer, bodySize uint32, trailers unsafe.Pointer, trailersSize uint32, timeoutMs uint32, token unsafe.Pointer) uint32
@@ -172,6 +177,22 @@ func proxyOnResponseHeaders(id, headers, endOfStream uint32) uint32 {
 	return uint32(Continue)
 }
 
+//go:wasmexport proxy_on_request_body
+func proxyOnRequestBody(id, size, endOfStream uint32) uint32 {
+	if stream := streams[id]; stream != nil {
+		return uint32(stream.OnRequestBody(Body{bufferRequestBody, size}, endOfStream != 0))
+	}
+	return uint32(Continue)
+}
+
+//go:wasmexport proxy_on_response_body
+func proxyOnResponseBody(id, size, endOfStream uint32) uint32 {
+	if stream := streams[id]; stream != nil {
+		return uint32(stream.OnResponseBody(Body{bufferResponseBody, size}, endOfStream != 0))
+	}
+	return uint32(Continue)
+}
+
 //go:wasmexport proxy_on_http_call_response
 func proxyOnHTTPCallResponse(id, token, headers, bodySize, trailers uint32) {
 	done, ok := calls[token]
@@ -189,12 +210,7 @@ func proxyOnHTTPCallResponse(id, token, headers, bodySize, trailers uint32) {
 			}
 		}
 	}
-	if bodySize > 0 {
-		var address, length uint32
-		if proxyGetBufferBytes(bufferHTTPCallResponseBody, 0, bodySize, unsafe.Pointer(&address), unsafe.Pointer(&length)) == statusOK {
-			answer.Body = returned(address, length)
-		}
-	}
+	answer.Body = Body{bufferHTTPCallResponseBody, bodySize}.Bytes()
 	done(answer)
 }
 

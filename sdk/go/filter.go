@@ -17,6 +17,7 @@ package filter
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"strings"
 	"time"
 	"unsafe"
@@ -42,8 +43,15 @@ type Plugin interface {
 type Stream interface {
 	// OnRequestHeaders runs before the request goes upstream.
 	OnRequestHeaders(headers Headers, endOfStream bool) Action
+	// OnRequestBody runs on the request body as it arrives, if there is one. Continue lets
+	// what body holds go on, changed or not; Pause holds it, and body has it again, grown,
+	// with the next chunk: pause until endOfStream to see the body whole (the gateway caps
+	// what a filter holds and answers 413 over it).
+	OnRequestBody(body Body, endOfStream bool) Action
 	// OnResponseHeaders runs before the response goes back.
 	OnResponseHeaders(headers Headers, endOfStream bool) Action
+	// OnResponseBody is OnRequestBody for the response body.
+	OnResponseBody(body Body, endOfStream bool) Action
 	// OnLog runs when the request is over.
 	OnLog()
 }
@@ -52,8 +60,35 @@ type Stream interface {
 type DefaultStream struct{}
 
 func (DefaultStream) OnRequestHeaders(Headers, bool) Action  { return Continue }
+func (DefaultStream) OnRequestBody(Body, bool) Action        { return Continue }
 func (DefaultStream) OnResponseHeaders(Headers, bool) Action { return Continue }
+func (DefaultStream) OnResponseBody(Body, bool) Action       { return Continue }
 func (DefaultStream) OnLog()                                 {}
+
+// Body is what a body phase works on: the bytes of the request or response body the filter
+// holds (or an HTTP call's answer).
+type Body struct{ buffer, size uint32 }
+
+// Len returns the size of the body.
+func (b Body) Len() int { return int(b.size) }
+
+// Bytes returns a copy of the body.
+func (b Body) Bytes() []byte {
+	if b.size == 0 {
+		return nil
+	}
+	var address, length uint32
+	if proxyGetBufferBytes(b.buffer, 0, b.size, unsafe.Pointer(&address), unsafe.Pointer(&length)) != statusOK {
+		return nil
+	}
+	return returned(address, length)
+}
+
+// Set replaces the whole body with data.
+func (b Body) Set(data []byte) error {
+	bytes, size := sliceOf(data)
+	return check(proxySetBufferBytes(b.buffer, 0, math.MaxUint32, bytes, size))
+}
 
 // Register makes parse the filter's entry point: it gets the attachment's configuration (a
 // string as it is, anything else as JSON) and returns the Plugin, or an error that rejects the

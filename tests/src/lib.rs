@@ -230,10 +230,11 @@ pub fn go_filter() -> &'static Path {
     WASM.get_or_init(|| go_module("sdk/go/template", "add_tenant.wasm"))
 }
 
-/// The Go ext-auth test filter (`tests/proxy-wasm/go`), built by [`go_module`].
-pub fn go_auth_filter() -> &'static Path {
+/// The Go test filter (`tests/proxy-wasm/go`: ext-auth and body rewriting), built by
+/// [`go_module`].
+pub fn go_probe_filter() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| go_module("tests/proxy-wasm/go", "go_auth.wasm"))
+    WASM.get_or_init(|| go_module("tests/proxy-wasm/go", "go_probe.wasm"))
 }
 
 /// The Go filter in `dir` (its `main.go`, with the library in `sdk/go`) as

@@ -323,49 +323,55 @@ async fn an_ext_auth_filter_pauses_requests_until_its_auth_service_answers() {
 }
 
 #[tokio::test]
-async fn a_go_filter_pauses_requests_until_its_http_call_is_answered() {
+async fn a_go_filter_calls_services_and_rewrites_bodies() {
     let pods = Pods::start(&["127.0.0.95"]).await.unwrap();
     let auth = Pods::start(&["127.0.0.96"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let manifests = [
+    let routes = [
+        ("auth", r#"{auth: "auth:80"}"#),
+        ("nobody", r#"{auth: "nobody:80"}"#),
+        ("body", "{request_body: [ping, pong], response_body: [pong, PONG]}"),
+    ];
+    // The auth Service is routed to by an Ingress of its own: that is what resolves it.
+    let mut manifests = vec![
         service("app", &pods.addrs, &[]),
         service("auth", &auth.addrs, &[]),
-        sluice_tests::manifests::ingress("auth", "auth.internal", &[("/", "Prefix", "auth")]),
-        filtered_ingress(
-            "go",
-            "go.test",
-            &[("/", "Prefix", "app")],
-            "- plugin: go-auth\n  config: {auth: \"auth:80\"}\n",
-        ),
-        filtered_ingress(
-            "nobody",
-            "nobody.test",
-            &[("/", "Prefix", "app")],
-            "- plugin: go-auth\n  config: {auth: \"nobody:80\"}\n",
-        ),
+        sluice_tests::manifests::ingress("auth-service", "auth.internal", &[("/", "Prefix", "auth")]),
     ];
+    for (name, config) in routes {
+        let filters = format!("- plugin: go-probe\n  config: {config}\n");
+        manifests.push(filtered_ingress(name, &format!("{name}.test"), &[("/", "Prefix", "app")], &filters));
+    }
     std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
     let plugins = tempfile::tempdir().unwrap();
-    std::fs::copy(sluice_tests::go_auth_filter(), plugins.path().join("go-auth.wasm")).unwrap();
+    std::fs::copy(sluice_tests::go_probe_filter(), plugins.path().join("go-probe.wasm")).unwrap();
     let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
     let client = Client::new();
 
     // The auth Service answers 200: the request goes on, with what the filter read of the answer.
-    let allowed = client.get(&gateway.url("/hello"), "go.test").await.unwrap();
+    let allowed = client.get(&gateway.url("/hello"), "auth.test").await.unwrap();
     assert_eq!(allowed.status, 200, "{}", allowed.body);
     let echo = allowed.json();
     assert_eq!(echo["pod"], pods.addrs[0].to_string());
     assert_eq!(echo["headers"]["x-auth-pod"], auth.addrs[0].to_string());
     // It answers 401: the filter denies.
-    let denied = client.get(&gateway.url("/status/401"), "go.test").await.unwrap();
+    let denied = client.get(&gateway.url("/status/401"), "auth.test").await.unwrap();
     assert_eq!((denied.status, denied.body.as_str()), (403, "auth said 401"));
-    assert_eq!(header(&denied, "x-denied-by"), "go-auth");
+    assert_eq!(header(&denied, "x-denied-by"), "go-probe");
     // No answer within the call's timeout: no status.
-    let slow = client.get(&gateway.url("/sleep/4000"), "go.test").await.unwrap();
+    let slow = client.get(&gateway.url("/sleep/4000"), "auth.test").await.unwrap();
     assert_eq!((slow.status, slow.body.as_str()), (403, "auth said 0"));
     // A Service no route resolves cannot be called.
     let refused = client.get(&gateway.url("/"), "nobody.test").await.unwrap();
     assert_eq!((refused.status, refused.body.as_str()), (500, "auth call refused"));
+
+    // Bodies held to their end and rewritten both ways: the upstream sees "pong pong", the
+    // client its echo with "PONG PONG".
+    let reply =
+        client.request(http::Method::POST, &gateway.url("/post"), "body.test", &[], "ping ping".into()).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains(r#""body_head":"PONG PONG""#), "{}", reply.body);
+    assert!(reply.body.contains(r#""body_len":9"#), "{}", reply.body);
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-module auth
+module go-probe
 
 go 1.24
 

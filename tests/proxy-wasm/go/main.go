@@ -1,9 +1,9 @@
-// An ext-auth filter written with our Go library, for the gateway's tests: it asks an auth
-// Service about every request's path, lets the request go on if it answers 200 (telling the
-// upstream which auth pod answered) and denies it otherwise.
+// A proxy-wasm filter written with our Go library, whose configuration says what it does, for
+// the gateway's tests: an ext-auth check through an HTTP call, and body rewriting.
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -12,8 +12,14 @@ import (
 )
 
 type config struct {
-	// Auth is the Service to ask: SERVICE:PORT or Istio's cluster name.
+	// Auth is a Service (SERVICE:PORT or Istio's cluster name) asked about every request's
+	// path: 200 lets the request go on, with x-auth-pod set from the answer; anything else,
+	// or no answer, is denied.
 	Auth string `json:"auth"`
+	// RequestBody replaces its first string with the second in the whole request body.
+	RequestBody []string `json:"request_body"`
+	// ResponseBody does the same in the whole response body.
+	ResponseBody []string `json:"response_body"`
 }
 
 func (c *config) NewStream() filter.Stream { return &stream{config: c} }
@@ -24,6 +30,9 @@ type stream struct {
 }
 
 func (s *stream) OnRequestHeaders(headers filter.Headers, _ bool) filter.Action {
+	if s.config.Auth == "" {
+		return filter.Continue
+	}
 	path, _ := headers.Get(":path")
 	ask := [][2]string{{":method", "GET"}, {":path", path}, {":authority", "auth"}}
 	if err := filter.Call(s.config.Auth, ask, nil, 2*time.Second, allow); err != nil {
@@ -35,7 +44,7 @@ func (s *stream) OnRequestHeaders(headers filter.Headers, _ bool) filter.Action 
 // allow lets the request go on if the auth Service answered 200.
 func allow(answer filter.Answer) {
 	if answer.Status != 200 {
-		filter.Respond(403, [][2]string{{"x-denied-by", "go-auth"}}, []byte(fmt.Sprintf("auth said %d", answer.Status)))
+		filter.Respond(403, [][2]string{{"x-denied-by", "go-probe"}}, []byte(fmt.Sprintf("auth said %d", answer.Status)))
 		return
 	}
 	var echo struct {
@@ -46,14 +55,36 @@ func allow(answer filter.Answer) {
 	filter.Resume()
 }
 
+func (s *stream) OnRequestBody(body filter.Body, endOfStream bool) filter.Action {
+	return rewrite(body, endOfStream, s.config.RequestBody)
+}
+
+func (s *stream) OnResponseBody(body filter.Body, endOfStream bool) filter.Action {
+	return rewrite(body, endOfStream, s.config.ResponseBody)
+}
+
+// rewrite holds the body until its end, then replaces replace[0] with replace[1] in it.
+func rewrite(body filter.Body, endOfStream bool, replace []string) filter.Action {
+	if len(replace) != 2 {
+		return filter.Continue
+	}
+	if !endOfStream {
+		return filter.Pause
+	}
+	body.Set(bytes.ReplaceAll(body.Bytes(), []byte(replace[0]), []byte(replace[1])))
+	return filter.Continue
+}
+
 func init() {
 	filter.Register(func(data []byte) (filter.Plugin, error) {
 		var c config
 		if err := json.Unmarshal(data, &c); err != nil {
 			return nil, err
 		}
-		if c.Auth == "" {
-			return nil, fmt.Errorf("auth is required")
+		for _, replace := range [][]string{c.RequestBody, c.ResponseBody} {
+			if replace != nil && len(replace) != 2 {
+				return nil, fmt.Errorf("a body rewrite is [FROM, TO]")
+			}
 		}
 		return &c, nil
 	})
