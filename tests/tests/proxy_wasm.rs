@@ -199,6 +199,7 @@ async fn an_assemblyscript_filter_changes_headers_both_ways_and_reads_properties
         assert!(seen.get("x-drop").is_none(), "{seen}");
         assert_eq!(reply.json()["body_head"], "body");
         assert_eq!(header(&reply, "x-as-config"), "tenant=acme");
+        assert_eq!(header(&reply, "x-as-config-length"), "11");
         assert_eq!(header(&reply, "x-as-status"), "200");
         assert!(reply.headers.get("content-type").is_none(), "{:?}", reply.headers);
     }

@@ -8,9 +8,17 @@ import {
   registerRootContext,
   stream_context,
 } from "@solo-io/proxy-runtime";
-import { get_property } from "@solo-io/proxy-runtime/runtime";
+import { BufferTypeValues, get_buffer_status, get_property } from "@solo-io/proxy-runtime/runtime";
 
 class Root extends RootContext {
+  /** The configuration's length as the host's buffer status gives it. */
+  configurationLength: usize = 0;
+
+  onConfigure(configuration_size: u32): bool {
+    this.configurationLength = get_buffer_status(BufferTypeValues.PluginConfiguration).length;
+    return super.onConfigure(configuration_size);
+  }
+
   createContext(context_id: u32): Context {
     return new Probe(context_id, this);
   }
@@ -33,6 +41,7 @@ class Probe extends Context {
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
     const response = stream_context.headers.response;
     response.add("x-as-config", this.root_context.getConfiguration());
+    response.add("x-as-config-length", (this.root_context as Root).configurationLength.toString());
     response.add("x-as-status", response.get(":status"));
     response.remove("content-type");
     return FilterHeadersStatusValues.Continue;

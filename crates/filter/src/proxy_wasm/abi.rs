@@ -256,6 +256,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
     linker.func_wrap("env", "proxy_get_current_time_nanoseconds", proxy_get_current_time_nanoseconds)?;
     linker.func_wrap("env", "proxy_get_buffer_bytes", proxy_get_buffer_bytes)?;
     linker.func_wrap("env", "proxy_set_buffer_bytes", proxy_set_buffer_bytes)?;
+    linker.func_wrap("env", "proxy_get_buffer_status", proxy_get_buffer_status)?;
     linker.func_wrap("env", "proxy_get_header_map_pairs", proxy_get_header_map_pairs)?;
     linker.func_wrap("env", "proxy_set_header_map_pairs", proxy_set_header_map_pairs)?;
     linker.func_wrap("env", "proxy_get_header_map_value", proxy_get_header_map_value)?;
@@ -396,17 +397,41 @@ fn proxy_get_buffer_bytes(
     size_ptr: u32,
 ) -> wasmtime::Result<Status> {
     run(|| {
-        let bytes = match buffer {
-            PLUGIN_CONFIGURATION => caller.data().configuration.clone(),
-            VM_CONFIGURATION => Vec::new(),
-            REQUEST_BODY | RESPONSE_BODY => call(&mut caller)?.body(buffer).ok_or(NOT_FOUND)?.clone(),
-            HTTP_CALL_RESPONSE_BODY => call(&mut caller)?.answer.as_ref().ok_or(NOT_FOUND)?.body.clone(),
-            _ => return Err(Fault::Status(NOT_FOUND)),
-        };
-        let start = (start as usize).min(bytes.len());
-        let end = start.saturating_add(max_size as usize).min(bytes.len());
-        give(&mut caller, &bytes[start..end], data_ptr, size_ptr)
+        let bytes = with_buffer(&mut caller, buffer, |bytes| {
+            let start = (start as usize).min(bytes.len());
+            let end = start.saturating_add(max_size as usize).min(bytes.len());
+            bytes[start..end].to_vec()
+        })?;
+        give(&mut caller, &bytes, data_ptr, size_ptr)
     })
+}
+
+/// `proxy_get_buffer_status`: the buffer's length, and no flags.
+fn proxy_get_buffer_status(
+    mut caller: Caller<'_, Host>,
+    buffer: u32,
+    length_ptr: u32,
+    flags_ptr: u32,
+) -> wasmtime::Result<Status> {
+    run(|| {
+        let length = with_buffer(&mut caller, buffer, <[u8]>::len)?;
+        write_u32(&mut caller, length_ptr, u32::try_from(length).unwrap_or(u32::MAX))?;
+        write_u32(&mut caller, flags_ptr, 0)
+    })
+}
+
+/// Runs `f` on buffer `buffer` of the call in hand: the plugin or VM configuration, a body,
+/// or an HTTP call's answer.
+fn with_buffer<R>(caller: &mut Caller<'_, Host>, buffer: u32, f: impl FnOnce(&[u8]) -> R) -> Result<R, Fault> {
+    let host = caller.data_mut();
+    let bytes: &[u8] = match buffer {
+        PLUGIN_CONFIGURATION => &host.configuration,
+        VM_CONFIGURATION => &[],
+        REQUEST_BODY | RESPONSE_BODY => host.call.as_mut().ok_or(NOT_FOUND)?.body(buffer).ok_or(NOT_FOUND)?,
+        HTTP_CALL_RESPONSE_BODY => &host.call.as_ref().ok_or(NOT_FOUND)?.answer.as_ref().ok_or(NOT_FOUND)?.body,
+        _ => return Err(Fault::Status(NOT_FOUND)),
+    };
+    Ok(f(bytes))
 }
 
 /// Replaces `size` bytes of a body from `start` with the guest's bytes: `(0, 0)` prepends, a
