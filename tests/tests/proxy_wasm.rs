@@ -389,6 +389,14 @@ async fn ticks_run_off_the_request_path_and_stop_with_their_configuration() {
         sluice_tests::write_atomic(&dir.path().join("app.yaml"), &manifests.join("---\n")).unwrap();
     };
     write("{ticks: [50, ticks]}");
+    // A second configuration's ticks spin past the deadline (100 ms) every time.
+    let spinning = filtered_ingress(
+        "spin",
+        "spin.test",
+        &[("/", "Prefix", "app")],
+        "- plugin: pw\n  config: {ticks: [20, spun], hostile_tick: true}\n",
+    );
+    std::fs::write(dir.path().join("spin.yaml"), spinning).unwrap();
     let plugins = plugins();
     let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
     let client = Client::new();
@@ -413,6 +421,14 @@ async fn ticks_run_off_the_request_path_and_stop_with_their_configuration() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let later = ticks().await;
     assert!(later >= first + 3, "{first} ticks, then {later} 500 ms later");
+    // Ticks that fail are counted; requests of that configuration are served meanwhile.
+    assert_eq!(client.get(&gateway.url("/"), "spin.test").await.unwrap().status, 200);
+    let metrics = client.get(&format!("http://{}/metrics", gateway.admin), "admin").await.unwrap().body;
+    let timeouts = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sluice_plugin_tick_failures_total{plugin="pw",kind="timeout"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(timeouts.is_some_and(|n| n >= 1), "no failed ticks counted in\n{metrics}");
 
     // Replaced by a configuration that reads the count but does not tick: the ticks stop.
     let generation = gateway.config().await.unwrap()["generation"].as_u64().unwrap();

@@ -19,7 +19,7 @@ mod properties;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -280,6 +280,18 @@ impl Drop for Ticks {
     }
 }
 
+/// How many ticks failed, by plugin and kind of failure.
+type TickFailures = HashMap<(Arc<str>, FailureKind), u64>;
+
+/// The ticks that failed in the life of the gateway process.
+static TICK_FAILURES: LazyLock<Mutex<TickFailures>> = LazyLock::new(Mutex::default);
+
+/// How many ticks failed, by plugin and kind of failure.
+pub fn tick_failures() -> Vec<(Arc<str>, FailureKind, u64)> {
+    let failures = TICK_FAILURES.lock().unwrap_or_else(|e| e.into_inner());
+    failures.iter().map(|((plugin, kind), count)| (plugin.clone(), *kind, *count)).collect()
+}
+
 /// The shortest time between the end of a tick and the start of the next, whatever period
 /// the filter asks for: ticks never take a thread whole.
 const MIN_TICK_GAP: Duration = Duration::from_millis(10);
@@ -344,6 +356,8 @@ fn tick(
         }
         Err(failure) => {
             tracing::warn!(plugin = %plugin.name, kind = failure.kind.as_str(), "{failure} (tick)");
+            let mut failures = TICK_FAILURES.lock().unwrap_or_else(|e| e.into_inner());
+            *failures.entry((plugin.name.clone(), failure.kind)).or_default() += 1;
             (None, period)
         }
     }
