@@ -2,7 +2,10 @@ package filter
 
 // The proxy-wasm ABI (v0.2.1): what the gateway provides (imports) and what it calls (exports).
 
-import "unsafe"
+import (
+	"strconv"
+	"unsafe"
+)
 
 // Status codes of the ABI.
 const (
@@ -13,9 +16,13 @@ const (
 
 // Buffer and map types of the ABI.
 const (
-	bufferPluginConfiguration = 7
-	mapRequestHeaders         = 0
-	mapResponseHeaders        = 2
+	bufferRequestBody          = 0
+	bufferResponseBody         = 1
+	bufferHTTPCallResponseBody = 4
+	bufferPluginConfiguration  = 7
+	mapRequestHeaders          = 0
+	mapResponseHeaders         = 2
+	mapHTTPCallResponseHeaders = 6
 )
 
 //go:wasmimport env proxy_log
@@ -56,6 +63,15 @@ func proxyDefineMetric(metricType uint32, name unsafe.Pointer, nameSize uint32, 
 
 //go:wasmimport env proxy_increment_metric
 func proxyIncrementMetric(id uint32, offset int64) uint32
+
+//go:wasmimport env proxy_set_buffer_bytes
+func proxySetBufferBytes(buffer, start, size uint32, data unsafe.Pointer, dataSize uint32) uint32
+
+//go:wasmimport env proxy_http_call
+func proxyHTTPCall(target unsafe.Pointer, targetSize uint32, headers unsafe.Pointer, headersSize uint32, body unsafe.Pointer, bodySize uint32, trailers unsafe.Pointer, trailersSize uint32, timeoutMs uint32, token unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_continue_stream
+func proxyContinueStream(stream uint32) uint32
 
 // bytesOf points at the bytes of s (nil for none).
 func bytesOf(s string) (unsafe.Pointer, uint32) {
@@ -99,10 +115,11 @@ func returned(address, size uint32) []byte {
 func proxyAbiVersion() {}
 
 // roots are the root contexts (one per configuration), streams the requests' contexts,
-// configure the filter's entry point (Register).
+// calls the HTTP calls in flight by token, configure the filter's entry point (Register).
 var (
 	roots     = map[uint32]Plugin{}
 	streams   = map[uint32]Stream{}
+	calls     = map[uint32]func(Answer){}
 	configure func(config []byte) (Plugin, error)
 )
 
@@ -158,6 +175,43 @@ func proxyOnResponseHeaders(id, headers, endOfStream uint32) uint32 {
 		return uint32(stream.OnResponseHeaders(ResponseHeaders, endOfStream != 0))
 	}
 	return uint32(Continue)
+}
+
+//go:wasmexport proxy_on_request_body
+func proxyOnRequestBody(id, size, endOfStream uint32) uint32 {
+	if stream := streams[id]; stream != nil {
+		return uint32(stream.OnRequestBody(Body{bufferRequestBody, size}, endOfStream != 0))
+	}
+	return uint32(Continue)
+}
+
+//go:wasmexport proxy_on_response_body
+func proxyOnResponseBody(id, size, endOfStream uint32) uint32 {
+	if stream := streams[id]; stream != nil {
+		return uint32(stream.OnResponseBody(Body{bufferResponseBody, size}, endOfStream != 0))
+	}
+	return uint32(Continue)
+}
+
+//go:wasmexport proxy_on_http_call_response
+func proxyOnHTTPCallResponse(id, token, headers, bodySize, trailers uint32) {
+	done, ok := calls[token]
+	if !ok {
+		return
+	}
+	delete(calls, token)
+	var answer Answer
+	// A call that failed has no headers at all.
+	if headers > 0 {
+		answer.Headers = Headers{mapHTTPCallResponseHeaders}.All()
+		for _, header := range answer.Headers {
+			if header[0] == ":status" {
+				answer.Status, _ = strconv.Atoi(header[1])
+			}
+		}
+	}
+	answer.Body = Body{bufferHTTPCallResponseBody, bodySize}.Bytes()
+	done(answer)
 }
 
 //go:wasmexport proxy_on_done

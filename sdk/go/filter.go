@@ -17,7 +17,9 @@ package filter
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -41,8 +43,15 @@ type Plugin interface {
 type Stream interface {
 	// OnRequestHeaders runs before the request goes upstream.
 	OnRequestHeaders(headers Headers, endOfStream bool) Action
+	// OnRequestBody runs on the request body as it arrives, if there is one. Continue lets
+	// what body holds go on, changed or not; Pause holds it, and body has it again, grown,
+	// with the next chunk: pause until endOfStream to see the body whole (the gateway caps
+	// what a filter holds and answers 413 over it).
+	OnRequestBody(body Body, endOfStream bool) Action
 	// OnResponseHeaders runs before the response goes back.
 	OnResponseHeaders(headers Headers, endOfStream bool) Action
+	// OnResponseBody is OnRequestBody for the response body.
+	OnResponseBody(body Body, endOfStream bool) Action
 	// OnLog runs when the request is over.
 	OnLog()
 }
@@ -51,8 +60,35 @@ type Stream interface {
 type DefaultStream struct{}
 
 func (DefaultStream) OnRequestHeaders(Headers, bool) Action  { return Continue }
+func (DefaultStream) OnRequestBody(Body, bool) Action        { return Continue }
 func (DefaultStream) OnResponseHeaders(Headers, bool) Action { return Continue }
+func (DefaultStream) OnResponseBody(Body, bool) Action       { return Continue }
 func (DefaultStream) OnLog()                                 {}
+
+// Body is what a body phase works on: the bytes of the request or response body the filter
+// holds (or an HTTP call's answer).
+type Body struct{ buffer, size uint32 }
+
+// Len returns the size of the body.
+func (b Body) Len() int { return int(b.size) }
+
+// Bytes returns a copy of the body.
+func (b Body) Bytes() []byte {
+	if b.size == 0 {
+		return nil
+	}
+	var address, length uint32
+	if proxyGetBufferBytes(b.buffer, 0, b.size, unsafe.Pointer(&address), unsafe.Pointer(&length)) != statusOK {
+		return nil
+	}
+	return returned(address, length)
+}
+
+// Set replaces the whole body with data.
+func (b Body) Set(data []byte) error {
+	bytes, size := sliceOf(data)
+	return check(proxySetBufferBytes(b.buffer, 0, math.MaxUint32, bytes, size))
+}
 
 // Register makes parse the filter's entry point: it gets the attachment's configuration (a
 // string as it is, anything else as JSON) and returns the Plugin, or an error that rejects the
@@ -193,6 +229,38 @@ func Respond(status int, headers [][2]string, body []byte) error {
 	data, dataSize := sliceOf(body)
 	pairs, pairsSize := sliceOf(serialize(headers))
 	return check(proxySendLocalResponse(uint32(status), nil, 0, data, dataSize, pairs, pairsSize, -1))
+}
+
+// An Answer is what a Service answered an HTTP call. A call that failed (refused, timed out,
+// no ready endpoint) has Status 0 and nothing else.
+type Answer struct {
+	Status  int
+	Headers [][2]string
+	Body    []byte
+}
+
+// Call sends an HTTP request to a Service of the Ingress's namespace, target "SERVICE:PORT"
+// or Istio's "outbound|PORT||SERVICE.NAMESPACE.svc.cluster.local", and gives its answer to
+// done within timeout. headers must have ":method", ":path" and ":authority". Return Pause
+// from the phase to wait for the answer: done then lets the request go on (Resume) or
+// answers it (Respond), changing headers first if it likes. An error means the call was not
+// made (a target that is not a Service the gateway routes to).
+func Call(target string, headers [][2]string, body []byte, timeout time.Duration, done func(Answer)) error {
+	to, toSize := bytesOf(target)
+	pairs, pairsSize := sliceOf(serialize(headers))
+	data, dataSize := sliceOf(body)
+	var token uint32
+	status := proxyHTTPCall(to, toSize, pairs, pairsSize, data, dataSize, nil, 0, uint32(timeout.Milliseconds()), unsafe.Pointer(&token))
+	if err := check(status); err != nil {
+		return err
+	}
+	calls[token] = done
+	return nil
+}
+
+// Resume lets a request paused in its request phase go on, from the answer of a Call.
+func Resume() error {
+	return check(proxyContinueStream(0))
 }
 
 // LogLevel is the level of a log line.

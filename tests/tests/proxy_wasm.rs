@@ -1,6 +1,7 @@
-//! proxy-wasm filters end to end: a module built with the official Rust SDK
-//! (`tests/proxy-wasm/probe`) attached like our own filters, in the real binary with real
-//! echo backends and clients.
+//! proxy-wasm filters end to end: modules built with the official Rust SDK
+//! (`tests/proxy-wasm/probe`), with AssemblyScript (`tests/proxy-wasm/assemblyscript`) and with
+//! our Go library, attached like our own filters, in the real binary with real echo backends
+//! and clients.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,8 @@ async fn a_proxy_wasm_filter_changes_requests_and_responses_and_answers() {
     assert_eq!(seen["x-prop-id"], "id-7");
     assert_eq!(seen["x-prop-plugin"], "pw");
     assert!(seen["x-prop-source"].as_str().unwrap().starts_with("127.0.0.1:"), "{seen}");
+    assert_eq!(seen["x-prop-destination"], gateway.http.to_string());
+    assert_eq!(seen["x-prop-destination-port"], gateway.http.port().to_string());
     assert_eq!(header(&reply, "x-b"), "2");
     assert_eq!(header(&reply, "x-prop-code"), "200");
 
@@ -170,6 +173,39 @@ async fn a_go_filter_built_from_the_sdk_template_serves_requests() {
 }
 
 #[tokio::test]
+async fn an_assemblyscript_filter_changes_headers_both_ways_and_reads_properties() {
+    let pods = Pods::start(&["127.0.0.93"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The runtime finds its root context by the plugin's name (`plugin_root_id`): as-probe.
+    let filters = "- plugin: as-probe\n  config: tenant=acme\n";
+    let manifests =
+        [service("app", &pods.addrs, &[]), filtered_ingress("as", "as.test", &[("/", "Prefix", "app")], filters)];
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(sluice_tests::assemblyscript_filter(), plugins.path().join("as-probe.wasm")).unwrap();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+
+    for _ in 0..3 {
+        let reply = client
+            .request(http::Method::POST, &gateway.url("/a/b?c=d"), "as.test", &[("x-drop", "1")], "body".into())
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let seen = &reply.json()["headers"];
+        assert_eq!(seen["x-as-path"], "/a/b?c=d");
+        assert_eq!(seen["x-as-method"], "POST");
+        assert_eq!(seen["x-as-root-id"], "as-probe");
+        assert!(seen.get("x-drop").is_none(), "{seen}");
+        assert_eq!(reply.json()["body_head"], "body");
+        assert_eq!(header(&reply, "x-as-config"), "tenant=acme");
+        assert_eq!(header(&reply, "x-as-config-length"), "11");
+        assert_eq!(header(&reply, "x-as-status"), "200");
+        assert!(reply.headers.get("content-type").is_none(), "{:?}", reply.headers);
+    }
+}
+
+#[tokio::test]
 async fn proxy_wasm_filters_rewrite_buffered_bodies_and_stream_the_others() {
     let pods = Pods::start(&["127.0.0.64"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -285,4 +321,124 @@ async fn an_ext_auth_filter_pauses_requests_until_its_auth_service_answers() {
         assert_eq!(refused.status, 500, "{host}: {}", refused.body);
         assert_eq!(refused.body, "auth call refused: BadArgument");
     }
+}
+
+#[tokio::test]
+async fn a_go_filter_calls_services_and_rewrites_bodies() {
+    let pods = Pods::start(&["127.0.0.95"]).await.unwrap();
+    let auth = Pods::start(&["127.0.0.96"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = [
+        ("auth", r#"{auth: "auth:80"}"#),
+        ("nobody", r#"{auth: "nobody:80"}"#),
+        ("body", "{request_body: [ping, pong], response_body: [pong, PONG]}"),
+    ];
+    // The auth Service is routed to by an Ingress of its own: that is what resolves it.
+    let mut manifests = vec![
+        service("app", &pods.addrs, &[]),
+        service("auth", &auth.addrs, &[]),
+        sluice_tests::manifests::ingress("auth-service", "auth.internal", &[("/", "Prefix", "auth")]),
+    ];
+    for (name, config) in routes {
+        let filters = format!("- plugin: go-probe\n  config: {config}\n");
+        manifests.push(filtered_ingress(name, &format!("{name}.test"), &[("/", "Prefix", "app")], &filters));
+    }
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(sluice_tests::go_probe_filter(), plugins.path().join("go-probe.wasm")).unwrap();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+
+    // The auth Service answers 200: the request goes on, with what the filter read of the answer.
+    let allowed = client.get(&gateway.url("/hello"), "auth.test").await.unwrap();
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let echo = allowed.json();
+    assert_eq!(echo["pod"], pods.addrs[0].to_string());
+    assert_eq!(echo["headers"]["x-auth-pod"], auth.addrs[0].to_string());
+    // It answers 401: the filter denies.
+    let denied = client.get(&gateway.url("/status/401"), "auth.test").await.unwrap();
+    assert_eq!((denied.status, denied.body.as_str()), (403, "auth said 401"));
+    assert_eq!(header(&denied, "x-denied-by"), "go-probe");
+    // No answer within the call's timeout: no status.
+    let slow = client.get(&gateway.url("/sleep/4000"), "auth.test").await.unwrap();
+    assert_eq!((slow.status, slow.body.as_str()), (403, "auth said 0"));
+    // A Service no route resolves cannot be called.
+    let refused = client.get(&gateway.url("/"), "nobody.test").await.unwrap();
+    assert_eq!((refused.status, refused.body.as_str()), (500, "auth call refused"));
+
+    // Bodies held to their end and rewritten both ways: the upstream sees "pong pong", the
+    // client its echo with "PONG PONG".
+    let reply =
+        client.request(http::Method::POST, &gateway.url("/post"), "body.test", &[], "ping ping".into()).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains(r#""body_head":"PONG PONG""#), "{}", reply.body);
+    assert!(reply.body.contains(r#""body_len":9"#), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn ticks_run_off_the_request_path_and_stop_with_their_configuration() {
+    let pods = Pods::start(&["127.0.0.94"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The root context counts a tick into shared data every 50 ms; responses read the count.
+    let write = |config: &str| {
+        let filters = format!("- plugin: pw\n  config: {config}\n");
+        let manifests = [
+            service("app", &pods.addrs, &[]),
+            filtered_ingress("ticks", "ticks.test", &[("/", "Prefix", "app")], &filters),
+        ];
+        sluice_tests::write_atomic(&dir.path().join("app.yaml"), &manifests.join("---\n")).unwrap();
+    };
+    write("{ticks: [50, ticks]}");
+    // A second configuration's ticks spin past the deadline (100 ms) every time.
+    let spinning = filtered_ingress(
+        "spin",
+        "spin.test",
+        &[("/", "Prefix", "app")],
+        "- plugin: pw\n  config: {ticks: [20, spun], hostile_tick: true}\n",
+    );
+    std::fs::write(dir.path().join("spin.yaml"), spinning).unwrap();
+    let plugins = plugins();
+    let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
+    let client = Client::new();
+    let ticks = || {
+        let (client, url) = (&client, gateway.url("/"));
+        async move {
+            let reply = client.get(&url, "ticks.test").await.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            header(&reply, "x-ticks").parse::<u64>().unwrap_or(0)
+        }
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let count = ticks().await;
+        if count >= 3 {
+            break count;
+        }
+        assert!(Instant::now() < deadline, "only {count} ticks in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = ticks().await;
+    assert!(later >= first + 3, "{first} ticks, then {later} 500 ms later");
+    // Ticks that fail are counted; requests of that configuration are served meanwhile.
+    assert_eq!(client.get(&gateway.url("/"), "spin.test").await.unwrap().status, 200);
+    let metrics = client.get(&format!("http://{}/metrics", gateway.admin), "admin").await.unwrap().body;
+    let timeouts = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sluice_plugin_tick_failures_total{plugin="pw",kind="timeout"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(timeouts.is_some_and(|n| n >= 1), "no failed ticks counted in\n{metrics}");
+
+    // Replaced by a configuration that reads the count but does not tick: the ticks stop.
+    let generation = gateway.config().await.unwrap()["generation"].as_u64().unwrap();
+    write("{ticks: [0, ticks]}");
+    while gateway.config().await.unwrap()["generation"].as_u64().unwrap() == generation {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "the new configuration was not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = ticks().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ticks().await, stopped, "ticks went on after their configuration was replaced");
 }

@@ -25,6 +25,7 @@ use sluice_route::{Backend, RouteName};
 fn context(backend: &Arc<Backend>) -> RequestContext {
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
+        local: "198.51.100.1:8443".parse().unwrap(),
         scheme: "http",
         host: "example.com".into(),
         route: RouteName { ingress: "default/web".into(), host: "example.com".into(), path: "Prefix /".into() },

@@ -26,19 +26,23 @@ pub struct Attachment {
     name: Arc<str>,
     config: Arc<str>,
     config_id: u64,
+    /// Held to keep a proxy-wasm filter's ticks of this configuration running.
+    _ticks: Option<Arc<proxy_wasm::Ticks>>,
 }
 
 impl Attachment {
+    /// The attachment of `plugin` as `spec` says. A proxy-wasm filter's ticks for this
+    /// configuration start (on the current tokio runtime) unless another attachment of it runs
+    /// them already, and go on until no attachment of it is left.
     pub fn new(spec: FilterSpec, plugin: Result<Arc<Plugin>, String>) -> Self {
         let mut hasher = DefaultHasher::new();
         spec.config.hash(&mut hasher);
-        Self {
-            name: spec.plugin.as_str().into(),
-            config: spec.config.as_str().into(),
-            config_id: hasher.finish(),
-            spec,
-            plugin,
-        }
+        let (config, config_id): (Arc<str>, _) = (spec.config.as_str().into(), hasher.finish());
+        let ticks = match plugin.as_ref().map(|plugin| (plugin, &plugin.kind)) {
+            Ok((plugin, Kind::ProxyWasm(code))) => code.ticks(plugin, &config, config_id),
+            _ => None,
+        };
+        Self { name: spec.plugin.as_str().into(), config, config_id, _ticks: ticks, spec, plugin }
     }
 
     /// Whether the filter has the request phase (or the response phase); one that cannot run

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 
 /// Why a filter did not run to completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
     /// The call ran past its deadline.
     Timeout,

@@ -41,6 +41,8 @@ pub struct ResponseHandle;
 pub struct RequestContext {
     /// The client: the peer, or behind trusted proxies the address they forwarded for.
     pub client: SocketAddr,
+    /// The gateway's address the client connected to.
+    pub local: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Lower-case, without port.

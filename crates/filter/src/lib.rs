@@ -30,7 +30,7 @@ pub use chain::{Attachment, BodyError, BodyStep, Chain, Exchange, Immediate};
 pub use engine::{Engine, Limits, MAX_MEMORY, Phases, Plugin};
 pub use failure::{FailureKind, FilterFailure};
 pub use host::RequestContext;
-pub use proxy_wasm::{MetricKind, PluginMetric, plugin_metrics};
+pub use proxy_wasm::{MetricKind, PluginMetric, plugin_metrics, tick_failures};
 
 /// The configuration the gateway publishes: routes with their filter chains.
 pub type Snapshot = sluice_route::Snapshot<std::sync::Arc<Chain>>;

@@ -29,6 +29,7 @@ fn context() -> RequestContext {
         BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
+        local: "198.51.100.1:8443".parse().unwrap(),
         scheme: "http",
         host: "example.com".into(),
         route: RouteName { ingress: "default/web".into(), host: "example.com".into(), path: "Prefix /".into() },

@@ -27,6 +27,7 @@ fn context() -> RequestContext {
         BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
+        local: "198.51.100.1:8443".parse().unwrap(),
         scheme: "https",
         host: "example.com".into(),
         route: RouteName { ingress: "default/web".into(), host: "example.com".into(), path: "Prefix /".into() },
@@ -88,6 +89,8 @@ async fn headers_change_both_ways_and_properties_are_read() {
         assert_eq!(header("x-prop-id"), "req-1");
         assert_eq!(header("x-prop-source"), "192.0.2.7:4000");
         assert_eq!(header("x-prop-source-port"), "4000");
+        assert_eq!(header("x-prop-destination"), "198.51.100.1:8443");
+        assert_eq!(header("x-prop-destination-port"), "8443");
         assert_eq!(header("x-prop-plugin"), "pw-probe");
         // Four pseudo-headers and the three real ones the request had.
         assert_eq!(header("x-header-count"), "7");
@@ -257,4 +260,60 @@ async fn body_phases_buffer_when_a_filter_pauses_and_stream_otherwise() {
         BodyStep::Respond(answer) => assert_eq!(answer.status(), 403),
         BodyStep::Pass(bytes) => panic!("passed {bytes:?}"),
     }
+}
+
+#[tokio::test]
+async fn ticks_run_while_an_attachment_holds_their_configuration() {
+    let engine = Engine::new(None).unwrap();
+    let plugin = probe(&engine, Limits::default());
+    let ticking = r#"{"ticks":[20,"held"]}"#;
+    // Reads the count without ticking: a zero period.
+    let reader = Chain {
+        filters: [attach(&plugin, r#"{"ticks":[0,"held"]}"#, FailurePolicy::Closed, Isolation::Request)].into(),
+    };
+    let count = || {
+        let reader = &reader;
+        async move {
+            let mut exchange = Exchange::new(context(), reader);
+            reader.on_request(&mut exchange, &mut request("/")).await.unwrap();
+            let mut answer = response(200);
+            reader.on_response(&mut exchange, &mut answer).await.unwrap();
+            answer.headers["x-ticks"].to_str().unwrap().parse::<u64>().unwrap_or(0)
+        }
+    };
+
+    let chain = Chain { filters: [attach(&plugin, ticking, FailurePolicy::Closed, Isolation::Instance)].into() };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = count().await;
+    assert!(first >= 3, "{first} ticks in 300 ms");
+    // A new attachment of the same configuration (the next snapshot's) takes the ticks over:
+    // they go on, in the same instance.
+    let next = Chain { filters: [attach(&plugin, ticking, FailurePolicy::Closed, Isolation::Instance)].into() };
+    drop(chain);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = count().await;
+    assert!(later >= first + 3, "{first} ticks, then {later}");
+    // No attachment holds the configuration any more: the ticks stop.
+    drop(next);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = count().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count().await, stopped);
+}
+
+#[tokio::test]
+async fn a_tick_that_spins_is_stopped_by_the_deadline_and_the_next_starts_afresh() {
+    let engine = Engine::new(None).unwrap();
+    let plugin = probe(&engine, Limits { deadline: Duration::from_millis(50), memory: 16 << 20 });
+    let hostile = r#"{"ticks":[20,"spun"],"hostile_tick":true}"#;
+    let chain = Chain { filters: [attach(&plugin, hostile, FailurePolicy::Closed, Isolation::Instance)].into() };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Each tick counted, then spun until its deadline; a new instance took the next one. The
+    // request runs in an instance of its own.
+    let mut exchange = Exchange::new(context(), &chain);
+    chain.on_request(&mut exchange, &mut request("/")).await.unwrap();
+    let mut answer = response(200);
+    chain.on_response(&mut exchange, &mut answer).await.unwrap();
+    let ticks: u64 = answer.headers["x-ticks"].to_str().unwrap().parse().unwrap();
+    assert!(ticks >= 3, "{ticks} ticks in a second");
 }

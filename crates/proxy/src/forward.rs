@@ -128,6 +128,7 @@ impl Proxy {
         }
         let filters = (!route.filters.is_empty()).then(|| RequestContext {
             client: headers::client_address(&parts.headers, conn.remote, &self.config.trusted_proxies),
+            local: conn.local,
             scheme: if conn.tls.is_some() { "https" } else { "http" },
             host: host.name(),
             route: route.name.clone(),

@@ -58,12 +58,22 @@ pub enum UpstreamError {
     Other,
 }
 
-/// The metrics proxy-wasm filters define, labelled with the plugin's name and the metric's.
+/// The metrics proxy-wasm filters define, labelled with the plugin's name and the metric's;
+/// and their failed ticks, by plugin and kind of failure.
 #[derive(Debug)]
 struct PluginMetrics;
 
 impl Collector for PluginMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let failures = sluice_filter::tick_failures();
+        if !failures.is_empty() {
+            let help = "proxy-wasm ticks that failed, by plugin and kind of failure";
+            let mut family = encoder.encode_descriptor("plugin_tick_failures", help, None, MetricType::Counter)?;
+            for (plugin, kind, count) in failures {
+                let labels = [("plugin", plugin.to_string()), ("kind", kind.as_str().to_owned())];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
         let metrics = sluice_filter::plugin_metrics();
         let labels = |m: &PluginMetric| [("plugin", m.plugin.to_string()), ("metric", m.name.clone())];
         let of = |kind| metrics.iter().filter(move |m| m.kind == kind);

@@ -28,6 +28,8 @@ use crate::wire::{Guard, Verdicts};
 #[derive(Debug, Clone)]
 pub struct Conn {
     pub remote: SocketAddr,
+    /// The gateway's own address the client connected to.
+    pub local: SocketAddr,
     /// Set on TLS connections: the server name the client asked for (SNI), if any.
     pub tls: Option<TlsConn>,
     /// The peer's IP, for `X-Forwarded-For` and `X-Real-IP`.
@@ -45,7 +47,7 @@ pub struct TlsConn {
 impl Conn {
     pub(crate) fn new(remote: SocketAddr, local: SocketAddr, tls: Option<TlsConn>) -> Self {
         let client_ip = HeaderValue::try_from(remote.ip().to_string()).expect("an IP address is a valid header value");
-        Self { remote, tls, client_ip, local_port: HeaderValue::from(local.port()) }
+        Self { remote, local, tls, client_ip, local_port: HeaderValue::from(local.port()) }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Instance, Linker, Memory, Module, Store, TypedFunc, Val};
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as _;
@@ -64,6 +64,8 @@ pub(crate) struct Host {
     /// HTTP calls in flight, by token.
     pub calls: Vec<(u32, outbound::Pending)>,
     next_token: u32,
+    /// The period of `proxy_on_tick` the guest asked for last; zero for no ticks.
+    pub tick_period: Duration,
 }
 
 /// What a call on a request reads and changes, moved into the store for the call.
@@ -125,6 +127,7 @@ impl Host {
             call: None,
             calls: Vec::new(),
             next_token: 1,
+            tick_period: Duration::ZERO,
         }
     }
 
@@ -253,6 +256,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
     linker.func_wrap("env", "proxy_get_current_time_nanoseconds", proxy_get_current_time_nanoseconds)?;
     linker.func_wrap("env", "proxy_get_buffer_bytes", proxy_get_buffer_bytes)?;
     linker.func_wrap("env", "proxy_set_buffer_bytes", proxy_set_buffer_bytes)?;
+    linker.func_wrap("env", "proxy_get_buffer_status", proxy_get_buffer_status)?;
     linker.func_wrap("env", "proxy_get_header_map_pairs", proxy_get_header_map_pairs)?;
     linker.func_wrap("env", "proxy_set_header_map_pairs", proxy_set_header_map_pairs)?;
     linker.func_wrap("env", "proxy_get_header_map_value", proxy_get_header_map_value)?;
@@ -280,6 +284,12 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
     // One request at a time per instance: the context in effect is always the request's.
     linker.func_wrap("env", "proxy_set_effective_context", |_: u32| OK)?;
     linker.func_wrap("env", "proxy_http_call", proxy_http_call)?;
+    // Ticks run only in the instance kept for them (see `Ticks`); elsewhere the period is noted
+    // and unused.
+    linker.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut caller: Caller<'_, Host>, period: u32| {
+        caller.data_mut().tick_period = Duration::from_millis(period.into());
+        OK
+    })?;
     for wasi in ["wasi_snapshot_preview1", "wasi_unstable"] {
         linker.func_wrap(wasi, "proc_exit", |code: u32| -> wasmtime::Result<()> {
             wasmtime::bail!("the plugin exited with code {code}")
@@ -387,17 +397,41 @@ fn proxy_get_buffer_bytes(
     size_ptr: u32,
 ) -> wasmtime::Result<Status> {
     run(|| {
-        let bytes = match buffer {
-            PLUGIN_CONFIGURATION => caller.data().configuration.clone(),
-            VM_CONFIGURATION => Vec::new(),
-            REQUEST_BODY | RESPONSE_BODY => call(&mut caller)?.body(buffer).ok_or(NOT_FOUND)?.clone(),
-            HTTP_CALL_RESPONSE_BODY => call(&mut caller)?.answer.as_ref().ok_or(NOT_FOUND)?.body.clone(),
-            _ => return Err(Fault::Status(NOT_FOUND)),
-        };
-        let start = (start as usize).min(bytes.len());
-        let end = start.saturating_add(max_size as usize).min(bytes.len());
-        give(&mut caller, &bytes[start..end], data_ptr, size_ptr)
+        let bytes = with_buffer(&mut caller, buffer, |bytes| {
+            let start = (start as usize).min(bytes.len());
+            let end = start.saturating_add(max_size as usize).min(bytes.len());
+            bytes[start..end].to_vec()
+        })?;
+        give(&mut caller, &bytes, data_ptr, size_ptr)
     })
+}
+
+/// `proxy_get_buffer_status`: the buffer's length, and no flags.
+fn proxy_get_buffer_status(
+    mut caller: Caller<'_, Host>,
+    buffer: u32,
+    length_ptr: u32,
+    flags_ptr: u32,
+) -> wasmtime::Result<Status> {
+    run(|| {
+        let length = with_buffer(&mut caller, buffer, <[u8]>::len)?;
+        write_u32(&mut caller, length_ptr, u32::try_from(length).unwrap_or(u32::MAX))?;
+        write_u32(&mut caller, flags_ptr, 0)
+    })
+}
+
+/// Runs `f` on buffer `buffer` of the call in hand: the plugin or VM configuration, a body,
+/// or an HTTP call's answer.
+fn with_buffer<R>(caller: &mut Caller<'_, Host>, buffer: u32, f: impl FnOnce(&[u8]) -> R) -> Result<R, Fault> {
+    let host = caller.data_mut();
+    let bytes: &[u8] = match buffer {
+        PLUGIN_CONFIGURATION => &host.configuration,
+        VM_CONFIGURATION => &[],
+        REQUEST_BODY | RESPONSE_BODY => host.call.as_mut().ok_or(NOT_FOUND)?.body(buffer).ok_or(NOT_FOUND)?,
+        HTTP_CALL_RESPONSE_BODY => &host.call.as_ref().ok_or(NOT_FOUND)?.answer.as_ref().ok_or(NOT_FOUND)?.body,
+        _ => return Err(Fault::Status(NOT_FOUND)),
+    };
+    Ok(f(bytes))
 }
 
 /// Replaces `size` bytes of a body from `start` with the guest's bytes: `(0, 0)` prepends, a

@@ -8,6 +8,9 @@
 //! idle instances when the request ends ([`finish`]); `isolation: request` starts a fresh one
 //! for every request. Every call has the plugin's deadline and every instance its memory cap,
 //! as for components; a failed call drops the instance and applies the attachment's policy.
+//!
+//! Ticks (`proxy_on_tick`) run off the request path, in an instance kept for them per plugin
+//! configuration ([`Ticks`]), for as long as an attachment holds that configuration.
 
 mod abi;
 mod maps;
@@ -15,7 +18,8 @@ mod metrics;
 mod properties;
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -24,7 +28,7 @@ use wasmtime::{InstancePre, Module, Store, TypedFunc};
 pub(crate) use abi::{Host, linker};
 pub use metrics::{MetricKind, PluginMetric, plugin_metrics};
 
-use crate::engine::{Plugin, START_DEADLINE, deadline_ticks};
+use crate::engine::{Kind, Plugin, START_DEADLINE, deadline_ticks};
 use crate::failure::{FailureKind, FilterFailure};
 use crate::host::sluice::filter::types::{Action, ImmediateResponse};
 use crate::host::{Head, RequestContext};
@@ -52,6 +56,10 @@ pub(crate) fn abi_version(bytes: &[u8]) -> Option<&'static str> {
 /// A proxy-wasm module, compiled and linked.
 pub(crate) struct Code {
     pre: InstancePre<Host>,
+    /// The module exports `proxy_on_tick`.
+    ticks: bool,
+    /// The ticks of each configuration attached, by configuration id.
+    ticking: Mutex<HashMap<u64, Weak<Ticks>>>,
 }
 
 impl Code {
@@ -61,7 +69,27 @@ impl Code {
         if module.get_export("proxy_on_context_create").is_none() {
             return Err("does not export proxy_on_context_create".into());
         }
-        Ok(Self { pre })
+        let ticks = module.get_export("proxy_on_tick").is_some();
+        Ok(Self { pre, ticks, ticking: Mutex::default() })
+    }
+
+    /// The ticks of `plugin` with configuration `config` (id `config_id`), shared by every
+    /// attachment of that configuration: started here on the current tokio runtime if they
+    /// are not running. None if the module has no `proxy_on_tick` or there is no runtime.
+    pub fn ticks(&self, plugin: &Arc<Plugin>, config: &Arc<str>, config_id: u64) -> Option<Arc<Ticks>> {
+        if !self.ticks {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut ticking = self.ticking.lock().unwrap_or_else(|e| e.into_inner());
+        ticking.retain(|_, ticks| ticks.strong_count() > 0);
+        if let Some(ticks) = ticking.get(&config_id).and_then(Weak::upgrade) {
+            return Some(ticks);
+        }
+        let task = runtime.spawn(run_ticks(plugin.clone(), config.clone(), config_id));
+        let ticks = Arc::new(Ticks(task.abort_handle()));
+        ticking.insert(config_id, Arc::downgrade(&ticks));
+        Some(ticks)
     }
 
     /// Starts the plugin in a fresh instance and configures it with `config`: the check of an
@@ -135,6 +163,7 @@ struct Exports {
     on_done: Option<TypedFunc<u32, u32>>,
     on_log: Option<TypedFunc<u32, ()>>,
     on_delete: Option<TypedFunc<u32, ()>>,
+    on_tick: Option<TypedFunc<u32, ()>>,
 }
 
 impl Vm {
@@ -176,6 +205,7 @@ impl Vm {
             on_done: instance.get_typed_func(&mut *store, "proxy_on_done").ok(),
             on_log: instance.get_typed_func(&mut *store, "proxy_on_log").ok(),
             on_delete: instance.get_typed_func(&mut *store, "proxy_on_delete").ok(),
+            on_tick: instance.get_typed_func(&mut *store, "proxy_on_tick").ok(),
         };
         exports.on_context_create.call(&mut *store, (1, 0))?;
         if let Some(on_vm_start) = &exports.on_vm_start {
@@ -236,6 +266,100 @@ impl Vm {
         };
         self.store.data_mut().end_call();
         result.map_err(|e| FilterFailure::of(&plugin.name, &e, &self.store.data().limiter))
+    }
+}
+
+/// The ticks of one plugin configuration, running while this is held; dropping the last
+/// holder (the attachments of that configuration) stops them.
+#[derive(Debug)]
+pub(crate) struct Ticks(tokio::task::AbortHandle);
+
+impl Drop for Ticks {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How many ticks failed, by plugin and kind of failure.
+type TickFailures = HashMap<(Arc<str>, FailureKind), u64>;
+
+/// The ticks that failed in the life of the gateway process.
+static TICK_FAILURES: LazyLock<Mutex<TickFailures>> = LazyLock::new(Mutex::default);
+
+/// How many ticks failed, by plugin and kind of failure.
+pub fn tick_failures() -> Vec<(Arc<str>, FailureKind, u64)> {
+    let failures = TICK_FAILURES.lock().unwrap_or_else(|e| e.into_inner());
+    failures.iter().map(|((plugin, kind), count)| (plugin.clone(), *kind, *count)).collect()
+}
+
+/// The shortest time between the end of a tick and the start of the next, whatever period
+/// the filter asks for: ticks never take a thread whole.
+const MIN_TICK_GAP: Duration = Duration::from_millis(10);
+
+/// The instance a configuration's ticks run in, and its root context.
+struct Ticker {
+    vm: Vm,
+    root: u32,
+}
+
+/// The tick loop of one configuration of `plugin`: an instance of its own, configured with
+/// `config`, whose root context gets `proxy_on_tick` at the period it set, each call on a
+/// blocking thread under the plugin's deadline. A failed tick drops the instance and the next
+/// one starts afresh; the loop ends when the root context sets no period (or zero), or its
+/// instance cannot start or rejects the configuration.
+async fn run_ticks(plugin: Arc<Plugin>, config: Arc<str>, config_id: u64) {
+    let (mut ticker, mut period) = (None, Duration::ZERO);
+    loop {
+        let (plugin, config) = (plugin.clone(), config.clone());
+        let step = tokio::task::spawn_blocking(move || tick(&plugin, &config, config_id, ticker, period));
+        let Ok(next) = step.await else { return };
+        (ticker, period) = next;
+        if period.is_zero() {
+            return;
+        }
+        tokio::time::sleep(period.max(MIN_TICK_GAP)).await;
+    }
+}
+
+/// One step of [`run_ticks`]: starts and configures the tick instance if there is none, or
+/// calls `proxy_on_tick` in it. Returns the instance if it is still sound, and the period
+/// until the next step (zero: no more ticks).
+fn tick(
+    plugin: &Plugin,
+    config: &str,
+    config_id: u64,
+    ticker: Option<Ticker>,
+    period: Duration,
+) -> (Option<Ticker>, Duration) {
+    let Kind::ProxyWasm(code) = &plugin.kind else { return (None, Duration::ZERO) };
+    let Some(Ticker { mut vm, root }) = ticker else {
+        let started = Vm::new(code, plugin).and_then(|mut vm| Ok((vm.root(plugin, config, config_id)?, vm)));
+        return match started {
+            Ok((root, vm)) => {
+                let period = vm.store.data().tick_period;
+                (Some(Ticker { vm, root }), period)
+            }
+            Err(failure) => {
+                tracing::debug!(plugin = %plugin.name, "no ticks: {failure}");
+                (None, Duration::ZERO)
+            }
+        };
+    };
+    let result = vm.call(plugin, plugin.limits.deadline, |store, exports| match &exports.on_tick {
+        Some(on_tick) => on_tick.call(store, root),
+        None => Ok(()),
+    });
+    match result {
+        Ok(()) => {
+            let period = vm.store.data().tick_period;
+            (Some(Ticker { vm, root }), period)
+        }
+        Err(failure) => {
+            tracing::warn!(plugin = %plugin.name, kind = failure.kind.as_str(), "{failure} (tick)");
+            let mut failures = TICK_FAILURES.lock().unwrap_or_else(|e| e.into_inner());
+            *failures.entry((plugin.name.clone(), failure.kind)).or_default() += 1;
+            (None, period)
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub(crate) fn get(plugin: &str, call: Option<&Call>, path: &[&[u8]]) -> Option<V
         }
         [b"source", b"address"] => text(&context.client.to_string()),
         [b"source", b"port"] => number(context.client.port().into()),
+        [b"destination", b"address"] => text(&context.local.to_string()),
+        [b"destination", b"port"] => number(context.local.port().into()),
         [b"upstream", b"address"] => text(&context.served?.to_string()),
         [b"upstream", b"port"] => number(context.served?.port().into()),
         [b"response", b"code"] => {

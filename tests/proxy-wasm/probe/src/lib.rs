@@ -44,6 +44,11 @@ struct Config {
     auth: Option<String>,
     /// Replace upstream responses of this status with a 502 of the filter's own.
     replace_status: Option<u16>,
+    /// Every this many milliseconds, count a tick in shared data under this key (in the root
+    /// context's `proxy_on_tick`); responses carry the count in `x-ticks`.
+    ticks: Option<(u64, String)>,
+    /// Spin forever in every tick, after counting it.
+    hostile_tick: bool,
 }
 
 proxy_wasm::main! {{
@@ -66,6 +71,9 @@ impl RootContext for Root {
                 false
             }
             Ok(config) => {
+                if let Some((period, _)) = &config.ticks {
+                    self.set_tick_period(Duration::from_millis(*period));
+                }
                 self.config = Rc::new(config);
                 true
             }
@@ -73,6 +81,15 @@ impl RootContext for Root {
                 let _ = hostcalls::log(LogLevel::Error, &format!("invalid configuration: {e}"));
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some((_, key)) = &self.config.ticks {
+            count(key);
+        }
+        if self.config.hostile_tick {
+            spin();
         }
     }
 
@@ -108,6 +125,25 @@ impl Context for Probe {
     }
 }
 
+/// Spins until the host stops the call.
+fn spin() -> ! {
+    let mut spins = 0u64;
+    loop {
+        spins = std::hint::black_box(spins.wrapping_add(1));
+    }
+}
+
+/// Adds one to the number in shared data under `key`, with compare-and-swap; the new count.
+fn count(key: &str) -> u64 {
+    loop {
+        let (value, cas) = hostcalls::get_shared_data(key).expect("shared data");
+        let count = value.map_or(0, |v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0)) + 1;
+        if hostcalls::set_shared_data(key, Some(count.to_string().as_bytes()), cas).is_ok() {
+            return count;
+        }
+    }
+}
+
 fn text(property: Option<Vec<u8>>) -> String {
     property.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
 }
@@ -122,12 +158,7 @@ fn number(property: Option<Vec<u8>>) -> String {
 impl HttpContext for Probe {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         match self.config.hostile.as_deref() {
-            Some("loop") => {
-                let mut spins = 0u64;
-                loop {
-                    spins = std::hint::black_box(spins.wrapping_add(1));
-                }
-            }
+            Some("loop") => spin(),
             Some("memory") => {
                 let mut hoard = Vec::new();
                 loop {
@@ -177,12 +208,15 @@ impl HttpContext for Probe {
                 ("x-prop-protocol", ["request", "protocol"]),
                 ("x-prop-id", ["request", "id"]),
                 ("x-prop-source", ["source", "address"]),
+                ("x-prop-destination", ["destination", "address"]),
             ] {
                 let value = text(self.get_property(property.to_vec()));
                 self.add_http_request_header(header, &value);
             }
             let port = number(self.get_property(vec!["source", "port"]));
             self.add_http_request_header("x-prop-source-port", &port);
+            let port = number(self.get_property(vec!["destination", "port"]));
+            self.add_http_request_header("x-prop-destination-port", &port);
             let plugin = text(self.get_property(vec!["plugin_name"]));
             self.add_http_request_header("x-prop-plugin", &plugin);
         }
@@ -205,14 +239,11 @@ impl HttpContext for Probe {
             self.set_http_response_header("x-prop-request-path", Some(&path));
         }
         if self.config.count {
-            let count = loop {
-                let (value, cas) = self.get_shared_data("count");
-                let count = value.map_or(0, |v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0)) + 1;
-                if self.set_shared_data("count", Some(count.to_string().as_bytes()), cas).is_ok() {
-                    break count;
-                }
-            };
-            self.set_http_response_header("x-count", Some(&count.to_string()));
+            self.set_http_response_header("x-count", Some(&count("count").to_string()));
+        }
+        if let Some((_, key)) = &self.config.ticks {
+            let ticks = text(self.get_shared_data(key).0);
+            self.set_http_response_header("x-ticks", Some(&ticks));
         }
         Action::Continue
     }
