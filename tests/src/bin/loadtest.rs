@@ -5,8 +5,9 @@
 //! under test spent per request (the backend for `direct`; all nginx processes), and Sluice's
 //! figures relative to nginx. Plain HTTP is also run on a route with a chain of three Wasm
 //! filters (the test filter `probe`: set a header; keep state for the response phase; set a
-//! response header), and on a route with the built-in rewrite, headers and cookie-affinity
-//! filters (ingress-nginx annotations), against the same route without filters.
+//! response header), on a route with the built-in rewrite, headers and cookie-affinity filters
+//! (ingress-nginx annotations), and on routes with each access-control built-in (CORS, an
+//! allowed source range), each against the same route without filters.
 //!
 //! Identical runs on a shared 2-core machine differ by up to 30%, so the comparison is made to
 //! hold: with two or more CPUs, Sluice and nginx are pinned to CPU 0 (one worker each) and the
@@ -158,6 +159,13 @@ async fn main() -> anyhow::Result<()> {
         ],
     );
     std::fs::write(dir.path().join("builtins.yaml"), builtins)?;
+    for (name, path, annotations) in ACCESS_ROUTES {
+        let mut annotations = annotations.to_vec();
+        annotations.push(("nginx.ingress.kubernetes.io/ssl-redirect", "false"));
+        let ingress =
+            sluice_tests::manifests::annotated_ingress(name, "load.test", &[(path, "Prefix", "load")], &annotations);
+        std::fs::write(dir.path().join(format!("{name}.yaml")), ingress)?;
+    }
     let plugins = tempfile::tempdir()?;
     std::fs::copy(sluice_tests::test_filters().join("probe.wasm"), plugins.path().join("probe.wasm"))?;
     let plugin_args = ["--plugins", plugins.path().to_str().context("UTF-8 path")?];
@@ -183,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("h2load is not installed (apt-get install -y nghttp2-client): no HTTP/2 runs");
     }
     // wrk counts only statuses above 399 as errors: make sure the routes answer 200, not a redirect.
-    for path in ["/", "/filtered", "/builtins/x"] {
+    for path in ["/"].into_iter().chain(FILTERED.iter().map(|run| run.path)) {
         let reply = sluice_tests::Client::new().get(&sluice.url(path), "load.test").await?;
         anyhow::ensure!(reply.status == 200, "{path} answered {}: {}", reply.status, reply.body);
     }
@@ -191,7 +199,6 @@ async fn main() -> anyhow::Result<()> {
     let direct = Load::Wrk(&[]);
     let mut results = Results::default();
     results.add("direct http", run(&args, direct, &format!("http://{backend_addr}/"), backend_pid).await?);
-    let session = "Cookie: INGRESSCOOKIE=0123456789abcdef";
     for round in 1..=args.rounds {
         eprintln!("round {round} of {}", args.rounds);
         for &mode in &args.modes {
@@ -223,17 +230,66 @@ async fn main() -> anyhow::Result<()> {
         }
         for (name, gateway) in &gateways {
             let pid = gateway.child.id().context("sluice exited")?;
-            let builtins = gateway.url("/builtins/x");
-            results.add(&format!("{name} http 3 filters"), run(&args, direct, &gateway.url("/filtered"), pid).await?);
-            // Rewrite + headers + affinity: clients that keep their session, and clients that
-            // each start one (a new key and a Set-Cookie on every response).
-            results.add(&format!("{name} http built-ins"), run(&args, Load::Wrk(&[session]), &builtins, pid).await?);
-            results.add(&format!("{name} http built-ins new"), run(&args, direct, &builtins, pid).await?);
+            for filtered in FILTERED {
+                let (load, url) = (Load::Wrk(filtered.headers), gateway.url(filtered.path));
+                results.add(&format!("{name} http {}", filtered.name), run(&args, load, &url, pid).await?);
+            }
         }
     }
     results.print();
     Ok(())
 }
+
+/// A plain HTTP run on a route with filters, compared with the route without.
+struct Filtered {
+    name: &'static str,
+    /// What the route runs, for the comparison's line.
+    what: &'static str,
+    path: &'static str,
+    /// Extra request headers (`Name: value`).
+    headers: &'static [&'static str],
+}
+
+const FILTERED: &[Filtered] = &[
+    Filtered { name: "3 filters", what: "3-filter chain", path: "/filtered", headers: &[] },
+    // Rewrite + headers + affinity: clients that keep their session, and clients that each
+    // start one (a new key and a Set-Cookie on every response).
+    Filtered {
+        name: "built-ins",
+        what: "rewrite+headers+affinity (sessions kept)",
+        path: "/builtins/x",
+        headers: &["Cookie: INGRESSCOOKIE=0123456789abcdef"],
+    },
+    Filtered {
+        name: "built-ins new",
+        what: "rewrite+headers+affinity (new sessions)",
+        path: "/builtins/x",
+        headers: &[],
+    },
+    Filtered {
+        name: "cors",
+        what: "CORS (simple request)",
+        path: "/cors",
+        headers: &["Origin: https://app.load.test"],
+    },
+    Filtered { name: "source ranges", what: "allowlist source range", path: "/ranges", headers: &[] },
+];
+
+/// An Ingress's annotations: name, value.
+type Annotations = &'static [(&'static str, &'static str)];
+
+/// The Ingresses of the access-control runs: name, path prefix and annotations.
+const ACCESS_ROUTES: &[(&str, &str, Annotations)] = &[
+    (
+        "cors",
+        "/cors",
+        &[
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/cors-allow-origin", "https://app.load.test"),
+        ],
+    ),
+    ("ranges", "/ranges", &[("nginx.ingress.kubernetes.io/whitelist-source-range", "127.0.0.0/8, 10.0.0.0/8")]),
+];
 
 /// Every run's figures, by name, in the order of the rounds.
 #[derive(Default)]
@@ -273,15 +329,9 @@ impl Results {
                 println!("sluice/nginx {label:<15} throughput {rps}, CPU per request {cpu}");
             }
         }
-        if let Some((rps, cpu)) = self.paired("sluice http 3 filters", "sluice http") {
-            println!("sluice 3-filter chain / no filters: throughput {rps}, CPU per request {cpu}");
-        }
-        for (name, label) in [("sluice http built-ins", "sessions kept"), ("sluice http built-ins new", "new sessions")]
-        {
-            if let Some((rps, cpu)) = self.paired(name, "sluice http") {
-                println!(
-                    "sluice rewrite+headers+affinity ({label}) / no filters: throughput {rps}, CPU per request {cpu}"
-                );
+        for run in FILTERED {
+            if let Some((rps, cpu)) = self.paired(&format!("sluice http {}", run.name), "sluice http") {
+                println!("sluice {} / no filters: throughput {rps}, CPU per request {cpu}", run.what);
             }
         }
         if let Some((rps, _)) = self.paired("sluice https", "sluice http") {
