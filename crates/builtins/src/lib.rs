@@ -53,3 +53,21 @@ pub fn parse<T: Config>(json: &str) -> Result<T, String> {
     config.validate()?;
     Ok(config)
 }
+
+/// Declares a built-in's filter type for the plugin in `plugins/`: `struct $filter`, whose
+/// `sluice_sdk::Filter` configuration is `$config`, read with [`parse`]. The plugin, which
+/// depends on `sluice_sdk`, implements the phases itself.
+#[macro_export]
+macro_rules! filter_type {
+    ($filter:ident, $config:ty) => {
+        struct $filter;
+
+        impl ::sluice_sdk::Filter for $filter {
+            type Config = $config;
+
+            fn parse_config(config: &str) -> Result<$config, String> {
+                $crate::parse(config)
+            }
+        }
+    };
+}
