@@ -275,22 +275,30 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
-/// Whether `object` passes the `labelSelector` (`key` or `key=value`, comma-separated) and
-/// `fieldSelector` (`type=...`, `metadata.name=...`, `metadata.namespace=...`) of `query`.
+/// Whether `object` passes the `labelSelector` (`key`, `!key`, `key=value` or `key!=value`,
+/// comma-separated) and `fieldSelector` (`type=...`, `type!=...`, `metadata.name=...`,
+/// `metadata.namespace=...`) of `query`.
 fn selected(object: &Value, query: &BTreeMap<String, String>) -> bool {
     let labels = query.get("labelSelector").into_iter().flat_map(|s| s.split(','));
     let labels_match = labels.filter(|s| !s.is_empty()).all(|term| {
-        let label = |key: &str| object["metadata"]["labels"][key].as_str().map(str::to_owned);
-        match term.split_once('=') {
-            Some((key, value)) => label(key).as_deref() == Some(value),
-            None => label(term).is_some(),
+        let label = |key: &str| object["metadata"]["labels"][key].as_str();
+        match (term.strip_prefix('!'), term.split_once("!="), term.split_once('=')) {
+            (Some(key), ..) => label(key).is_none(),
+            (None, Some((key, value)), _) => label(key) != Some(value),
+            (None, None, Some((key, value))) => label(key) == Some(value),
+            (None, None, None) => label(term).is_some(),
         }
     });
     let fields = query.get("fieldSelector").into_iter().flat_map(|s| s.split(','));
     let fields_match = fields.filter(|s| !s.is_empty()).all(|term| {
-        let (field, value) = term.split_once('=').unwrap_or((term, ""));
-        let pointer = format!("/{}", field.replace('.', "/"));
-        object.pointer(&pointer).and_then(Value::as_str) == Some(value)
+        let field = |name: &str| object.pointer(&format!("/{}", name.replace('.', "/"))).and_then(Value::as_str);
+        match term.split_once("!=") {
+            Some((name, value)) => field(name) != Some(value),
+            None => {
+                let (name, value) = term.split_once('=').unwrap_or((term, ""));
+                field(name) == Some(value)
+            }
+        }
     });
     labels_match && fields_match
 }

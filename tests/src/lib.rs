@@ -161,6 +161,12 @@ impl App {
     }
 }
 
+/// An `Authorization` value with HTTP Basic credentials.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
 /// A free TCP port on `ip` (released before returning; good enough for tests on loopback).
 pub fn free_port(ip: &str) -> anyhow::Result<u16> {
     Ok(StdListener::bind((ip, 0))?.local_addr()?.port())

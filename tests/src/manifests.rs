@@ -43,15 +43,32 @@ pub fn filtered_ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], fi
     annotated_ingress(name, host, paths, &[("sluice.dev/filters", filters)])
 }
 
-/// [`ingress`] with `annotations` (values may span lines).
-pub fn annotated_ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], annotations: &[(&str, &str)]) -> String {
-    let annotations: String = annotations
+/// A YAML mapping of `entries`, each value a block scalar (so it may span lines), its keys
+/// indented by `indent` spaces.
+fn block_map(entries: &[(&str, &str)], indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    entries
         .iter()
         .map(|(key, value)| {
-            let value: String = value.lines().map(|line| format!("      {line}\n")).collect();
-            format!("    {key}: |-\n{value}")
+            let value: String = value.lines().map(|line| format!("{pad}  {line}\n")).collect();
+            format!("{pad}{key}: |-\n{value}")
         })
-        .collect();
+        .collect()
+}
+
+/// [`ingress`] with `annotations` (values may span lines).
+pub fn annotated_ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], annotations: &[(&str, &str)]) -> String {
+    let annotations = block_map(annotations, 4);
     let annotated = format!("metadata:\n  name: {name}\n  annotations:\n{annotations}");
     ingress(name, host, paths).replacen(&format!("metadata: {{name: {name}}}\n"), &annotated, 1)
+}
+
+/// An `Opaque` Secret with these labels and `stringData` entries (values may span lines).
+pub fn opaque_secret(name: &str, labels: &[(&str, &str)], entries: &[(&str, &str)]) -> String {
+    let labels: Vec<String> = labels.iter().map(|(key, value)| format!("{key}: {value:?}")).collect();
+    let entries = block_map(entries, 2);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{{}}}\ntype: Opaque\nstringData:\n{entries}",
+        labels.join(", ")
+    )
 }

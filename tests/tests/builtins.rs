@@ -1,13 +1,13 @@
-//! The built-in filters end to end: ingress-nginx's source-range, CORS, rewrite, redirect,
-//! header and cookie affinity annotations on the real binary, with real echo pods and real
-//! clients.
+//! The built-in filters end to end: ingress-nginx's source-range, CORS, basic authentication,
+//! rewrite, redirect, header and cookie affinity annotations on the real binary, with real echo
+//! pods and real clients.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_tests::manifests::{annotated_ingress, ingress, service};
-use sluice_tests::{Client, Gateway, Pods, Reply, test_filters, write_atomic};
+use sluice_tests::manifests::{annotated_ingress, ingress, opaque_secret, service};
+use sluice_tests::{Client, Gateway, Pods, Reply, basic_authorization, test_filters, write_atomic};
 
 const REWRITE_TARGET: &str = "nginx.ingress.kubernetes.io/rewrite-target";
 
@@ -117,7 +117,7 @@ async fn rewrites_and_redirects_as_ingress_nginx_documents_them() {
         .filter(|p| p["builtin"] == true && p["hash"].is_string())
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(builtins, ["affinity", "cors", "headers", "rewrite", "source-ranges"]);
+    assert_eq!(builtins, ["affinity", "basic-auth", "cors", "headers", "rewrite", "source-ranges"]);
 }
 
 #[tokio::test]
@@ -378,6 +378,168 @@ async fn source_ranges_refuse_clients_by_the_address_trusted_proxies_forwarded_f
     // An invalid range fails the Ingress closed rather than open.
     assert_eq!(status_from(&client, &direct, "broken.test", None).await, 500);
     assert_eq!(only_error(&direct).await["field"], format!("metadata.annotations[{allow}]"));
+}
+
+/// The htpasswd file of the built-ins' unit tests: one user per hash form, `user-FORM` with the
+/// password `secret-FORM`.
+const HTPASSWD: &str = include_str!("../../crates/builtins/testdata/htpasswd");
+
+/// `secret-bcrypt-10` hashed by bcrypt at cost 10 (Python's `crypt`).
+const BCRYPT_10: &str = "$2y$10$/n0jrF5AG0snCfp9fH6cVOtui9mU/Naj9sytrFu1jVdptSS30BbtK";
+
+/// A Secret of users for basic authentication (`stringData`).
+fn auth_secret(name: &str, entries: &[(&str, &str)]) -> String {
+    opaque_secret(name, &[("sluice.dev/basic-auth", "true")], entries)
+}
+
+/// The status of a GET of `host` with these credentials, checking a 401's challenge.
+async fn status_as(
+    client: &Client,
+    gateway: &Gateway,
+    host: &str,
+    credentials: Option<(&str, &str)>,
+    realm: &str,
+) -> u16 {
+    let authorization = credentials.map(|(user, password)| basic_authorization(user, password));
+    let headers: Vec<_> = authorization.iter().map(|value| ("authorization", value.as_str())).collect();
+    let reply = get(client, gateway, "/", host, &headers).await;
+    match reply.status {
+        401 => assert_eq!(header(&reply, "www-authenticate"), Some(format!("Basic realm=\"{realm}\"").as_str())),
+        // The credentials go upstream, as with nginx's auth_basic.
+        200 => assert_eq!(reply.json()["headers"]["authorization"], authorization.unwrap()),
+        _ => {}
+    }
+    reply.status
+}
+
+#[tokio::test]
+async fn basic_auth_checks_every_htpasswd_form_and_fails_closed_without_its_secret() {
+    let pods = Pods::start(&["127.0.0.75"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = [("/", "Prefix", "app")];
+    let (auth_type, auth_secret_name) =
+        ("nginx.ingress.kubernetes.io/auth-type", "nginx.ingress.kubernetes.io/auth-secret");
+    let basic_with = |secret: &'static str| [(auth_type, "basic"), (auth_secret_name, secret)];
+    let apr1 = HTPASSWD.lines().find_map(|line| line.strip_prefix("user-apr1:")).unwrap();
+    let mut manifests = vec![
+        service("app", &pods.addrs, &[]),
+        // Above htpasswd's default cost: slower than the default filter deadline (50 ms).
+        auth_secret("staff", &[("auth", &format!("{HTPASSWD}user-bcrypt-10:{BCRYPT_10}\n"))]),
+        auth_secret("staff-map", &[("ann", apr1), ("bob", "{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")]),
+        annotated_ingress(
+            "file",
+            "file.test",
+            &app,
+            &[basic_with("staff")[0], basic_with("staff")[1], ("nginx.ingress.kubernetes.io/auth-realm", "Staff only")],
+        ),
+        annotated_ingress(
+            "map",
+            "map.test",
+            &app,
+            &[
+                (auth_type, "basic"),
+                (auth_secret_name, "default/staff-map"),
+                ("nginx.ingress.kubernetes.io/auth-secret-type", "auth-map"),
+            ],
+        ),
+        // A preflight is answered before credentials are asked for; a refused client gets no further.
+        annotated_ingress(
+            "cors",
+            "cors.test",
+            &app,
+            &[basic_with("staff")[0], basic_with("staff")[1], ("nginx.ingress.kubernetes.io/enable-cors", "true")],
+        ),
+        annotated_ingress(
+            "ranges",
+            "ranges.test",
+            &app,
+            &[
+                basic_with("staff")[0],
+                basic_with("staff")[1],
+                ("nginx.ingress.kubernetes.io/allowlist-source-range", "10.0.0.0/8"),
+            ],
+        ),
+        annotated_ingress("missing", "missing.test", &app, &basic_with("later")),
+        annotated_ingress("typo", "typo.test", &app, &[(auth_type, "basci"), (auth_secret_name, "staff")]),
+    ];
+    write(dir.path(), &manifests);
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+
+    let forms = [
+        "apr1",
+        "md5",
+        "bcrypt-2y",
+        "bcrypt-2a",
+        "bcrypt-2b",
+        "bcrypt-10",
+        "sha256",
+        "sha512",
+        "des",
+        "sha",
+        "ssha",
+        "plain",
+    ];
+    for form in forms {
+        let (user, password) = (format!("user-{form}"), format!("secret-{form}"));
+        assert_eq!(
+            status_as(&client, &gateway, "file.test", Some((&user, &password)), "Staff only").await,
+            200,
+            "{form}"
+        );
+        assert_eq!(
+            status_as(&client, &gateway, "file.test", Some((&user, "wrong")), "Staff only").await,
+            401,
+            "{form}"
+        );
+    }
+    assert_eq!(status_as(&client, &gateway, "file.test", None, "Staff only").await, 401);
+    assert_eq!(status_as(&client, &gateway, "file.test", Some(("nobody", "secret-sha")), "Staff only").await, 401);
+    let refused = get(&client, &gateway, "/", "file.test", &[("authorization", "Bearer abc")]).await;
+    assert_eq!((refused.status, refused.body.as_str()), (401, "authorization required\n"));
+
+    // auth-map: each key a user; the realm is empty by default, as in ingress-nginx.
+    assert_eq!(status_as(&client, &gateway, "map.test", Some(("ann", "secret-apr1")), "").await, 200);
+    assert_eq!(status_as(&client, &gateway, "map.test", Some(("bob", "secret-sha")), "").await, 200);
+    assert_eq!(status_as(&client, &gateway, "map.test", Some(("bob", "secret-apr1")), "").await, 401);
+    assert_eq!(status_as(&client, &gateway, "map.test", None, "").await, 401);
+
+    let preflight = [("origin", "https://app.test"), ("access-control-request-method", "GET")];
+    assert_eq!(send(&client, &gateway, "OPTIONS", "cors.test", &preflight).await.status, 204);
+    assert_eq!(status_as(&client, &gateway, "cors.test", None, "").await, 401);
+    assert_eq!(status_as(&client, &gateway, "ranges.test", Some(("user-sha", "secret-sha")), "").await, 403);
+
+    // A missing Secret and an invalid annotation fail their Ingress closed, each reported
+    // against the Ingress and the annotation.
+    assert_eq!(status_as(&client, &gateway, "missing.test", Some(("user-sha", "secret-sha")), "").await, 500);
+    assert_eq!(status_as(&client, &gateway, "typo.test", Some(("user-sha", "secret-sha")), "").await, 500);
+    let config = gateway.config().await.unwrap();
+    let errors: Vec<(&str, &str)> = config["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["object"].as_str().unwrap(), e["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("Ingress default/missing", "metadata.annotations[nginx.ingress.kubernetes.io/auth-secret]"),
+            ("Ingress default/typo", "metadata.annotations[nginx.ingress.kubernetes.io/auth-type]"),
+        ]
+    );
+    let check = std::process::Command::new(sluice_tests::sluice_bin()).arg("check").arg(dir.path()).output().unwrap();
+    let out = String::from_utf8(check.stdout).unwrap();
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert!(out.contains("Ingress default/missing: metadata.annotations[nginx.ingress.kubernetes.io/auth-secret]: Secret default/later not found"), "{out}");
+
+    // The Secret appears: the route serves its users.
+    manifests.push(auth_secret("later", &[("auth", "late:{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")]));
+    write(dir.path(), &manifests);
+    eventually("the new Secret guards its route", || async {
+        status_as(&client, &gateway, "missing.test", Some(("late", "secret-sha")), "").await == 200
+    })
+    .await;
+    assert_eq!(status_as(&client, &gateway, "missing.test", None, "").await, 401);
 }
 
 /// Cookie affinity: an Ingress per mode and option set, over the same pods.

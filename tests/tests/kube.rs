@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_tests::fake_api::FakeApi;
-use sluice_tests::manifests::{annotated_ingress, filtered_ingress, ingress, service};
+use sluice_tests::manifests::{annotated_ingress, filtered_ingress, ingress, opaque_secret, service};
 use sluice_tests::tls::{Certificate, Connection};
-use sluice_tests::{Client, Gateway, Pods};
+use sluice_tests::{Client, Gateway, Pods, basic_authorization};
 
 /// Polls `check` every 20 ms until it holds; fails after 15 s saying `what`.
 async fn eventually<F: Future<Output = bool>>(what: &str, check: impl FnMut() -> F) {
@@ -184,6 +184,42 @@ async fn a_rotated_secret_serves_new_handshakes() {
     })
     .await;
     assert_eq!(open.get("secure.test", "/").await.unwrap().0.status, 200, "the open connection was disturbed");
+}
+
+#[tokio::test]
+async fn basic_auth_reads_the_labelled_secret_an_ingress_names() {
+    let (_pods, api) = one_pod_cluster("127.0.0.76").await;
+    let users = [("auth", "ann:{PLAIN}one")];
+    api.apply_yaml(&opaque_secret("staff", &[("sluice.dev/basic-auth", "true")], &users));
+    api.apply_yaml(&opaque_secret("unlabelled", &[], &users));
+    let guarded = |name: &str, secret: &str| {
+        let annotations =
+            [("nginx.ingress.kubernetes.io/auth-type", "basic"), ("nginx.ingress.kubernetes.io/auth-secret", secret)];
+        annotated_ingress(name, &format!("{name}.test"), &[("/", "Prefix", "app")], &annotations)
+    };
+    api.apply_yaml(&guarded("staff", "staff"));
+    api.apply_yaml(&guarded("unlabelled", "unlabelled"));
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start_kube(&api.kubeconfig(dir.path()).unwrap(), &[]).await.unwrap();
+    let client = Client::new();
+    let as_ann = |password: &str| [("authorization", basic_authorization("ann", password))];
+    let get = async |host: &str, credentials: &[(&str, String)]| {
+        let headers: Vec<(&str, &str)> = credentials.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let url = gateway.url("/");
+        client.request(http::Method::GET, &url, host, &headers, Default::default()).await.unwrap().status
+    };
+    assert_eq!(get("staff.test", &as_ann("one")).await, 200);
+    assert_eq!(get("staff.test", &as_ann("two")).await, 401);
+    // Unlabelled Secrets are never read: the route fails closed.
+    assert_eq!(get("unlabelled.test", &as_ann("one")).await, 500);
+
+    // A changed Secret applies to the next request.
+    api.apply_yaml(&opaque_secret("staff", &[("sluice.dev/basic-auth", "true")], &[("auth", "ann:{PLAIN}two")]));
+    eventually("the changed Secret's password is asked for", || async {
+        get("staff.test", &as_ann("two")).await == 200
+    })
+    .await;
+    assert_eq!(get("staff.test", &as_ann("one")).await, 401);
 }
 
 #[tokio::test]

@@ -8,20 +8,25 @@
 //! on the host.
 //!
 //! In a chain the built-ins come first, in the order of [`ALL`]: [`SOURCE_RANGES`] (a refused
-//! client gets no further), [`CORS`] (a preflight is answered before anything is rewritten),
+//! client gets no further), [`CORS`] (a preflight is answered before anything is rewritten, and
+//! before credentials are asked for, which browsers never send with one), [`BASIC_AUTH`],
 //! [`REWRITE`], [`HEADERS`], [`AFFINITY`]; then the Ingress's own `sluice.dev/filters`.
 //! Response phases run in reverse.
 
 pub mod affinity;
+pub mod basic_auth;
 pub mod check;
 pub mod cors;
 pub mod headers;
 pub mod rewrite;
 pub mod source_ranges;
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 
 pub use affinity::{Affinity, AffinityMode, SameSite};
+pub use basic_auth::BasicAuth;
 pub use cors::Cors;
 pub use headers::{HeaderOps, Headers};
 pub use rewrite::{Redirect, Rewrite};
@@ -31,6 +36,8 @@ pub use source_ranges::SourceRanges;
 pub const SOURCE_RANGES: &str = "source-ranges";
 /// The cross-origin resource sharing plugin.
 pub const CORS: &str = "cors";
+/// The HTTP Basic authentication plugin.
+pub const BASIC_AUTH: &str = "basic-auth";
 /// The rewrite and redirect plugin.
 pub const REWRITE: &str = "rewrite";
 /// The request and response header plugin.
@@ -39,7 +46,14 @@ pub const HEADERS: &str = "headers";
 pub const AFFINITY: &str = "affinity";
 /// Every built-in plugin, in chain order. The gateway's build compiles `plugins/NAME` for each
 /// and embeds it; the gateway loads them under these names.
-pub const ALL: [&str; 5] = [SOURCE_RANGES, CORS, REWRITE, HEADERS, AFFINITY];
+pub const ALL: [&str; 6] = [SOURCE_RANGES, CORS, BASIC_AUTH, REWRITE, HEADERS, AFFINITY];
+
+/// The least deadline of a built-in's calls, whatever `--filter-deadline` says. Checking a
+/// password hash is slow by design (bcrypt at cost 12 takes about 250 ms): a missed deadline
+/// would refuse a right password with 500.
+pub fn min_deadline(plugin: &str) -> Duration {
+    if plugin == BASIC_AUTH { Duration::from_secs(1) } else { Duration::ZERO }
+}
 
 /// A built-in plugin's configuration: every value checked after parsing.
 pub trait Config: DeserializeOwned {
@@ -52,4 +66,22 @@ pub fn parse<T: Config>(json: &str) -> Result<T, String> {
     let config: T = serde_json::from_str(json).map_err(|e| e.to_string())?;
     config.validate()?;
     Ok(config)
+}
+
+/// Declares a built-in's filter type for the plugin in `plugins/`: `struct $filter`, whose
+/// `sluice_sdk::Filter` configuration is `$config`, read with [`parse`]. The plugin, which
+/// depends on `sluice_sdk`, implements the phases itself.
+#[macro_export]
+macro_rules! filter_type {
+    ($filter:ident, $config:ty) => {
+        struct $filter;
+
+        impl ::sluice_sdk::Filter for $filter {
+            type Config = $config;
+
+            fn parse_config(config: &str) -> Result<$config, String> {
+                $crate::parse(config)
+            }
+        }
+    };
 }

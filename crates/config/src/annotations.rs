@@ -59,6 +59,17 @@ pub const NGINX_CORS_ALLOW_CREDENTIALS: &str = "nginx.ingress.kubernetes.io/cors
 /// ingress-nginx: `Access-Control-Max-Age` in seconds.
 pub const NGINX_CORS_MAX_AGE: &str = "nginx.ingress.kubernetes.io/cors-max-age";
 
+/// ingress-nginx: HTTP authentication; `basic` is the one type supported.
+pub const NGINX_AUTH_TYPE: &str = "nginx.ingress.kubernetes.io/auth-type";
+/// ingress-nginx: the Secret (`NAME` or `NAMESPACE/NAME`, the Ingress's own namespace) with
+/// the users and their password hashes.
+pub const NGINX_AUTH_SECRET: &str = "nginx.ingress.kubernetes.io/auth-secret";
+/// ingress-nginx: `auth-file` (default: an htpasswd file in the Secret's key `auth`) or
+/// `auth-map` (each key a user, its value the password hash).
+pub const NGINX_AUTH_SECRET_TYPE: &str = "nginx.ingress.kubernetes.io/auth-secret-type";
+/// ingress-nginx: the realm of the `WWW-Authenticate` challenge (default empty).
+pub const NGINX_AUTH_REALM: &str = "nginx.ingress.kubernetes.io/auth-realm";
+
 /// ingress-nginx: session affinity; `cookie` is the one kind.
 pub const NGINX_AFFINITY: &str = "nginx.ingress.kubernetes.io/affinity";
 /// ingress-nginx: `balanced` (default) or `persistent`.
@@ -182,11 +193,8 @@ pub const NGINX_SNIPPETS: [&str; 5] = [
 
 /// ingress-nginx annotations that restrict who may reach a route and that Sluice does not
 /// enforce yet: the routes fail closed rather than serve what they were meant to guard.
-pub const NGINX_UNENFORCED_GUARDS: [&str; 3] = [
-    "nginx.ingress.kubernetes.io/auth-url",
-    "nginx.ingress.kubernetes.io/auth-type",
-    "nginx.ingress.kubernetes.io/auth-tls-verify-client",
-];
+pub const NGINX_UNENFORCED_GUARDS: [&str; 2] =
+    ["nginx.ingress.kubernetes.io/auth-url", "nginx.ingress.kubernetes.io/auth-tls-verify-client"];
 
 /// Header changes on requests: YAML `{remove: [...], set: {...}, add: {...}}`.
 pub const REQUEST_HEADERS: &str = "sluice.dev/request-headers";

@@ -1,36 +1,36 @@
-//! Annotations that compile into the built-in filters (source ranges, CORS, rewrite, headers,
-//! affinity): the
-//! ingress-nginx ones existing Ingresses carry, and ours.
+//! Annotations that compile into the built-in filters (source ranges, CORS, basic
+//! authentication, rewrite, headers, affinity): the ingress-nginx ones existing Ingresses
+//! carry, and ours.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 use sluice_builtins::{
-    Affinity, Config, Cors, HeaderOps, Headers, Redirect, Rewrite, SourceRanges, check, cors, rewrite, source_ranges,
+    Affinity, BasicAuth, Config, Cors, HeaderOps, Headers, Redirect, Rewrite, SourceRanges, basic_auth, check, cors,
+    rewrite, source_ranges,
 };
 
 use crate::annotations::{self as names, Reader, parse_bool};
 use crate::error::not_found;
 use crate::filters::{FailurePolicy, FilterSpec, Isolation};
-
-/// Finds a ConfigMap by namespace and name.
-pub(crate) type ConfigMaps<'a> = dyn Fn(&str, &str) -> Option<&'a ConfigMap> + 'a;
+use crate::index::{Referenced, secret_entry};
+use crate::manifest::BASIC_AUTH_LABEL;
 
 /// The built-in filters `annotations` ask for, in chain order ([`sluice_builtins::ALL`]).
 /// Invalid values are pushed to `errors` as (field, message); the caller fails the Ingress.
 pub(crate) fn builtin_filters(
     annotations: &BTreeMap<String, String>,
     namespace: &str,
-    config_maps: &ConfigMaps<'_>,
+    referenced: &Referenced,
     errors: &mut Vec<(String, String)>,
 ) -> Vec<FilterSpec> {
     let mut reader = Reader { annotations, errors };
     let specs = [
         source_ranges_config(&mut reader).map(|c| spec(sluice_builtins::SOURCE_RANGES, &c)),
         cors_config(&mut reader).map(|c| spec(sluice_builtins::CORS, &c)),
+        basic_auth_config(&mut reader, namespace, referenced).map(|c| spec(sluice_builtins::BASIC_AUTH, &c)),
         rewrite_config(&mut reader).map(|c| spec(sluice_builtins::REWRITE, &c)),
-        headers_config(&mut reader, namespace, config_maps).map(|c| spec(sluice_builtins::HEADERS, &c)),
+        headers_config(&mut reader, namespace, referenced).map(|c| spec(sluice_builtins::HEADERS, &c)),
         affinity_config(&mut reader).map(|c| spec(sluice_builtins::AFFINITY, &c)),
     ];
     specs.into_iter().flatten().collect()
@@ -82,6 +82,92 @@ fn cors_config(r: &mut Reader) -> Option<Cors> {
     })
 }
 
+/// The annotations that only mean something with `auth-type`.
+const WITH_AUTH_TYPE: [&str; 3] = [names::NGINX_AUTH_SECRET, names::NGINX_AUTH_SECRET_TYPE, names::NGINX_AUTH_REALM];
+
+fn basic_auth_config(r: &mut Reader, namespace: &str, referenced: &Referenced) -> Option<BasicAuth> {
+    let Some(kind) = r.get(names::NGINX_AUTH_TYPE).map(str::trim) else {
+        // ingress-nginx would serve the route unguarded; someone meant to guard it.
+        let present: Vec<&str> = WITH_AUTH_TYPE.into_iter().filter(|name| r.get(name).is_some()).collect();
+        for name in present {
+            r.error(name, format!("has no effect without {}: basic", names::NGINX_AUTH_TYPE));
+        }
+        return None;
+    };
+    if kind != "basic" {
+        let message = match kind {
+            "digest" => "digest authentication is not supported; use \"basic\"".to_owned(),
+            other => format!("{other:?} is not an authentication type; the one supported is \"basic\""),
+        };
+        r.error(names::NGINX_AUTH_TYPE, message);
+        return None;
+    }
+    let map = r
+        .parsed(names::NGINX_AUTH_SECRET_TYPE, |value| match value.trim() {
+            "auth-file" => Ok(false),
+            "auth-map" => Ok(true),
+            other => Err(format!("{other:?} is neither \"auth-file\" nor \"auth-map\"")),
+        })
+        .unwrap_or(false);
+    let realm = r.checked(names::NGINX_AUTH_REALM, basic_auth::check_realm).unwrap_or_default();
+    if r.get(names::NGINX_AUTH_SECRET).is_none() {
+        r.error(names::NGINX_AUTH_SECRET, format!("is required with {}: basic", names::NGINX_AUTH_TYPE));
+        return None;
+    }
+    let users = r.parsed(names::NGINX_AUTH_SECRET, |value| auth_users(value, namespace, referenced, map))?;
+    Some(BasicAuth { realm, users })
+}
+
+/// The users of the `auth-secret` Secret (`NAME` or `NAMESPACE/NAME`, in the Ingress's own
+/// namespace): an htpasswd file in its key `auth`, or with `map` each key a user.
+fn auth_users(
+    value: &str,
+    namespace: &str,
+    referenced: &Referenced,
+    map: bool,
+) -> Result<BTreeMap<String, String>, String> {
+    let (ns, name) = own_namespace(value, namespace, "Secret")?;
+    let secret = referenced.secrets.get(ns, name).ok_or_else(|| {
+        format!(
+            "{} (unless of type kubernetes.io/tls, it needs the label {BASIC_AUTH_LABEL})",
+            not_found(format_args!("Secret {ns}/{name}"))
+        )
+    })?;
+    let users = if map {
+        let data = secret.data.iter().flatten().map(|(user, hash)| (user, hash.0.clone()));
+        let string_data = secret.string_data.iter().flatten().map(|(user, hash)| (user, hash.clone().into_bytes()));
+        let mut users = BTreeMap::new();
+        for (user, hash) in data.chain(string_data) {
+            let hash = String::from_utf8(hash).map_err(|_| format!("Secret {ns}/{name}: {user}: is not text"))?;
+            // `kubectl create secret --from-file` keeps the file's last line break.
+            let hash = hash.trim_end_matches(['\r', '\n']);
+            basic_auth::check_user(user)
+                .and_then(|()| basic_auth::check_hash(hash))
+                .map_err(|e| format!("Secret {ns}/{name}: {user}: {e}"))?;
+            users.entry(user.clone()).or_insert_with(|| hash.to_owned());
+        }
+        users
+    } else {
+        let file = secret_entry(secret, "auth").ok_or_else(|| format!("Secret {ns}/{name} has no auth"))?;
+        let file = String::from_utf8(file).map_err(|_| format!("Secret {ns}/{name}: auth is not text"))?;
+        basic_auth::parse_htpasswd(&file).map_err(|e| format!("Secret {ns}/{name}: auth: {e}"))?
+    };
+    if users.is_empty() {
+        return Err(format!("Secret {ns}/{name} has no users"));
+    }
+    Ok(users)
+}
+
+/// The namespace and name of `value` (`NAME` or `NAMESPACE/NAME`), an object of `kind` that
+/// must be in the Ingress's own `namespace`.
+fn own_namespace<'a>(value: &'a str, namespace: &'a str, kind: &str) -> Result<(&'a str, &'a str), String> {
+    let (ns, name) = value.trim().split_once('/').unwrap_or((namespace, value.trim()));
+    if ns != namespace {
+        return Err(format!("{kind} {ns}/{name} is not in the Ingress's namespace {namespace}"));
+    }
+    Ok((ns, name))
+}
+
 fn rewrite_config(r: &mut Reader) -> Option<Rewrite> {
     let redirect = |r: &mut Reader, location: &str, code: &str, default: u16| {
         let location = r.checked(location, check::redirect_location)?;
@@ -107,7 +193,7 @@ fn rewrite_config(r: &mut Reader) -> Option<Rewrite> {
     (config != Rewrite::default()).then_some(config)
 }
 
-fn headers_config(r: &mut Reader, namespace: &str, config_maps: &ConfigMaps<'_>) -> Option<Headers> {
+fn headers_config(r: &mut Reader, namespace: &str, referenced: &Referenced) -> Option<Headers> {
     let ops = |r: &mut Reader, name: &str| {
         r.parsed(name, |value| {
             let ops: HeaderOps = serde_saphyr::from_str(value).map_err(|e| e.to_string())?;
@@ -124,7 +210,7 @@ fn headers_config(r: &mut Reader, namespace: &str, config_maps: &ConfigMaps<'_>)
     }) {
         request.set.insert("host".to_owned(), host);
     }
-    let custom = r.parsed(names::NGINX_CUSTOM_HEADERS, |value| custom_headers(value, namespace, config_maps));
+    let custom = r.parsed(names::NGINX_CUSTOM_HEADERS, |value| custom_headers(value, namespace, referenced));
     for (name, value) in custom.into_iter().flatten() {
         // Our own annotation wins over the ConfigMap.
         response.set.entry(name).or_insert(value);
@@ -135,16 +221,9 @@ fn headers_config(r: &mut Reader, namespace: &str, config_maps: &ConfigMaps<'_>)
 
 /// The headers of a `custom-headers` ConfigMap (`NAME` or `NAMESPACE/NAME`, in the Ingress's
 /// own namespace): each key a header name, each value its value.
-fn custom_headers(
-    value: &str,
-    namespace: &str,
-    config_maps: &ConfigMaps<'_>,
-) -> Result<BTreeMap<String, String>, String> {
-    let (ns, name) = value.trim().split_once('/').unwrap_or((namespace, value.trim()));
-    if ns != namespace {
-        return Err(format!("ConfigMap {ns}/{name} is not in the Ingress's namespace {namespace}"));
-    }
-    let map = config_maps(ns, name).ok_or_else(|| not_found(format_args!("ConfigMap {ns}/{name}")))?;
+fn custom_headers(value: &str, namespace: &str, referenced: &Referenced) -> Result<BTreeMap<String, String>, String> {
+    let (ns, name) = own_namespace(value, namespace, "ConfigMap")?;
+    let map = referenced.config_maps.get(ns, name).ok_or_else(|| not_found(format_args!("ConfigMap {ns}/{name}")))?;
     let mut headers = BTreeMap::new();
     for (key, value) in map.data.iter().flatten() {
         check::header_name(key)
@@ -185,16 +264,35 @@ fn seconds(value: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
     use super::*;
+    use crate::index::{name, namespace};
 
     fn run(pairs: &[(&str, &str)], maps: &[ConfigMap]) -> (Vec<FilterSpec>, Vec<(String, String)>) {
+        run_with(pairs, maps, &[])
+    }
+
+    /// The built-ins of `pairs`, with these ConfigMaps and Secrets in the cluster.
+    fn run_with(
+        pairs: &[(&str, &str)],
+        maps: &[ConfigMap],
+        secrets: &[Secret],
+    ) -> (Vec<FilterSpec>, Vec<(String, String)>) {
         let annotations = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let lookup = |ns: &str, name: &str| {
-            maps.iter()
-                .find(|m| m.metadata.namespace.as_deref() == Some(ns) && m.metadata.name.as_deref() == Some(name))
-        };
+        let mut referenced = Referenced::default();
+        for map in maps {
+            let (ns, name) = (namespace(&map.metadata), name(&map.metadata));
+            referenced.config_maps.insert(ns, name, Arc::new(map.clone()));
+        }
+        for secret in secrets {
+            let (ns, name) = (namespace(&secret.metadata), name(&secret.metadata));
+            referenced.secrets.insert(ns, name, Arc::new(secret.clone()));
+        }
         let mut errors = Vec::new();
-        let specs = builtin_filters(&annotations, "shop", &lookup, &mut errors);
+        let specs = builtin_filters(&annotations, "shop", &referenced, &mut errors);
         (specs, errors)
     }
 
@@ -278,6 +376,103 @@ mod tests {
             max_age: 600,
         };
         assert_eq!(set, Some(expected));
+    }
+
+    /// A Secret of namespace `shop` labelled for basic authentication.
+    fn secret(name: &str, string_data: &[(&str, &str)]) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {BASIC_AUTH_LABEL: "true"}},
+            "stringData": string_data.iter().copied().collect::<BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn basic_auth_from_a_secret() {
+        let secrets = [
+            secret("file", &[("auth", "# staff\nann:{PLAIN}one\nbob:$apr1$Zbx7wQch$V1s6qIeZipTO/mOq2pBpJ1\n")]),
+            secret("map", &[("ann", "{PLAIN}one\n"), ("bob", "{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")]),
+        ];
+        let auth = |pairs: &[(&str, &str)]| {
+            let (specs, errors) = run_with(pairs, &[], &secrets);
+            assert_eq!(errors, vec![]);
+            let plugins: Vec<&str> = specs.iter().map(|s| s.plugin.as_str()).collect();
+            assert_eq!(plugins, ["cors", "basic-auth", "rewrite"], "between CORS and rewrites");
+            sluice_builtins::parse::<BasicAuth>(&specs[1].config).unwrap()
+        };
+        let chain =
+            [("nginx.ingress.kubernetes.io/enable-cors", "true"), ("nginx.ingress.kubernetes.io/app-root", "/app")];
+        let file = auth(&[
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "file"),
+            chain[0],
+            chain[1],
+        ]);
+        assert_eq!(file.realm, "");
+        assert_eq!(file.users.keys().collect::<Vec<_>>(), ["ann", "bob"]);
+        let map = auth(&[
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "shop/map"),
+            ("nginx.ingress.kubernetes.io/auth-secret-type", "auth-map"),
+            ("nginx.ingress.kubernetes.io/auth-realm", "Staff only"),
+            chain[0],
+            chain[1],
+        ]);
+        assert_eq!((map.realm.as_str(), map.users["ann"].as_str()), ("Staff only", "{PLAIN}one"));
+        assert_eq!(map.users.len(), 2);
+    }
+
+    #[test]
+    fn basic_auth_errors_name_their_annotation_and_fail_closed() {
+        let secrets = [
+            secret("file", &[("auth", "ann:{PLAIN}one")]),
+            secret("nokey", &[("users", "ann:{PLAIN}one")]),
+            secret("badhash", &[("auth", "ann:not-a-hash")]),
+            secret("empty", &[("auth", "# nobody")]),
+        ];
+        let auth_type = "nginx.ingress.kubernetes.io/auth-type";
+        let auth_secret = "nginx.ingress.kubernetes.io/auth-secret";
+        let basic = (auth_type, "basic");
+        // The annotations, the field of the one error, and what its message says.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case; 11] = [
+            (&[(auth_type, "digest"), (auth_secret, "file")], auth_type, "not supported"),
+            (&[(auth_type, "ntlm"), (auth_secret, "file")], auth_type, "not an authentication type"),
+            (&[basic], auth_secret, "is required"),
+            (&[basic, (auth_secret, "missing")], auth_secret, "Secret shop/missing not found"),
+            (&[basic, (auth_secret, "other/file")], auth_secret, "not in the Ingress's namespace"),
+            (&[basic, (auth_secret, "nokey")], auth_secret, "has no auth"),
+            (&[basic, (auth_secret, "badhash")], auth_secret, "line 1: a hash in none of the forms"),
+            (&[basic, (auth_secret, "empty")], auth_secret, "has no users"),
+            (
+                &[basic, (auth_secret, "file"), ("nginx.ingress.kubernetes.io/auth-secret-type", "htpasswd")],
+                "nginx.ingress.kubernetes.io/auth-secret-type",
+                "neither",
+            ),
+            (
+                &[basic, (auth_secret, "file"), ("nginx.ingress.kubernetes.io/auth-realm", "a \"b\"")],
+                "nginx.ingress.kubernetes.io/auth-realm",
+                "holds",
+            ),
+            (&[(auth_secret, "file")], auth_secret, "has no effect without"),
+        ];
+        for (pairs, field, message) in cases {
+            let (_, errors) = run_with(pairs, &[], &secrets);
+            assert_eq!(errors.len(), 1, "{pairs:?}: {errors:?}");
+            assert_eq!(errors[0].0, format!("metadata.annotations[{field}]"), "{pairs:?}");
+            assert!(errors[0].1.contains(message), "{pairs:?}: {}", errors[0].1);
+        }
+        // A map's bad entry names its user, never its hash.
+        let map = [secret("map", &[("ann", "secret-looking")])];
+        let (_, errors) = run_with(
+            &[basic, (auth_secret, "map"), ("nginx.ingress.kubernetes.io/auth-secret-type", "auth-map")],
+            &[],
+            &map,
+        );
+        assert!(
+            errors[0].1.starts_with("Secret shop/map: ann: ") && !errors[0].1.contains("secret-looking"),
+            "{errors:?}"
+        );
     }
 
     #[test]

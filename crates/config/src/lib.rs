@@ -25,7 +25,7 @@ pub use backend_tls::TLS12_CIPHERS;
 pub use catalog::{Catalog, Review, TranslateOptions, translate};
 pub use error::{ConfigError, ObjectRef};
 pub use filters::{FILTERS, FailurePolicy, FilterSpec, Isolation, parse_filters, valid_plugin_name};
-pub use manifest::{BACKEND_TLS_LABEL, Manifest, Object, Parsed, parse_manifests};
+pub use manifest::{BACKEND_TLS_LABEL, BASIC_AUTH_LABEL, Manifest, Object, Parsed, parse_manifests};
 pub use model::{
     Alias, BackendKey, BackendProtocol, BackendTlsMaterial, BackendTlsSpec, CanaryRules, DefaultBackend,
     ErrorPagesSpec, HashKey, HashPart, HostMatch, IngressInfo, IngressModel, LoadBalance, Model, NextUpstream,

@@ -17,7 +17,8 @@ pub enum Object {
     IngressClass(Arc<IngressClass>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
-    /// Only Secrets of type `kubernetes.io/tls`, and others labelled [`BACKEND_TLS_LABEL`], are kept.
+    /// Only Secrets of type `kubernetes.io/tls`, and others labelled [`BACKEND_TLS_LABEL`] or
+    /// [`BASIC_AUTH_LABEL`], are kept.
     Secret(Arc<Secret>),
     /// Header lists (`custom-headers`).
     ConfigMap(Arc<ConfigMap>),
@@ -67,6 +68,9 @@ pub(crate) const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// The label that marks a Secret of another type (a CA alone, in `ca.crt`) that an Ingress's
 /// `proxy-ssl-secret` may name.
 pub const BACKEND_TLS_LABEL: &str = "sluice.dev/backend-tls";
+/// The label that marks a Secret of users and password hashes that an Ingress's `auth-secret`
+/// may name.
+pub const BASIC_AUTH_LABEL: &str = "sluice.dev/basic-auth";
 
 /// Parses every document of a multi-document YAML text, unwrapping `kind: List`. Objects of
 /// kinds Sluice does not use are skipped silently (manifest directories hold Deployments too);
@@ -117,11 +121,9 @@ fn parse_document(origin: &Arc<str>, document: Value, place: &str, out: &mut Par
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(origin, "EndpointSlice", document).map(Object::EndpointSlice),
         ("v1", "Secret")
             if document.get("type").and_then(Value::as_str) == Some(TLS_SECRET_TYPE)
-                || document
-                    .get("metadata")
-                    .and_then(|m| m.get("labels"))
-                    .and_then(|l| l.get(BACKEND_TLS_LABEL))
-                    .is_some() =>
+                || document.get("metadata").and_then(|m| m.get("labels")).is_some_and(|l| {
+                    [BACKEND_TLS_LABEL, BASIC_AUTH_LABEL].iter().any(|label| l.get(label).is_some())
+                }) =>
         {
             typed(origin, "Secret", document).map(Object::Secret)
         }

@@ -96,8 +96,7 @@ fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec
     // Built-ins first, then the Ingress's own filters. A broken value anywhere fails every
     // route closed: a rewrite, redirect or guard filter must not silently disappear.
     let mut filter_errors = Vec::new();
-    let config_maps = |ns: &str, name: &str| referenced.config_maps.get(ns, name).map(|map| &**map);
-    let mut filters = builtin_filters(all, namespace(&ingress.metadata), &config_maps, &mut filter_errors);
+    let mut filters = builtin_filters(all, namespace(&ingress.metadata), referenced, &mut filter_errors);
     match all.get(FILTERS).map(|value| parse_filters(value)) {
         Some(Ok(specs)) => filters.extend(specs),
         Some(Err(message)) => filter_errors.push((annotations::field(FILTERS), message)),

@@ -23,7 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
-use sluice_config::{BACKEND_TLS_LABEL, Manifest, Object, ObjectRef};
+use sluice_config::{BACKEND_TLS_LABEL, BASIC_AUTH_LABEL, Manifest, Object, ObjectRef};
 use sluice_filter::Snapshot;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -82,7 +82,7 @@ impl KubeSource {
     }
 
     /// One watcher per kind. Secrets are only those of type `kubernetes.io/tls` or labelled for
-    /// backend TLS; ConfigMaps only those labelled as plugin modules or custom-headers lists.
+    /// backend TLS or basic authentication; ConfigMaps only those labelled as plugin modules or custom-headers lists.
     fn watches(&self) -> Vec<Watch> {
         let config = watcher::Config::default;
         vec![
@@ -104,6 +104,14 @@ impl KubeSource {
                 "backend-TLS Secret",
                 self.api(),
                 config().labels(BACKEND_TLS_LABEL).fields("type!=kubernetes.io/tls"),
+                Object::Secret,
+                trim_secret,
+            ),
+            // Users for basic authentication; one labelled for both is the watch above's.
+            watch(
+                "basic-auth Secret",
+                self.api(),
+                config().labels(&format!("{BASIC_AUTH_LABEL},!{BACKEND_TLS_LABEL}")).fields("type!=kubernetes.io/tls"),
                 Object::Secret,
                 trim_secret,
             ),

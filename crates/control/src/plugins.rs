@@ -52,14 +52,19 @@ struct LimitsFile {
 }
 
 impl Plugins {
-    /// The `builtins` (name, component) and the plugins of `dir` (none without one), run by
-    /// `engine` with `defaults` unless a plugin's limits file says otherwise. The built-ins
-    /// are compiled here; the directory's modules are loaded by [`Plugins::refresh`].
-    pub fn new(engine: Engine, dir: Option<PathBuf>, defaults: Limits, builtins: &[(&'static str, &[u8])]) -> Self {
+    /// The `builtins` (name, component, limits) and the plugins of `dir` (none without one),
+    /// run by `engine` with `defaults` unless a plugin's limits file says otherwise. The
+    /// built-ins are compiled here; the directory's modules are loaded by [`Plugins::refresh`].
+    pub fn new(
+        engine: Engine,
+        dir: Option<PathBuf>,
+        defaults: Limits,
+        builtins: &[(&'static str, &[u8], Limits)],
+    ) -> Self {
         let builtins = builtins
             .iter()
-            .map(|&(name, bytes)| {
-                let plugin = engine.load(name, bytes, defaults).map(Arc::new);
+            .map(|&(name, bytes, limits)| {
+                let plugin = engine.load(name, bytes, limits).map(Arc::new);
                 if let Err(e) = &plugin {
                     tracing::error!(plugin = name, "built-in plugin not loaded: {e}");
                 }
@@ -361,7 +366,8 @@ mod tests {
     #[test]
     fn a_built_in_that_does_not_load_is_an_error_and_keeps_its_name() {
         let engine = Engine::new(None).unwrap();
-        let mut plugins = Plugins::new(engine, None, Limits::default(), &[("rewrite", b"not a component")]);
+        let mut plugins =
+            Plugins::new(engine, None, Limits::default(), &[("rewrite", b"not a component", Limits::default())]);
         let errors: Vec<String> = plugins.errors().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("built-in plugins: built-in plugin rewrite not loaded: "), "{errors:?}");

@@ -145,7 +145,14 @@ impl PluginArgs {
         let memory = usize::try_from(self.filter_memory).context("--filter-memory is too large")?;
         anyhow::ensure!(memory <= sluice_filter::MAX_MEMORY, "--filter-memory is above 512m");
         let limits = Limits { deadline: self.filter_deadline, memory };
-        Ok(Plugins::new(engine, self.plugins.clone(), limits, builtins::BUILTINS))
+        let builtins: Vec<_> = builtins::BUILTINS
+            .iter()
+            .map(|&(name, bytes)| {
+                let deadline = limits.deadline.max(sluice_builtins::min_deadline(name));
+                (name, bytes, Limits { deadline, ..limits })
+            })
+            .collect();
+        Ok(Plugins::new(engine, self.plugins.clone(), limits, &builtins))
     }
 }
 

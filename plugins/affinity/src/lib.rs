@@ -4,20 +4,12 @@ use std::time::SystemTime;
 
 use sluice_builtins::affinity::{self, Pending};
 use sluice_builtins::{Affinity, AffinityMode};
-use sluice_sdk::{Action, Filter, OnRequest, OnResponse, Request, Response};
+use sluice_sdk::{Action, OnRequest, OnResponse, Request, Response};
 
-struct AffinityFilter;
+sluice_builtins::filter_type!(AffinityFilter, Affinity);
 
 fn new_key() -> String {
     affinity::key_from(fastrand::u64(..))
-}
-
-impl Filter for AffinityFilter {
-    type Config = Affinity;
-
-    fn parse_config(config: &str) -> Result<Affinity, String> {
-        sluice_builtins::parse(config)
-    }
 }
 
 impl OnRequest for AffinityFilter {

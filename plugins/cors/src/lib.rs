@@ -2,17 +2,9 @@
 
 use sluice_builtins::Cors;
 use sluice_builtins::cors::{Answer, PREFLIGHT_CONTENT_TYPE};
-use sluice_sdk::{Action, Filter, OnRequest, OnResponse, Request, Response, respond};
+use sluice_sdk::{Action, OnRequest, OnResponse, Request, Response, respond};
 
-struct CorsFilter;
-
-impl Filter for CorsFilter {
-    type Config = Cors;
-
-    fn parse_config(config: &str) -> Result<Cors, String> {
-        sluice_builtins::parse(config)
-    }
-}
+sluice_builtins::filter_type!(CorsFilter, Cors);
 
 impl OnRequest for CorsFilter {
     fn on_request(config: &Cors, request: &Request) -> Action {

@@ -1,9 +1,9 @@
 //! The built-in `headers` filter: sets, adds and removes request and response headers.
 
 use sluice_builtins::{HeaderOps, Headers};
-use sluice_sdk::{Action, Filter, OnRequest, OnResponse, Request, Response};
+use sluice_sdk::{Action, OnRequest, OnResponse, Request, Response};
 
-struct HeadersFilter;
+sluice_builtins::filter_type!(HeadersFilter, Headers);
 
 /// The header calls requests and responses share.
 trait Target {
@@ -40,14 +40,6 @@ fn apply(ops: &HeaderOps, target: &impl Target) {
     }
     for (name, value) in &ops.add {
         target.add(name, value).expect("checked header");
-    }
-}
-
-impl Filter for HeadersFilter {
-    type Config = Headers;
-
-    fn parse_config(config: &str) -> Result<Headers, String> {
-        sluice_builtins::parse(config)
     }
 }
 

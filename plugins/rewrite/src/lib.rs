@@ -1,17 +1,9 @@
 //! The built-in `rewrite` filter: ingress-nginx's redirects, `app-root` and `rewrite-target`.
 
 use sluice_builtins::{Rewrite, rewrite};
-use sluice_sdk::{Action, Filter, OnRequest, Request, respond};
+use sluice_sdk::{Action, OnRequest, Request, respond};
 
-struct RewriteFilter;
-
-impl Filter for RewriteFilter {
-    type Config = Rewrite;
-
-    fn parse_config(config: &str) -> Result<Rewrite, String> {
-        sluice_builtins::parse(config)
-    }
-}
+sluice_builtins::filter_type!(RewriteFilter, Rewrite);
 
 impl OnRequest for RewriteFilter {
     fn on_request(config: &Rewrite, request: &Request) -> Action {

@@ -4,17 +4,9 @@
 use std::net::SocketAddr;
 
 use sluice_builtins::SourceRanges;
-use sluice_sdk::{Action, Filter, OnRequest, Request, respond};
+use sluice_sdk::{Action, OnRequest, Request, respond};
 
-struct SourceRangesFilter;
-
-impl Filter for SourceRangesFilter {
-    type Config = SourceRanges;
-
-    fn parse_config(config: &str) -> Result<SourceRanges, String> {
-        sluice_builtins::parse(config)
-    }
-}
+sluice_builtins::filter_type!(SourceRangesFilter, SourceRanges);
 
 impl OnRequest for SourceRangesFilter {
     fn on_request(config: &SourceRanges, request: &Request) -> Action {

@@ -1,0 +1,22 @@
+//! The built-in `basic-auth` filter: ingress-nginx's `auth-type: basic`, answering 401 with a
+//! challenge to a request without the credentials of a user it knows.
+
+use sluice_builtins::BasicAuth;
+use sluice_sdk::{Action, OnRequest, Request, respond};
+
+sluice_builtins::filter_type!(BasicAuthFilter, BasicAuth);
+
+impl OnRequest for BasicAuthFilter {
+    fn on_request(config: &BasicAuth, request: &Request) -> Action {
+        // Credentials are never logged: a refusal says nothing about why.
+        if config.admits(request.header("authorization").as_deref()) {
+            Action::Continue
+        } else {
+            let challenge = config.challenge();
+            let headers = [("www-authenticate", challenge.as_str()), ("content-type", "text/plain; charset=utf-8")];
+            respond(401, &headers, "authorization required\n")
+        }
+    }
+}
+
+sluice_sdk::filter!(BasicAuthFilter);
