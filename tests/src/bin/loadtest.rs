@@ -7,7 +7,8 @@
 //! filters (the test filter `probe`: set a header; keep state for the response phase; set a
 //! response header), on a route with the built-in rewrite, headers and cookie-affinity filters
 //! (ingress-nginx annotations), and on routes with each access-control built-in (CORS, an
-//! allowed source range), each against the same route without filters.
+//! allowed source range, basic auth with an apr1 and a `{SHA}` user), each against the same
+//! route without filters.
 //!
 //! Identical runs on a shared 2-core machine differ by up to 30%, so the comparison is made to
 //! hold: with two or more CPUs, Sluice and nginx are pinned to CPU 0 (one worker each) and the
@@ -166,6 +167,11 @@ async fn main() -> anyhow::Result<()> {
             sluice_tests::manifests::annotated_ingress(name, "load.test", &[(path, "Prefix", "load")], &annotations);
         std::fs::write(dir.path().join(format!("{name}.yaml")), ingress)?;
     }
+    // The users of the basic-auth route (passwords `secret-apr1`, `secret-sha`).
+    let users =
+        [("user-apr1", "$apr1$Zbx7wQch$V1s6qIeZipTO/mOq2pBpJ1"), ("user-sha", "{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")];
+    let users = sluice_tests::manifests::opaque_secret("load-users", &[("sluice.dev/basic-auth", "true")], &users);
+    std::fs::write(dir.path().join("users.yaml"), users)?;
     let plugins = tempfile::tempdir()?;
     std::fs::copy(sluice_tests::test_filters().join("probe.wasm"), plugins.path().join("probe.wasm"))?;
     let plugin_args = ["--plugins", plugins.path().to_str().context("UTF-8 path")?];
@@ -191,8 +197,11 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("h2load is not installed (apt-get install -y nghttp2-client): no HTTP/2 runs");
     }
     // wrk counts only statuses above 399 as errors: make sure the routes answer 200, not a redirect.
-    for path in ["/"].into_iter().chain(FILTERED.iter().map(|run| run.path)) {
-        let reply = sluice_tests::Client::new().get(&sluice.url(path), "load.test").await?;
+    let unfiltered = Filtered { name: "", what: "", path: "/", headers: &[] };
+    for Filtered { path, headers, .. } in std::iter::once(&unfiltered).chain(FILTERED) {
+        let headers: Vec<(&str, &str)> = headers.iter().filter_map(|header| header.split_once(": ")).collect();
+        let (client, url) = (sluice_tests::Client::new(), sluice.url(path));
+        let reply = client.request(http::Method::GET, &url, "load.test", &headers, Default::default()).await?;
         anyhow::ensure!(reply.status == 200, "{path} answered {}: {}", reply.status, reply.body);
     }
 
@@ -273,6 +282,20 @@ const FILTERED: &[Filtered] = &[
         headers: &["Origin: https://app.load.test"],
     },
     Filtered { name: "source ranges", what: "allowlist source range", path: "/ranges", headers: &[] },
+    // `user-apr1:secret-apr1`: 1,000 rounds of MD5 per request, as nginx does.
+    Filtered {
+        name: "basic auth apr1",
+        what: "basic auth (apr1)",
+        path: "/basic",
+        headers: &["Authorization: Basic dXNlci1hcHIxOnNlY3JldC1hcHIx"],
+    },
+    // `user-sha:secret-sha`: one SHA-1.
+    Filtered {
+        name: "basic auth sha",
+        what: "basic auth ({SHA})",
+        path: "/basic",
+        headers: &["Authorization: Basic dXNlci1zaGE6c2VjcmV0LXNoYQ=="],
+    },
 ];
 
 /// An Ingress's annotations: name, value.
@@ -289,6 +312,15 @@ const ACCESS_ROUTES: &[(&str, &str, Annotations)] = &[
         ],
     ),
     ("ranges", "/ranges", &[("nginx.ingress.kubernetes.io/whitelist-source-range", "127.0.0.0/8, 10.0.0.0/8")]),
+    (
+        "basic",
+        "/basic",
+        &[
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "load-users"),
+            ("nginx.ingress.kubernetes.io/auth-secret-type", "auth-map"),
+        ],
+    ),
 ];
 
 /// Every run's figures, by name, in the order of the rounds.
