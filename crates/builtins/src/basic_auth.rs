@@ -6,13 +6,20 @@
 //! challenge. Hashes are checked with `crypt3_rs` (apr1, md5-crypt, bcrypt, sha-crypt, DES
 //! crypt) and `sha1` (`{SHA}`, `{SSHA}`); the final comparison is constant-time. As in nginx,
 //! an unknown user is refused without hashing anything.
+//!
+//! Unlike nginx, a filter instance remembers the credentials it verified (a SHA-256 of the
+//! user's hash entry and the password, never the password): apr1's thousand MD5 rounds, or
+//! bcrypt's far more, are paid once per instance and password rather than on every request.
+//! A changed hash entry is a different key, so a new Secret is checked afresh.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::Config;
@@ -45,13 +52,36 @@ impl BasicAuth {
     /// Whether a request with this `Authorization` header value may go on.
     pub fn admits(&self, authorization: Option<&str>) -> bool {
         let Some((user, password)) = authorization.and_then(credentials) else { return false };
-        self.users.get(&user).is_some_and(|hash| verify(hash, password.as_bytes()))
+        let Some(hash) = self.users.get(&user) else { return false };
+        let key: [u8; 32] =
+            Sha256::new().chain_update(hash).chain_update([0]).chain_update(&password).finalize().into();
+        if VERIFIED.with_borrow(|verified| verified.contains(&key)) {
+            return true;
+        }
+        let admitted = verify(hash, password.as_bytes());
+        if admitted {
+            VERIFIED.with_borrow_mut(|verified| {
+                if verified.len() >= MAX_VERIFIED {
+                    verified.clear();
+                }
+                verified.insert(key);
+            });
+        }
+        admitted
     }
 
     /// The `WWW-Authenticate` value of a 401.
     pub fn challenge(&self) -> String {
         format!("Basic realm=\"{}\"", self.realm)
     }
+}
+
+/// Credentials verified by this instance: at most this many are remembered, then it starts over.
+const MAX_VERIFIED: usize = 4096;
+
+thread_local! {
+    /// SHA-256 digests of a hash entry, a NUL and a password that matched it.
+    static VERIFIED: RefCell<HashSet<[u8; 32]>> = RefCell::new(HashSet::new());
 }
 
 /// The user and password of an `Authorization: Basic` value. The scheme is case-insensitive;
@@ -168,6 +198,20 @@ mod tests {
             assert!(!auth.admits(Some(&header(&user, ""))), "{form}: an empty password");
         }
         assert!(auth.admits(Some(&header("user-plain", "secret-plain"))));
+    }
+
+    #[test]
+    fn a_remembered_password_holds_only_for_the_hash_it_matched() {
+        let auth = auth();
+        let apr1 = header("user-apr1", "secret-apr1");
+        assert!(auth.admits(Some(&apr1)));
+        assert!(auth.admits(Some(&apr1)), "remembered");
+        assert!(!auth.admits(Some(&header("user-apr1", "secret-apr2"))));
+        // The Secret changes the user's hash: the old password is checked afresh, and fails.
+        let changed =
+            BasicAuth { realm: String::new(), users: [("user-apr1".into(), auth.users["user-md5"].clone())].into() };
+        assert!(!changed.admits(Some(&apr1)));
+        assert!(changed.admits(Some(&header("user-apr1", "secret-md5"))));
     }
 
     #[test]
