@@ -63,6 +63,12 @@ pub fn annotated_ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], a
     ingress(name, host, paths).replacen(&format!("metadata: {{name: {name}}}\n"), &annotated, 1)
 }
 
+/// A Secret of users for basic authentication (`stringData`: an htpasswd file in `auth`, or a
+/// user per key), labelled so the gateway reads it.
+pub fn basic_auth_secret(name: &str, entries: &[(&str, &str)]) -> String {
+    opaque_secret(name, &[("sluice.dev/basic-auth", "true")], entries)
+}
+
 /// An `Opaque` Secret with these labels and `stringData` entries (values may span lines).
 pub fn opaque_secret(name: &str, labels: &[(&str, &str)], entries: &[(&str, &str)]) -> String {
     let labels: Vec<String> = labels.iter().map(|(key, value)| format!("{key}: {value:?}")).collect();

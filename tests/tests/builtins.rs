@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_tests::manifests::{annotated_ingress, ingress, opaque_secret, service};
+use sluice_tests::manifests::{annotated_ingress, basic_auth_secret, ingress, service};
 use sluice_tests::{Client, Gateway, Pods, Reply, basic_authorization, test_filters, write_atomic};
 
 const REWRITE_TARGET: &str = "nginx.ingress.kubernetes.io/rewrite-target";
@@ -387,11 +387,6 @@ const HTPASSWD: &str = include_str!("../../crates/builtins/testdata/htpasswd");
 /// `secret-bcrypt-10` hashed by bcrypt at cost 10 (Python's `crypt`).
 const BCRYPT_10: &str = "$2y$10$/n0jrF5AG0snCfp9fH6cVOtui9mU/Naj9sytrFu1jVdptSS30BbtK";
 
-/// A Secret of users for basic authentication (`stringData`).
-fn auth_secret(name: &str, entries: &[(&str, &str)]) -> String {
-    opaque_secret(name, &[("sluice.dev/basic-auth", "true")], entries)
-}
-
 /// The status of a GET of `host` with these credentials, checking a 401's challenge.
 async fn status_as(
     client: &Client,
@@ -424,8 +419,8 @@ async fn basic_auth_checks_every_htpasswd_form_and_fails_closed_without_its_secr
     let mut manifests = vec![
         service("app", &pods.addrs, &[]),
         // Above htpasswd's default cost: slower than the default filter deadline (50 ms).
-        auth_secret("staff", &[("auth", &format!("{HTPASSWD}user-bcrypt-10:{BCRYPT_10}\n"))]),
-        auth_secret("staff-map", &[("ann", apr1), ("bob", "{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")]),
+        basic_auth_secret("staff", &[("auth", &format!("{HTPASSWD}user-bcrypt-10:{BCRYPT_10}\n"))]),
+        basic_auth_secret("staff-map", &[("ann", apr1), ("bob", "{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")]),
         annotated_ingress(
             "file",
             "file.test",
@@ -533,7 +528,7 @@ async fn basic_auth_checks_every_htpasswd_form_and_fails_closed_without_its_secr
     assert!(out.contains("Ingress default/missing: metadata.annotations[nginx.ingress.kubernetes.io/auth-secret]: Secret default/later not found"), "{out}");
 
     // The Secret appears: the route serves its users.
-    manifests.push(auth_secret("later", &[("auth", "late:{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")]));
+    manifests.push(basic_auth_secret("later", &[("auth", "late:{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")]));
     write(dir.path(), &manifests);
     eventually("the new Secret guards its route", || async {
         status_as(&client, &gateway, "missing.test", Some(("late", "secret-sha")), "").await == 200

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_tests::fake_api::FakeApi;
-use sluice_tests::manifests::{annotated_ingress, filtered_ingress, ingress, opaque_secret, service};
+use sluice_tests::manifests::{
+    annotated_ingress, basic_auth_secret, filtered_ingress, ingress, opaque_secret, service,
+};
 use sluice_tests::tls::{Certificate, Connection};
 use sluice_tests::{Client, Gateway, Pods, basic_authorization};
 
@@ -190,7 +192,7 @@ async fn a_rotated_secret_serves_new_handshakes() {
 async fn basic_auth_reads_the_labelled_secret_an_ingress_names() {
     let (_pods, api) = one_pod_cluster("127.0.0.76").await;
     let users = [("auth", "ann:{PLAIN}one")];
-    api.apply_yaml(&opaque_secret("staff", &[("sluice.dev/basic-auth", "true")], &users));
+    api.apply_yaml(&basic_auth_secret("staff", &users));
     api.apply_yaml(&opaque_secret("unlabelled", &[], &users));
     let guarded = |name: &str, secret: &str| {
         let annotations =
@@ -214,7 +216,7 @@ async fn basic_auth_reads_the_labelled_secret_an_ingress_names() {
     assert_eq!(get("unlabelled.test", &as_ann("one")).await, 500);
 
     // A changed Secret applies to the next request.
-    api.apply_yaml(&opaque_secret("staff", &[("sluice.dev/basic-auth", "true")], &[("auth", "ann:{PLAIN}two")]));
+    api.apply_yaml(&basic_auth_secret("staff", &[("auth", "ann:{PLAIN}two")]));
     eventually("the changed Secret's password is asked for", || async {
         get("staff.test", &as_ann("two")).await == 200
     })

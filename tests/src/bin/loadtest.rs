@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     // The users of the basic-auth route (passwords `secret-apr1`, `secret-sha`).
     let users =
         [("user-apr1", "$apr1$Zbx7wQch$V1s6qIeZipTO/mOq2pBpJ1"), ("user-sha", "{SHA}mYaP0lMpbAbqlz+/QP6oV6SzMLc=")];
-    let users = sluice_tests::manifests::opaque_secret("load-users", &[("sluice.dev/basic-auth", "true")], &users);
+    let users = sluice_tests::manifests::basic_auth_secret("load-users", &users);
     std::fs::write(dir.path().join("users.yaml"), users)?;
     let plugins = tempfile::tempdir()?;
     std::fs::copy(sluice_tests::test_filters().join("probe.wasm"), plugins.path().join("probe.wasm"))?;
