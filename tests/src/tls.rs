@@ -52,7 +52,7 @@ impl Certificate {
     fn server(&self, clients: Option<&Authority>, sni: Option<&str>) -> tokio_rustls::TlsAcceptor {
         let chain = CertificateDer::pem_slice_iter(self.chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>();
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("a PEM key");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("default versions");
@@ -70,7 +70,7 @@ impl Certificate {
         let certified = rustls::sign::CertifiedKey::from_der(
             chain.expect("a PEM chain"),
             key,
-            &rustls::crypto::ring::default_provider(),
+            &rustls::crypto::aws_lc_rs::default_provider(),
         )
         .expect("a matching key");
         let mut config = builder

@@ -210,7 +210,7 @@ impl WebhookTls {
     }
 
     fn acceptor(self: Arc<Self>) -> Result<tokio_rustls::TlsAcceptor, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(sluice_route::crypto_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -244,7 +244,7 @@ fn read_pair(cert: &std::path::Path, key: &std::path::Path) -> Result<CertifiedK
         return Err(format!("{}: no certificate", cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(|e| e.to_string())
+    CertifiedKey::from_der(chain, key, &sluice_route::crypto_provider()).map_err(|e| e.to_string())
 }
 
 /// Serves the webhook on `listener` until the task is dropped.

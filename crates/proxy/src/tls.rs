@@ -32,7 +32,7 @@ impl ResolvesServerCert for SniResolver {
 /// A TLS acceptor (TLS 1.2 and 1.3; ALPN `h2` and `http/1.1`) whose certificates come from
 /// `snapshot`, with a self-signed default certificate generated now for unknown names.
 pub fn acceptor(snapshot: Arc<ArcSwap<Snapshot>>) -> Result<TlsAcceptor, rustls::Error> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = sluice_route::crypto_provider();
     // AES-128-GCM first, in the server's order: its suites hash with SHA-256, which runs on
     // the CPU's SHA extensions, where the SHA-384 of the AES-256 suites (the order clients
     // such as OpenSSL send) runs in plain code; the key schedule of every handshake hashes.
@@ -59,7 +59,7 @@ pub fn acceptor(snapshot: Arc<ArcSwap<Snapshot>>) -> Result<TlsAcceptor, rustls:
     // Returning clients resume instead of repeating the full handshake: stateless tickets
     // (keys rotate every 6 hours) for TLS 1.3 and most 1.2 clients, and a per-process session
     // cache for the rest. rustls issues no tickets unless asked; nginx does by default.
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(64 * 1024);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -41,7 +41,7 @@ pub fn server_name(spec: &BackendTlsSpec, key: &BackendKey, target: &Target) -> 
 /// Builds the client configuration of `spec` for `name`.
 pub fn build(spec: &BackendTlsSpec, name: &str) -> Result<BackendTls, String> {
     let material = spec.material.as_ref().map_err(Clone::clone)?;
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = crate::tls::crypto_provider();
     if !spec.ciphers.is_empty() {
         provider.cipher_suites.retain(|suite| match suite {
             SupportedCipherSuite::Tls12(_) => spec.ciphers.iter().any(|c| suite.suite().as_str() == Some(c.as_str())),

@@ -53,10 +53,10 @@ impl ServerCertVerifier for AcceptAnyServerCertificate {
 /// A TLS client configuration that accepts any server certificate; see
 /// [`AcceptAnyServerCertificate`].
 pub fn client_config_accepting_any_certificate() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crate::tls::crypto_provider());
     rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
+        .expect("the provider supports the default protocol versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCertificate(provider)))
         .with_no_client_auth()

@@ -22,4 +22,4 @@ pub use host::HostMap;
 pub use path::{PathError, normalize_path};
 pub use snapshot::{Backend, Endpoint, ErrorPages, Ewma, PluginInfo, Route, RouteName, Snapshot};
 pub use table::{AliasError, HostRoutes, InsertError, RegexCache, RouteTable};
-pub use tls::{CertificateCache, TlsHost, TlsTable, load_certificate};
+pub use tls::{CertificateCache, TlsHost, TlsTable, crypto_provider, load_certificate};

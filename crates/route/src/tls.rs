@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use foldhash::HashMap;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -27,6 +28,12 @@ pub type TlsTable = HostMap<TlsHost>;
 /// parses only the Secrets that changed. Failures are kept too, with their message.
 pub type CertificateCache = HashMap<Arc<TlsCertificate>, Result<Arc<CertifiedKey>, String>>;
 
+/// The cryptography of every TLS configuration the gateway makes, server and client side:
+/// aws-lc-rs, whose handshakes (signatures, key exchange) run faster than ring's.
+pub fn crypto_provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
 /// Parses a PEM chain and key, checking that the key belongs to the first certificate.
 pub fn load_certificate(material: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> {
     let chain = CertificateDer::pem_slice_iter(&material.chain_pem)
@@ -36,6 +43,7 @@ pub fn load_certificate(material: &TlsCertificate) -> Result<Arc<CertifiedKey>, 
         return Err("tls.crt holds no certificate".to_owned());
     }
     let key = PrivateKeyDer::from_pem_slice(&material.key_pem).map_err(|e| format!("tls.key is not a PEM key: {e}"))?;
-    let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(chain, key, &provider).map(Arc::new).map_err(|e| format!("tls.key and tls.crt: {e}"))
+    CertifiedKey::from_der(chain, key, &crypto_provider())
+        .map(Arc::new)
+        .map_err(|e| format!("tls.key and tls.crt: {e}"))
 }

@@ -541,6 +541,9 @@ async fn start_nginx(
     key: &Path,
 ) -> anyhow::Result<Child> {
     let conf = dir.join("nginx.conf");
+    // The protocols Sluice offers, and ingress-nginx's default `ssl-protocols`: nginx before
+    // 1.23.4 leaves TLS 1.3 out unless asked, and a TLS 1.2 resumption skips the key exchange
+    // that a TLS 1.3 one makes, so handshake figures would compare different protocols.
     let location = "location / {\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      \
                     proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
                     proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Real-IP $remote_addr;\n    }";
@@ -553,7 +556,7 @@ async fn start_nginx(
              upstream backend {{ server {backend}; keepalive 128; }}\n  \
              server {{\n    listen 127.0.0.1:{port};\n    {location}\n  }}\n  \
              server {{\n    listen 127.0.0.1:{tls_port} ssl http2;\n    ssl_certificate {cert};\n    \
-             ssl_certificate_key {key};\n    {location}\n  }}\n}}\n",
+             ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    {location}\n  }}\n}}\n",
             pid = dir.join("nginx.pid").display(),
             tmp = dir.display(),
             cert = cert.display(),
