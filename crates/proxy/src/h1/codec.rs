@@ -54,12 +54,7 @@ pub fn encode_head(parts: &http::request::Parts, framing: RequestFraming, endpoi
         // Writing to a Vec cannot fail.
         let _ = write!(out, "host: {endpoint}\r\n");
     }
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    encode_fields(&parts.headers, out);
     match framing {
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         RequestFraming::Empty if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => {
@@ -68,6 +63,16 @@ pub fn encode_head(parts: &http::request::Parts, framing: RequestFraming, endpoi
         RequestFraming::Empty | RequestFraming::Length => {}
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `name: value` lines, one per field: a head's headers or a chunked body's trailers.
+pub fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A parsed response head.
@@ -93,7 +98,8 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let version = if response.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
     let status = response.code.and_then(|code| StatusCode::from_u16(code).ok());
     let status = status.ok_or(Error::Invalid("invalid response status"))?;
-    // Values share the head's bytes instead of being copied one by one.
+    // Values share one copy of the head's bytes instead of being copied one by one (`response`
+    // borrows the buffer while the fields are read, so the head cannot be split off it).
     let bytes = Bytes::copy_from_slice(&buf[..length]);
     let mut headers = HeaderMap::with_capacity(response.headers.len());
     for field in response.headers.iter() {
@@ -309,6 +315,16 @@ mod tests {
         out.clear();
         encode_head(&parts, RequestFraming::Chunked, "10.0.0.1:80".parse().unwrap(), &mut out);
         assert_eq!(out, b"POST /a?b=1 HTTP/1.1\r\nx-one: 1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n");
+    }
+
+    #[test]
+    fn fields_are_written_one_line_each() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", HeaderValue::from_static("abc"));
+        trailers.append("x-sum", HeaderValue::from_static("def"));
+        let mut out = Vec::new();
+        encode_fields(&trailers, &mut out);
+        assert_eq!(out, b"x-sum: abc\r\nx-sum: def\r\n");
     }
 
     #[test]

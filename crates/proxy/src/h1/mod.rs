@@ -239,12 +239,7 @@ where
                     if let (Ok(trailers), RequestFraming::Chunked) = (frame.into_trailers(), framing) {
                         line.clear();
                         line.extend_from_slice(b"0\r\n");
-                        for (name, value) in &trailers {
-                            line.extend_from_slice(name.as_str().as_bytes());
-                            line.extend_from_slice(b": ");
-                            line.extend_from_slice(value.as_bytes());
-                            line.extend_from_slice(b"\r\n");
-                        }
+                        codec::encode_fields(&trailers, &mut line);
                         line.extend_from_slice(b"\r\n");
                         return write(writer, head.chain(&line[..])).await;
                     }
