@@ -415,6 +415,8 @@ async fn basic_auth_checks_every_htpasswd_form_and_fails_closed_without_its_secr
     let (auth_type, auth_secret_name) =
         ("nginx.ingress.kubernetes.io/auth-type", "nginx.ingress.kubernetes.io/auth-secret");
     let basic_with = |secret: &'static str| [(auth_type, "basic"), (auth_secret_name, secret)];
+    let (allow, satisfy) =
+        ("nginx.ingress.kubernetes.io/allowlist-source-range", "nginx.ingress.kubernetes.io/satisfy");
     let apr1 = HTPASSWD.lines().find_map(|line| line.strip_prefix("user-apr1:")).unwrap();
     let mut manifests = vec![
         service("app", &pods.addrs, &[]),
@@ -448,11 +450,20 @@ async fn basic_auth_checks_every_htpasswd_form_and_fails_closed_without_its_secr
             "ranges",
             "ranges.test",
             &app,
-            &[
-                basic_with("staff")[0],
-                basic_with("staff")[1],
-                ("nginx.ingress.kubernetes.io/allowlist-source-range", "10.0.0.0/8"),
-            ],
+            &[basic_with("staff")[0], basic_with("staff")[1], (allow, "10.0.0.0/8")],
+        ),
+        // `satisfy: any`: an address the ranges grant needs no credentials; any other signs in.
+        annotated_ingress(
+            "either-local",
+            "either-local.test",
+            &app,
+            &[basic_with("staff")[0], basic_with("staff")[1], (allow, "127.0.0.0/8"), (satisfy, "any")],
+        ),
+        annotated_ingress(
+            "either-office",
+            "either-office.test",
+            &app,
+            &[basic_with("staff")[0], basic_with("staff")[1], (allow, "10.0.0.0/8"), (satisfy, "any")],
         ),
         annotated_ingress("missing", "missing.test", &app, &basic_with("later")),
         annotated_ingress("typo", "typo.test", &app, &[(auth_type, "basci"), (auth_secret_name, "staff")]),
@@ -503,6 +514,10 @@ async fn basic_auth_checks_every_htpasswd_form_and_fails_closed_without_its_secr
     assert_eq!(send(&client, &gateway, "OPTIONS", "cors.test", &preflight).await.status, 204);
     assert_eq!(status_as(&client, &gateway, "cors.test", None, "").await, 401);
     assert_eq!(status_as(&client, &gateway, "ranges.test", Some(("user-sha", "secret-sha")), "").await, 403);
+    assert_eq!(get(&client, &gateway, "/", "either-local.test", &[]).await.status, 200);
+    assert_eq!(status_as(&client, &gateway, "either-office.test", None, "").await, 401);
+    assert_eq!(status_as(&client, &gateway, "either-office.test", Some(("user-sha", "secret-sha")), "").await, 200);
+    assert_eq!(status_as(&client, &gateway, "either-office.test", Some(("user-sha", "wrong")), "").await, 401);
 
     // A missing Secret and an invalid annotation fail their Ingress closed, each reported
     // against the Ingress and the annotation.

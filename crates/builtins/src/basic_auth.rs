@@ -22,7 +22,7 @@ use sha1::{Digest, Sha1};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::Config;
+use crate::{Config, SourceRanges};
 
 /// The `basic-auth` plugin's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,10 @@ pub struct BasicAuth {
     pub realm: String,
     /// Password hashes by user name.
     pub users: BTreeMap<String, String>,
+    /// With `satisfy: any`: clients these ranges grant ([`SourceRanges::grants`]) go on
+    /// without credentials; every other client must sign in, denied ones included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub or_ranges: Option<SourceRanges>,
 }
 
 impl Config for BasicAuth {
@@ -182,7 +186,7 @@ mod tests {
     }
 
     fn auth() -> BasicAuth {
-        BasicAuth { realm: "Staff only".to_owned(), users: parse_htpasswd(HTPASSWD).unwrap() }
+        BasicAuth { realm: "Staff only".to_owned(), users: parse_htpasswd(HTPASSWD).unwrap(), or_ranges: None }
     }
 
     #[test]
@@ -208,8 +212,11 @@ mod tests {
         assert!(auth.admits(Some(&apr1)), "remembered");
         assert!(!auth.admits(Some(&header("user-apr1", "secret-apr2"))));
         // The Secret changes the user's hash: the old password is checked afresh, and fails.
-        let changed =
-            BasicAuth { realm: String::new(), users: [("user-apr1".into(), auth.users["user-md5"].clone())].into() };
+        let changed = BasicAuth {
+            realm: String::new(),
+            users: [("user-apr1".into(), auth.users["user-md5"].clone())].into(),
+            or_ranges: None,
+        };
         assert!(!changed.admits(Some(&apr1)));
         assert!(changed.admits(Some(&header("user-apr1", "secret-md5"))));
     }
@@ -226,7 +233,7 @@ mod tests {
         assert!(!auth.admits(Some(&header("nobody", "secret-sha"))));
         assert!(!auth.admits(Some(&format!("Basic {}", STANDARD.encode("user-sha")))), "no ':'");
         // The password may hold ':'; the user may not.
-        let colon = BasicAuth { realm: String::new(), users: parse_htpasswd("a:{PLAIN}b:c").unwrap() };
+        let colon = BasicAuth { realm: String::new(), users: parse_htpasswd("a:{PLAIN}b:c").unwrap(), or_ranges: None };
         assert_eq!(colon.users["a"], "{PLAIN}b", "the hash ends at a further ':'");
         assert_eq!(colon.challenge(), "Basic realm=\"\"");
         assert_eq!(auth.challenge(), "Basic realm=\"Staff only\"");

@@ -53,6 +53,14 @@ impl SourceRanges {
         !self.deny.iter().any(|net| net.contains(&client))
             && (self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&client)))
     }
+
+    /// Whether the ranges alone let `client` in where either they or a sign-in suffices
+    /// (`satisfy: any`): as nginx's rules (deny rules, then allow rules) decide, an allow rule
+    /// matches it and no deny rule does. A deny list alone never does.
+    pub fn grants(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        !self.deny.iter().any(|net| net.contains(&client)) && self.allow.iter().any(|net| net.contains(&client))
+    }
 }
 
 /// Parses a comma-separated list of networks (`10.0.0.0/24`) and addresses (`172.10.0.1`, a
@@ -93,6 +101,9 @@ mod tests {
         let deny_only = SourceRanges { allow: vec![], deny: parse_list("192.0.2.7").unwrap() };
         assert!(!deny_only.admits(ip("192.0.2.7")) && deny_only.admits(ip("192.0.2.8")));
         assert!(SourceRanges::default().admits(ip("192.0.2.1")));
+        assert!(ranges.grants(ip("10.1.2.3")) && ranges.grants(ip("::ffff:10.1.2.3")));
+        assert!(!ranges.grants(ip("10.9.0.1")) && !ranges.grants(ip("192.0.2.1")));
+        assert!(!deny_only.grants(ip("192.0.2.8")), "not denied is not granted");
         assert!(SourceRanges::default().validate().is_err() && deny_only.validate().is_ok());
     }
 

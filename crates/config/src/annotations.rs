@@ -69,6 +69,9 @@ pub const NGINX_AUTH_SECRET: &str = "nginx.ingress.kubernetes.io/auth-secret";
 pub const NGINX_AUTH_SECRET_TYPE: &str = "nginx.ingress.kubernetes.io/auth-secret-type";
 /// ingress-nginx: the realm of the `WWW-Authenticate` challenge (default empty).
 pub const NGINX_AUTH_REALM: &str = "nginx.ingress.kubernetes.io/auth-realm";
+/// ingress-nginx: `all` (default) or `any`: whether the source ranges and the credentials are
+/// both needed, or either suffices.
+pub const NGINX_SATISFY: &str = "nginx.ingress.kubernetes.io/satisfy";
 
 /// ingress-nginx: session affinity; `cookie` is the one kind.
 pub const NGINX_AFFINITY: &str = "nginx.ingress.kubernetes.io/affinity";

@@ -25,15 +25,33 @@ pub(crate) fn builtin_filters(
     errors: &mut Vec<(String, String)>,
 ) -> Vec<FilterSpec> {
     let mut reader = Reader { annotations, errors };
+    let mut ranges = source_ranges_config(&mut reader);
+    let cors = cors_config(&mut reader);
+    let mut auth = basic_auth_config(&mut reader, namespace, referenced);
+    let any = one_of(&mut reader, names::NGINX_SATISFY, ["all", "any"]).unwrap_or(false);
+    // Either suffices: one filter decides, letting a granted address in without credentials.
+    if any && let Some(auth) = &mut auth {
+        auth.or_ranges = ranges.take();
+    }
     let specs = [
-        source_ranges_config(&mut reader).map(|c| spec(sluice_builtins::SOURCE_RANGES, &c)),
-        cors_config(&mut reader).map(|c| spec(sluice_builtins::CORS, &c)),
-        basic_auth_config(&mut reader, namespace, referenced).map(|c| spec(sluice_builtins::BASIC_AUTH, &c)),
+        ranges.map(|c| spec(sluice_builtins::SOURCE_RANGES, &c)),
+        cors.map(|c| spec(sluice_builtins::CORS, &c)),
+        auth.map(|c| spec(sluice_builtins::BASIC_AUTH, &c)),
         rewrite_config(&mut reader).map(|c| spec(sluice_builtins::REWRITE, &c)),
         headers_config(&mut reader, namespace, referenced).map(|c| spec(sluice_builtins::HEADERS, &c)),
         affinity_config(&mut reader).map(|c| spec(sluice_builtins::AFFINITY, &c)),
     ];
     specs.into_iter().flatten().collect()
+}
+
+/// Reads `name` as one of two words: `false` for the first, `true` for the second; `None` when
+/// absent or neither (reported).
+fn one_of(r: &mut Reader, name: &str, [first, second]: [&str; 2]) -> Option<bool> {
+    r.parsed(name, |value| match value.trim() {
+        value if value == first => Ok(false),
+        value if value == second => Ok(true),
+        other => Err(format!("{other:?} is neither {first:?} nor {second:?}")),
+    })
 }
 
 fn spec(plugin: &str, config: &impl Serialize) -> FilterSpec {
@@ -102,20 +120,14 @@ fn basic_auth_config(r: &mut Reader, namespace: &str, referenced: &Referenced) -
         r.error(names::NGINX_AUTH_TYPE, message);
         return None;
     }
-    let map = r
-        .parsed(names::NGINX_AUTH_SECRET_TYPE, |value| match value.trim() {
-            "auth-file" => Ok(false),
-            "auth-map" => Ok(true),
-            other => Err(format!("{other:?} is neither \"auth-file\" nor \"auth-map\"")),
-        })
-        .unwrap_or(false);
+    let map = one_of(r, names::NGINX_AUTH_SECRET_TYPE, ["auth-file", "auth-map"]).unwrap_or(false);
     let realm = r.checked(names::NGINX_AUTH_REALM, basic_auth::check_realm).unwrap_or_default();
     if r.get(names::NGINX_AUTH_SECRET).is_none() {
         r.error(names::NGINX_AUTH_SECRET, format!("is required with {}: basic", names::NGINX_AUTH_TYPE));
         return None;
     }
     let users = r.parsed(names::NGINX_AUTH_SECRET, |value| auth_users(value, namespace, referenced, map))?;
-    Some(BasicAuth { realm, users })
+    Some(BasicAuth { realm, users, or_ranges: None })
 }
 
 /// The users of the `auth-secret` Secret (`NAME` or `NAMESPACE/NAME`, in the Ingress's own
@@ -473,6 +485,30 @@ mod tests {
             errors[0].1.starts_with("Secret shop/map: ann: ") && !errors[0].1.contains("secret-looking"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn satisfy_any_lets_the_ranges_or_the_credentials_suffice() {
+        let secrets = [secret("file", &[("auth", "ann:{PLAIN}one")])];
+        let basic = [
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "file"),
+            ("nginx.ingress.kubernetes.io/allowlist-source-range", "10.0.0.0/8"),
+        ];
+        let plugins = |specs: &[FilterSpec]| specs.iter().map(|s| s.plugin.clone()).collect::<Vec<_>>();
+        let (all, errors) = run_with(&basic, &[], &secrets);
+        assert_eq!((plugins(&all), errors), (vec!["source-ranges".to_owned(), "basic-auth".to_owned()], vec![]));
+        let satisfy = "nginx.ingress.kubernetes.io/satisfy";
+        let (any, errors) = run_with(&[basic[0], basic[1], basic[2], (satisfy, "any")], &[], &secrets);
+        assert_eq!((plugins(&any), errors), (vec!["basic-auth".to_owned()], vec![]), "one filter decides");
+        let auth: BasicAuth = sluice_builtins::parse(&any[0].config).unwrap();
+        assert_eq!(auth.or_ranges.unwrap().allow, source_ranges::parse_list("10.0.0.0/8").unwrap());
+        // Without both checks there is nothing to choose between.
+        let (ranges_only, errors) = run_with(&[basic[2], (satisfy, "any")], &[], &secrets);
+        assert_eq!((plugins(&ranges_only), errors), (vec!["source-ranges".to_owned()], vec![]));
+        let (_, errors) = run_with(&[basic[0], basic[1], (satisfy, "either")], &[], &secrets);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, format!("metadata.annotations[{satisfy}]"));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The built-in `basic-auth` filter: ingress-nginx's `auth-type: basic`, answering 401 with a
-//! challenge to a request without the credentials of a user it knows.
+//! challenge to a request without the credentials of a user it knows. With `satisfy: any`, a
+//! client the source ranges grant goes on without them.
+
+use std::net::SocketAddr;
 
 use sluice_builtins::BasicAuth;
 use sluice_sdk::{Action, OnRequest, Request, respond};
@@ -8,8 +11,13 @@ sluice_builtins::filter_type!(BasicAuthFilter, BasicAuth);
 
 impl OnRequest for BasicAuthFilter {
     fn on_request(config: &BasicAuth, request: &Request) -> Action {
+        let granted = config.or_ranges.as_ref().is_some_and(|ranges| {
+            // The gateway's client address: behind `--trusted-proxies`, the one they forwarded for.
+            let client: SocketAddr = request.client_address().parse().expect("the gateway gives ip:port");
+            ranges.grants(client.ip())
+        });
         // Credentials are never logged: a refusal says nothing about why.
-        if config.admits(request.header("authorization").as_deref()) {
+        if granted || config.admits(request.header("authorization").as_deref()) {
             Action::Continue
         } else {
             let challenge = config.challenge();
