@@ -1,5 +1,7 @@
 //! Prometheus metrics of the data path, exposed on the admin listener's `/metrics`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -122,9 +124,34 @@ impl Drop for OpenConnection {
 static UNROUTED: LazyLock<RouteName> =
     LazyLock::new(|| RouteName { ingress: "".into(), host: "".into(), path: "".into() });
 
+/// Routes whose metric handles a thread keeps; past this many (reloads leave names behind),
+/// the cache starts over.
+const CACHED_ROUTES: usize = 4096;
+
+/// Which [`Metrics`] a cached handle belongs to: never reused within a process.
+static METRICS_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's handles on one route's series, so that counting a request takes no lock on the
+/// families and hashes no label text (the families hash with SipHash under a lock).
+struct RouteCells {
+    /// Keeps the name's allocations, whose addresses are the key, from being reused.
+    _name: RouteName,
+    /// By status class, 1xx to 5xx.
+    requests: [Option<Counter>; 5],
+    duration: Option<Histogram>,
+}
+
+/// (the [`Metrics`]' id, the addresses of the route name's three parts)
+type CellKey = (u64, [usize; 3]);
+
+thread_local! {
+    static CELLS: RefCell<HashMap<CellKey, RouteCells, foldhash::fast::RandomState>> = RefCell::default();
+}
+
 /// The gateway's metrics; one instance shared by every listener.
 #[derive(Debug)]
 pub struct Metrics {
+    id: u64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
@@ -177,6 +204,7 @@ impl Default for Metrics {
         registry.register("config_reloads", "Configurations published after the first", config_reloads.clone());
         registry.register_collector(Box::new(PluginMetrics));
         Self {
+            id: METRICS_IDS.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             duration,
@@ -202,21 +230,32 @@ impl Metrics {
 
     /// Counts one answered request. `route` is `None` when nothing matched.
     pub fn request(&self, route: Option<&RouteName>, status: StatusCode, elapsed: Duration) {
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
         let name = route.unwrap_or(&UNROUTED);
-        let status = match status.as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        let labels =
-            RequestLabels { ingress: name.ingress.clone(), host: name.host.clone(), route: name.path.clone(), status };
-        self.requests.get_or_create(&labels).inc();
-        if route.is_some() {
-            let labels = RouteLabels { ingress: labels.ingress, host: labels.host, route: labels.route };
-            self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
-        }
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        let address = |part: &Arc<str>| Arc::as_ptr(part).cast::<u8>() as usize;
+        let key = (self.id, [address(&name.ingress), address(&name.host), address(&name.path)]);
+        CELLS.with_borrow_mut(|cells| {
+            if cells.len() >= CACHED_ROUTES && !cells.contains_key(&key) {
+                cells.clear();
+            }
+            let cell = cells.entry(key).or_insert_with(|| RouteCells {
+                _name: name.clone(),
+                requests: Default::default(),
+                duration: None,
+            });
+            let labels =
+                || RouteLabels { ingress: name.ingress.clone(), host: name.host.clone(), route: name.path.clone() };
+            let requests = cell.requests[class].get_or_insert_with(|| {
+                let RouteLabels { ingress, host, route } = labels();
+                self.requests.get_or_create(&RequestLabels { ingress, host, route, status: CLASSES[class] }).clone()
+            });
+            requests.inc();
+            if route.is_some() {
+                let duration = cell.duration.get_or_insert_with(|| self.duration.get_or_create(&labels()).clone());
+                duration.observe(elapsed.as_secs_f64());
+            }
+        });
     }
 
     /// Counts a downstream connection as open until the guard is dropped.
@@ -264,5 +303,62 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(ingress: &str, path: &str) -> RouteName {
+        RouteName { ingress: ingress.into(), host: "shop.test".into(), path: path.into() }
+    }
+
+    fn text(metrics: &Metrics) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        text
+    }
+
+    fn requests(text: &str, ingress: &str, path: &str, class: &str) -> u64 {
+        let line = format!(
+            "sluice_requests_total{{ingress=\"{ingress}\",host=\"shop.test\",route=\"{path}\",status=\"{class}\"}} "
+        );
+        text.lines().find_map(|l| l.strip_prefix(&line)).map_or(0, |count| count.parse().unwrap())
+    }
+
+    #[test]
+    fn requests_count_by_route_and_status_class_through_each_threads_handles() {
+        let (metrics, other) = (Metrics::default(), Metrics::default());
+        let (api, web) = (name("shop/api", "Prefix /api"), name("shop/web", "Prefix /"));
+        let ms = Duration::from_millis(1);
+        for status in [200, 204, 404, 503, 999] {
+            metrics.request(Some(&api), StatusCode::from_u16(status).unwrap(), ms);
+        }
+        metrics.request(Some(&web), StatusCode::OK, ms);
+        // The same name in new allocations (after a reload) counts in the same series.
+        metrics.request(Some(&name("shop/api", "Prefix /api")), StatusCode::OK, ms);
+        metrics.request(None, StatusCode::NOT_FOUND, ms);
+        other.request(Some(&api), StatusCode::OK, ms);
+
+        let text = text(&metrics);
+        let counts = ["2xx", "4xx", "5xx"].map(|class| requests(&text, "shop/api", "Prefix /api", class));
+        assert_eq!(counts, [3, 1, 2], "{text}");
+        assert_eq!(requests(&text, "shop/web", "Prefix /", "2xx"), 1);
+        assert!(text.contains("sluice_requests_total{ingress=\"\",host=\"\",route=\"\",status=\"4xx\"} 1"), "{text}");
+        let durations =
+            "sluice_request_duration_seconds_count{ingress=\"shop/api\",host=\"shop.test\",route=\"Prefix /api\"} 6";
+        assert!(text.contains(durations), "{text}");
+        // Another registry's handles are its own.
+        assert_eq!(requests(&self::text(&other), "shop/api", "Prefix /api", "2xx"), 1);
+
+        // Past the cache's size the handles are looked up again; no count is lost.
+        for i in 0..CACHED_ROUTES {
+            metrics.request(Some(&name(&format!("ns/{i}"), "Prefix /")), StatusCode::OK, ms);
+        }
+        metrics.request(Some(&api), StatusCode::OK, ms);
+        let text = self::text(&metrics);
+        assert_eq!(requests(&text, "shop/api", "Prefix /api", "2xx"), 4);
+        assert_eq!(requests(&text, "ns/7", "Prefix /", "2xx"), 1);
     }
 }
