@@ -17,6 +17,9 @@ async fn serve(ip: &str, module: &Path, name: &str, good: &str, bad: &str) -> Se
     let pods = Pods::start(&[ip]).await.unwrap();
     let (manifests, plugins) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     std::fs::copy(module, plugins.path().join(format!("{name}.wasm"))).unwrap();
+    // An interpreter's first calls (lazy imports) can outlast the default 50 ms on a loaded
+    // machine; these tests check what the filters do, not how fast.
+    std::fs::write(plugins.path().join(format!("{name}.limits.yaml")), "deadline: 1s\n").unwrap();
     let attach = |rest: &str| format!("- plugin: {name}\n{rest}");
     let objects = [
         service("app", &pods.addrs, &[]),
