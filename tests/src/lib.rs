@@ -402,7 +402,7 @@ pub fn js_filter() -> &'static Path {
 /// the WIT.
 fn guest(source: &str, wasm: &str, build: impl FnOnce(&Path, &Path, &Path)) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
-    let (source, wit, wasm) = (root.join(source), root.join("sdk/wit"), test_filters().join(wasm));
+    let (source, wit, wasm) = (root.join(source), root.join("sdk/wit/v0.1"), test_filters().join(wasm));
     if stale(&wasm, &[source.clone(), wit.join("filter.wit")]) {
         build(&source, &wit, &wasm);
     }

@@ -117,7 +117,7 @@ async fn rewrites_and_redirects_as_ingress_nginx_documents_them() {
         .filter(|p| p["builtin"] == true && p["hash"].is_string())
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(builtins, ["affinity", "basic-auth", "cors", "headers", "rewrite", "source-ranges"]);
+    assert_eq!(builtins, ["affinity", "basic-auth", "cors", "headers", "rate-limit", "rewrite", "source-ranges"]);
 }
 
 #[tokio::test]
@@ -805,4 +805,85 @@ async fn matches_ingress_nginx_where_it_differed() {
     assert!(set_cookie.contains("; Secure"), "{set_cookie}");
     let plain = get(&client, &gateway, "/", "secure.test", &[]).await;
     assert_eq!(plain.status, 308, "plain HTTP to a TLS host is redirected");
+}
+
+/// The statuses of `count` GETs of `path` on `host` one after another, sent on behalf of
+/// `client` (`X-Forwarded-For`), with how long they took.
+async fn burst(
+    client: &Client,
+    gateway: &Gateway,
+    host: &str,
+    path: &str,
+    forwarded_for: &str,
+    count: usize,
+) -> (Vec<u16>, Duration) {
+    let started = Instant::now();
+    let mut statuses = Vec::with_capacity(count);
+    for _ in 0..count {
+        let reply = get(client, gateway, path, host, &[("x-forwarded-for", forwarded_for)]).await;
+        if reply.status != 200 {
+            assert_eq!(reply.body, "too many requests\n");
+        }
+        statuses.push(reply.status);
+    }
+    (statuses, started.elapsed())
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_a_client_past_its_burst_and_its_requests_in_flight() {
+    let pods = Pods::start(&["127.0.0.76"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = [("/", "Prefix", "app")];
+    let rps = "nginx.ingress.kubernetes.io/limit-rps";
+    let multiplier = "nginx.ingress.kubernetes.io/limit-burst-multiplier";
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        // 2 a second with a burst of 4: 5 at once.
+        annotated_ingress(
+            "rps",
+            "rps.test",
+            &app,
+            &[(rps, "2"), (multiplier, "2"), ("nginx.ingress.kubernetes.io/limit-allowlist", "10.9.0.0/16")],
+        ),
+        // 1 a minute with the default burst of 5: 6 at once.
+        annotated_ingress("rpm", "rpm.test", &app, &[("nginx.ingress.kubernetes.io/limit-rpm", "1")]),
+        annotated_ingress("conn", "conn.test", &app, &[("nginx.ingress.kubernetes.io/limit-connections", "1")]),
+        annotated_ingress("broken", "broken.test", &app, &[(rps, "ten")]),
+    ];
+    write(dir.path(), &manifests);
+    let args = ["--trusted-proxies", "127.0.0.1/32", "--limit-status", "429"];
+    let gateway = Gateway::start(dir.path(), &args).await.unwrap();
+    let client = Client::new();
+
+    let (statuses, took) = burst(&client, &gateway, "rps.test", "/", "10.1.0.1", 20).await;
+    assert_eq!(statuses[..5], [200; 5], "the burst is admitted");
+    // Tokens come back at 2 a second while the loop runs.
+    let admitted = statuses.iter().filter(|&&s| s == 200).count();
+    let refilled = (took.as_secs_f64() * 2.0).ceil() as usize;
+    assert!(admitted <= 5 + refilled, "{admitted} admitted in {took:?}: {statuses:?}");
+    assert!(statuses.contains(&429), "the status of --limit-status: {statuses:?}");
+    // Each client address has its own bucket; allowlisted ones have none.
+    assert_eq!(burst(&client, &gateway, "rps.test", "/", "10.1.0.2", 1).await.0, [200]);
+    assert_eq!(burst(&client, &gateway, "rps.test", "/", "10.9.0.1", 30).await.0, [200; 30]);
+
+    let (statuses, _) = burst(&client, &gateway, "rpm.test", "/", "10.1.0.1", 8).await;
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429, 429], "6 at once, then 1 a minute");
+
+    // One request in flight per client: a second waits for the first's response.
+    let slow = {
+        let (client, url) = (client.clone(), gateway.url("/sleep/1500"));
+        tokio::spawn(async move {
+            let headers = [("x-forwarded-for", "10.1.0.1")];
+            client.request(http::Method::GET, &url, "conn.test", &headers, Default::default()).await.unwrap().status
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(burst(&client, &gateway, "conn.test", "/", "10.1.0.1", 1).await.0, [429], "while one is in flight");
+    assert_eq!(burst(&client, &gateway, "conn.test", "/", "10.1.0.2", 1).await.0, [200], "another client");
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(burst(&client, &gateway, "conn.test", "/", "10.1.0.1", 3).await.0, [200; 3], "held until the response");
+
+    // An invalid limit fails the Ingress closed.
+    assert_eq!(get(&client, &gateway, "/", "broken.test", &[]).await.status, 500);
+    assert_eq!(only_error(&gateway).await["field"], format!("metadata.annotations[{rps}]"));
 }

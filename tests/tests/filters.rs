@@ -131,6 +131,43 @@ async fn isolation_request_gives_every_request_a_fresh_instance() {
 }
 
 #[tokio::test]
+async fn filters_share_a_store_across_instances_and_routes_of_a_namespace() {
+    let pods = Pods::start(&["127.0.0.26"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tally = |isolation| format!("- plugin: probe\n  config: {{tally: hits}}\n  isolation: {isolation}\n");
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        filtered_ingress("one", "one.test", &[("/", "Prefix", "app")], &tally("instance")),
+        filtered_ingress("two", "two.test", &[("/", "Prefix", "app")], &tally("request")),
+    ];
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = plugins(&[("probe", "probe")]);
+    let gateway = Arc::new(start(dir.path(), plugins.path()).await);
+    let client = Client::new();
+    // Requests in parallel, over both routes (reused and fresh instances on every worker
+    // thread), each add one with compare-and-swap: no count is lost or given twice.
+    let tasks = (0..8).map(|task| {
+        let (client, gateway) = (client.clone(), gateway.clone());
+        tokio::spawn(async move {
+            let mut counts = Vec::new();
+            for i in 0..10 {
+                let host = if (task + i) % 2 == 0 { "one.test" } else { "two.test" };
+                let reply = client.get(&gateway.url("/"), host).await.unwrap();
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                counts.push(reply.json()["headers"]["x-tally"].as_str().unwrap().parse::<u32>().unwrap());
+            }
+            counts
+        })
+    });
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.extend(task.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=80).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn a_module_swapped_under_load_drops_no_request() {
     let pods = Pods::start(&["127.0.0.25"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

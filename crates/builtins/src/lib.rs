@@ -8,8 +8,9 @@
 //! on the host.
 //!
 //! In a chain the built-ins come first, in the order of [`ALL`]: [`SOURCE_RANGES`] (a refused
-//! client gets no further), [`CORS`] (a preflight is answered before anything is rewritten, and
-//! before credentials are asked for, which browsers never send with one), [`BASIC_AUTH`],
+//! client gets no further), [`RATE_LIMIT`] (what the rest of the chain answers counts too:
+//! preflights, failed sign-ins), [`CORS`] (a preflight is answered before anything is rewritten,
+//! and before credentials are asked for, which browsers never send with one), [`BASIC_AUTH`],
 //! [`REWRITE`], [`HEADERS`], [`AFFINITY`]; then the Ingress's own `sluice.dev/filters`.
 //! Response phases run in reverse.
 
@@ -18,6 +19,7 @@ pub mod basic_auth;
 pub mod check;
 pub mod cors;
 pub mod headers;
+pub mod rate_limit;
 pub mod rewrite;
 pub mod source_ranges;
 
@@ -29,11 +31,14 @@ pub use affinity::{Affinity, AffinityMode, SameSite};
 pub use basic_auth::BasicAuth;
 pub use cors::Cors;
 pub use headers::{HeaderOps, Headers};
+pub use rate_limit::RateLimit;
 pub use rewrite::{Redirect, Rewrite};
 pub use source_ranges::SourceRanges;
 
 /// The client address allow and deny list plugin.
 pub const SOURCE_RANGES: &str = "source-ranges";
+/// The per-client request rate and concurrency limit plugin.
+pub const RATE_LIMIT: &str = "rate-limit";
 /// The cross-origin resource sharing plugin.
 pub const CORS: &str = "cors";
 /// The HTTP Basic authentication plugin.
@@ -46,7 +51,7 @@ pub const HEADERS: &str = "headers";
 pub const AFFINITY: &str = "affinity";
 /// Every built-in plugin, in chain order. The gateway's build compiles `plugins/NAME` for each
 /// and embeds it; the gateway loads them under these names.
-pub const ALL: [&str; 6] = [SOURCE_RANGES, CORS, BASIC_AUTH, REWRITE, HEADERS, AFFINITY];
+pub const ALL: [&str; 7] = [SOURCE_RANGES, RATE_LIMIT, CORS, BASIC_AUTH, REWRITE, HEADERS, AFFINITY];
 
 /// The least deadline of a built-in's calls, whatever `--filter-deadline` says. Checking a
 /// password hash is slow by design (bcrypt at cost 12 took 340 ms in the sandbox): a missed deadline

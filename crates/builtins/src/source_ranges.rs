@@ -1,7 +1,7 @@
 //! Allowing and denying clients by address, as ingress-nginx's `allowlist-source-range` and
 //! `denylist-source-range` do (nginx's `deny` rules, then `allow` rules and `deny all`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -21,7 +21,7 @@ pub struct SourceRanges {
 
 /// Networks as their text (`10.0.0.0/8`). Not ipnet's `serde` feature: turning it on would
 /// rebuild the wasmtime crates that share ipnet.
-mod networks {
+pub(crate) mod networks {
     use super::*;
 
     pub fn serialize<S: Serializer>(nets: &[IpNet], serializer: S) -> Result<S::Ok, S::Error> {
@@ -61,6 +61,12 @@ impl SourceRanges {
         let client = client.to_canonical();
         !self.deny.iter().any(|net| net.contains(&client)) && self.allow.iter().any(|net| net.contains(&client))
     }
+}
+
+/// The IP of a client address as the gateway gives it to filters (`ip:port`; behind
+/// `--trusted-proxies`, the address they forwarded for); `None` for anything else.
+pub fn client_ip(address: &str) -> Option<IpAddr> {
+    address.parse::<SocketAddr>().ok().map(|address| address.ip())
 }
 
 /// Parses a comma-separated list of networks (`10.0.0.0/24`) and addresses (`172.10.0.1`, a
@@ -121,5 +127,15 @@ mod tests {
         assert_eq!(parsed.allow, parse_list("10.0.0.0/8").unwrap());
         assert!(crate::parse::<SourceRanges>(r#"{"allow":["10.0.0.0/40"]}"#).is_err());
         assert!(crate::parse::<SourceRanges>(r#"{"allowed":[]}"#).is_err());
+    }
+
+    #[test]
+    fn client_addresses() {
+        assert_eq!(client_ip("192.0.2.1:5000"), Some(ip("192.0.2.1")));
+        assert_eq!(client_ip("[2001:db8::1]:443"), Some(ip("2001:db8::1")));
+        assert_eq!(client_ip("[::ffff:10.0.0.1]:80"), Some(ip("::ffff:10.0.0.1")));
+        for bad in ["192.0.2.1", "2001:db8::1", "", "example.com:80"] {
+            assert_eq!(client_ip(bad), None, "{bad:?}");
+        }
     }
 }

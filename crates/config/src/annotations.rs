@@ -44,6 +44,20 @@ pub const NGINX_WHITELIST_SOURCE_RANGE: &str = "nginx.ingress.kubernetes.io/whit
 /// ingress-nginx: clients in these networks get 403, even when the allow list has them.
 pub const NGINX_DENYLIST_SOURCE_RANGE: &str = "nginx.ingress.kubernetes.io/denylist-source-range";
 
+/// ingress-nginx: requests a second each client may send, with a burst of `limit-burst-multiplier`
+/// times as many.
+pub const NGINX_LIMIT_RPS: &str = "nginx.ingress.kubernetes.io/limit-rps";
+/// ingress-nginx: requests a minute each client may send, with a burst like `limit-rps`.
+pub const NGINX_LIMIT_RPM: &str = "nginx.ingress.kubernetes.io/limit-rpm";
+/// ingress-nginx: the burst of `limit-rps` and `limit-rpm`, a multiple of the limit (default 5).
+pub const NGINX_LIMIT_BURST_MULTIPLIER: &str = "nginx.ingress.kubernetes.io/limit-burst-multiplier";
+/// ingress-nginx: requests each client may have in flight at once.
+pub const NGINX_LIMIT_CONNECTIONS: &str = "nginx.ingress.kubernetes.io/limit-connections";
+/// ingress-nginx: clients in these networks (comma-separated) are not limited.
+pub const NGINX_LIMIT_ALLOWLIST: &str = "nginx.ingress.kubernetes.io/limit-allowlist";
+/// ingress-nginx: the older name of `limit-allowlist`, which wins when both are set.
+pub const NGINX_LIMIT_WHITELIST: &str = "nginx.ingress.kubernetes.io/limit-whitelist";
+
 /// ingress-nginx: answer cross-origin requests (CORS) with the `cors-*` settings.
 pub const NGINX_ENABLE_CORS: &str = "nginx.ingress.kubernetes.io/enable-cors";
 /// ingress-nginx: the origins CORS allows (comma-separated; default `*`).

@@ -1,4 +1,4 @@
-//! Annotations that compile into the built-in filters (source ranges, CORS, basic
+//! Annotations that compile into the built-in filters (source ranges, rate limits, CORS, basic
 //! authentication, rewrite, headers, affinity): the ingress-nginx ones existing Ingresses
 //! carry, and ours.
 
@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sluice_builtins::{
-    Affinity, BasicAuth, Config, Cors, HeaderOps, Headers, Redirect, Rewrite, SourceRanges, basic_auth, check, cors,
-    rewrite, source_ranges,
+    Affinity, BasicAuth, Config, Cors, HeaderOps, Headers, RateLimit, Redirect, Rewrite, SourceRanges, basic_auth,
+    check, cors, rate_limit, rewrite, source_ranges,
 };
 
 use crate::annotations::{self as names, Reader, parse_bool};
@@ -18,14 +18,17 @@ use crate::manifest::BASIC_AUTH_LABEL;
 
 /// The built-in filters `annotations` ask for, in chain order ([`sluice_builtins::ALL`]).
 /// Invalid values are pushed to `errors` as (field, message); the caller fails the Ingress.
+/// Requests over a rate limit are refused with `limit_status`.
 pub(crate) fn builtin_filters(
     annotations: &BTreeMap<String, String>,
     namespace: &str,
     referenced: &Referenced,
+    limit_status: u16,
     errors: &mut Vec<(String, String)>,
 ) -> Vec<FilterSpec> {
     let mut reader = Reader { annotations, errors };
     let mut ranges = source_ranges_config(&mut reader);
+    let limits = rate_limit_config(&mut reader, limit_status);
     let cors = cors_config(&mut reader);
     let mut auth = basic_auth_config(&mut reader, namespace, referenced);
     let any = one_of(&mut reader, names::NGINX_SATISFY, ["all", "any"]).unwrap_or(false);
@@ -35,6 +38,7 @@ pub(crate) fn builtin_filters(
     }
     let specs = [
         ranges.map(|c| spec(sluice_builtins::SOURCE_RANGES, &c)),
+        limits.map(|c| spec(sluice_builtins::RATE_LIMIT, &c)),
         cors.map(|c| spec(sluice_builtins::CORS, &c)),
         auth.map(|c| spec(sluice_builtins::BASIC_AUTH, &c)),
         rewrite_config(&mut reader).map(|c| spec(sluice_builtins::REWRITE, &c)),
@@ -78,6 +82,40 @@ fn source_ranges_config(r: &mut Reader) -> Option<SourceRanges> {
         return None;
     }
     Some(SourceRanges { allow: allow.unwrap_or_default(), deny: deny.unwrap_or_default() })
+}
+
+/// The limits of `limit-rps`, `limit-rpm` and `limit-connections`, refusing with `status`; without
+/// any, `limit-burst-multiplier` and `limit-allowlist` are ignored, as in ingress-nginx.
+fn rate_limit_config(r: &mut Reader, status: u16) -> Option<RateLimit> {
+    let limit = |value: &str| match value.trim().parse::<u32>() {
+        Ok(limit) if limit > 0 => Ok(limit),
+        _ => Err(format!("{value:?} is not a whole number above 0")),
+    };
+    let rps = r.parsed(names::NGINX_LIMIT_RPS, limit);
+    let rpm = r.parsed(names::NGINX_LIMIT_RPM, limit);
+    let connections = r.parsed(names::NGINX_LIMIT_CONNECTIONS, limit);
+    if rps.is_none() && rpm.is_none() && connections.is_none() {
+        return None;
+    }
+    let multiplier =
+        r.parsed(names::NGINX_LIMIT_BURST_MULTIPLIER, limit).unwrap_or(rate_limit::DEFAULT_BURST_MULTIPLIER);
+    // As in ingress-nginx, the old name counts only when the new one is absent or empty.
+    let allow = match r.get(names::NGINX_LIMIT_ALLOWLIST) {
+        Some(value) if !value.trim().is_empty() => names::NGINX_LIMIT_ALLOWLIST,
+        _ if r.get(names::NGINX_LIMIT_WHITELIST).is_some() => names::NGINX_LIMIT_WHITELIST,
+        _ => names::NGINX_LIMIT_ALLOWLIST,
+    };
+    let allow = r.parsed(allow, |value| match value.trim() {
+        "" => Ok(Vec::new()),
+        list => source_ranges::parse_list(list),
+    });
+    Some(RateLimit {
+        rps: rps.map(|limit| rate_limit::Rate { limit, burst: limit.saturating_mul(multiplier) }),
+        rpm: rpm.map(|limit| rate_limit::Rate { limit, burst: limit.saturating_mul(multiplier) }),
+        connections,
+        allow: allow.unwrap_or_default(),
+        status,
+    })
 }
 
 fn cors_config(r: &mut Reader) -> Option<Cors> {
@@ -304,7 +342,7 @@ mod tests {
             referenced.secrets.insert(ns, name, Arc::new(secret.clone()));
         }
         let mut errors = Vec::new();
-        let specs = builtin_filters(&annotations, "shop", &referenced, &mut errors);
+        let specs = builtin_filters(&annotations, "shop", &referenced, 503, &mut errors);
         (specs, errors)
     }
 
@@ -330,19 +368,23 @@ mod tests {
                 ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.example"),
                 ("sluice.dev/response-headers", "set: {X-Frame-Options: DENY}\nremove: [server]"),
                 ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+                ("nginx.ingress.kubernetes.io/limit-rps", "10"),
+                ("nginx.ingress.kubernetes.io/denylist-source-range", "192.0.2.0/24"),
             ],
             &[],
         );
         assert_eq!(errors, vec![]);
         let plugins: Vec<&str> = specs.iter().map(|s| s.plugin.as_str()).collect();
-        assert_eq!(plugins, ["cors", "rewrite", "headers", "affinity"]);
-        assert_eq!(sluice_builtins::parse::<Cors>(&specs[0].config).unwrap(), Cors::default());
-        assert_eq!(specs[1].config, r#"{"target":"/$2"}"#);
-        let headers: Headers = sluice_builtins::parse(&specs[2].config).unwrap();
+        assert_eq!(plugins, ["source-ranges", "rate-limit", "cors", "rewrite", "headers", "affinity"]);
+        assert_eq!(plugins, sluice_builtins::ALL.into_iter().filter(|p| *p != "basic-auth").collect::<Vec<_>>());
+        assert_eq!(specs[1].config, r#"{"rps":{"limit":10,"burst":50},"status":503}"#);
+        assert_eq!(sluice_builtins::parse::<Cors>(&specs[2].config).unwrap(), Cors::default());
+        assert_eq!(specs[3].config, r#"{"target":"/$2"}"#);
+        let headers: Headers = sluice_builtins::parse(&specs[4].config).unwrap();
         assert_eq!(headers.request.set["host"], "internal.example");
         assert_eq!(headers.response.set["x-frame-options"], "DENY");
         assert_eq!(headers.response.remove, ["server"]);
-        let affinity: Affinity = sluice_builtins::parse(&specs[3].config).unwrap();
+        let affinity: Affinity = sluice_builtins::parse(&specs[5].config).unwrap();
         assert_eq!((affinity.cookie.as_str(), affinity.max_age), ("INGRESSCOOKIE", Some(60)));
     }
 
@@ -363,6 +405,44 @@ mod tests {
         let (specs, errors) = run(&[(allow, "10.0.0.0/8"), ("nginx.ingress.kubernetes.io/enable-cors", "true")], &[]);
         assert_eq!(errors, vec![]);
         assert_eq!(specs.iter().map(|s| s.plugin.as_str()).collect::<Vec<_>>(), ["source-ranges", "cors"]);
+    }
+
+    #[test]
+    fn rate_limits() {
+        let limits = first_config::<RateLimit>;
+        let list = |value| source_ranges::parse_list(value).unwrap();
+        let rps = "nginx.ingress.kubernetes.io/limit-rps";
+        let rpm = "nginx.ingress.kubernetes.io/limit-rpm";
+        let multiplier = "nginx.ingress.kubernetes.io/limit-burst-multiplier";
+        let connections = "nginx.ingress.kubernetes.io/limit-connections";
+        let allow = "nginx.ingress.kubernetes.io/limit-allowlist";
+        let whitelist = "nginx.ingress.kubernetes.io/limit-whitelist";
+        let all = limits(&[(rps, "10"), (rpm, " 300 "), (multiplier, "2"), (connections, "4"), (allow, "10.0.0.0/8")]);
+        let expected = RateLimit {
+            rps: Some(rate_limit::Rate { limit: 10, burst: 20 }),
+            rpm: Some(rate_limit::Rate { limit: 300, burst: 600 }),
+            connections: Some(4),
+            allow: list("10.0.0.0/8"),
+            status: 503,
+        };
+        assert_eq!(all, Some(expected));
+        let rpm_only = limits(&[(rpm, "60")]).unwrap();
+        assert_eq!((rpm_only.rps, rpm_only.rpm), (None, Some(rate_limit::Rate { limit: 60, burst: 300 })));
+        let connections_only = limits(&[(connections, "1"), (multiplier, "3")]).unwrap();
+        assert_eq!((connections_only.connections, connections_only.rps), (Some(1), None));
+        // The new name wins over the old one; an empty new one leaves it to the old one.
+        assert_eq!(limits(&[(rps, "1"), (whitelist, "::1")]).unwrap().allow, list("::1"));
+        assert_eq!(limits(&[(rps, "1"), (allow, "::1"), (whitelist, "bad")]).unwrap().allow, list("::1"));
+        assert_eq!(limits(&[(rps, "1"), (allow, " "), (whitelist, "10.0.0.0/8")]).unwrap().allow, list("10.0.0.0/8"));
+        assert_eq!(limits(&[(rps, "1"), (allow, "")]).unwrap().allow, vec![]);
+        // Without a limit, the other two are ignored, as in ingress-nginx.
+        assert_eq!(run(&[(multiplier, "0"), (allow, "bad"), (whitelist, "bad")], &[]), (vec![], vec![]));
+        // The status is the gateway's.
+        let annotations = [(rps.to_owned(), "1".to_owned())].into();
+        let mut errors = Vec::new();
+        let specs = builtin_filters(&annotations, "shop", &Referenced::default(), 429, &mut errors);
+        assert_eq!(errors, vec![]);
+        assert_eq!(sluice_builtins::parse::<RateLimit>(&specs[0].config).unwrap().status, 429);
     }
 
     #[test]
@@ -549,6 +629,11 @@ mod tests {
             ("nginx.ingress.kubernetes.io/allowlist-source-range", ""),
             ("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8,"),
             ("nginx.ingress.kubernetes.io/denylist-source-range", "example.com"),
+            ("nginx.ingress.kubernetes.io/limit-rps", "0"),
+            ("nginx.ingress.kubernetes.io/limit-rps", "1.5"),
+            ("nginx.ingress.kubernetes.io/limit-rpm", "-1"),
+            ("nginx.ingress.kubernetes.io/limit-rpm", "99999999999"),
+            ("nginx.ingress.kubernetes.io/limit-connections", "many"),
         ];
         for (name, value) in cases {
             let (_, errors) = run(&[(name, value)], &[]);
@@ -565,6 +650,18 @@ mod tests {
         ];
         let fields: Vec<String> = run(&affinity, &[]).1.into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields.len(), 4, "{fields:?}");
+        let limits = [
+            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "0"),
+            ("nginx.ingress.kubernetes.io/limit-allowlist", "10.0.0.0/8, 10.1"),
+        ];
+        let fields: Vec<String> = run(&limits, &[]).1.into_iter().map(|(f, _)| f).collect();
+        let expected: Vec<String> =
+            limits[1..].iter().map(|(name, _)| format!("metadata.annotations[{name}]")).collect();
+        assert_eq!(fields, expected);
+        let (_, errors) = run(&[limits[0], ("nginx.ingress.kubernetes.io/limit-whitelist", "example.com")], &[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "metadata.annotations[nginx.ingress.kubernetes.io/limit-whitelist]");
         let cors = [
             ("nginx.ingress.kubernetes.io/enable-cors", "true"),
             ("nginx.ingress.kubernetes.io/cors-allow-origin", "origin.cors.com:8080, https://a.test"),

@@ -23,6 +23,15 @@ use crate::translate::{is_ours, translate_ingress};
 pub struct TranslateOptions<'a> {
     /// The IngressClass whose Ingresses are ours.
     pub ingress_class: &'a str,
+    /// The status of a request refused by a rate limit (`--limit-status`).
+    pub limit_status: u16,
+}
+
+impl<'a> TranslateOptions<'a> {
+    /// The Ingresses of `ingress_class`, with the other options at their defaults.
+    pub fn new(ingress_class: &'a str) -> Self {
+        Self { ingress_class, limit_status: sluice_builtins::rate_limit::DEFAULT_STATUS }
+    }
 }
 
 /// Translates manifests into the routing model. Pure and total: every problem becomes a
@@ -56,6 +65,8 @@ pub struct Catalog {
     resolved: HashMap<BackendKey, Resolved>,
     /// Services changed since the last translation, whose backends are resolved again.
     changed_services: Names<()>,
+    /// The `limit_status` of the kept translations.
+    limit_status: u16,
 }
 
 impl Catalog {
@@ -226,6 +237,10 @@ impl Catalog {
     /// every problem becomes a [`ConfigError`] and only the part it is about is left out.
     pub fn translate(&mut self, options: &TranslateOptions<'_>) -> Model {
         let default_class = self.is_default(options);
+        if options.limit_status != self.limit_status {
+            self.limit_status = options.limit_status;
+            self.translations_stale(true);
+        }
         let changed = std::mem::take(&mut self.changed_services);
         if !changed.0.is_empty() {
             self.resolved.retain(|key, _| changed.get(&key.namespace, &key.service).is_none());
@@ -238,8 +253,9 @@ impl Catalog {
             if !is_ours(&entry.ingress, options.ingress_class, default_class) {
                 continue;
             }
-            let translated = (entry.translated)
-                .get_or_insert_with(|| Arc::new(translate_ingress(&entry.origin, &entry.ingress, &self.referenced)));
+            let translated = (entry.translated).get_or_insert_with(|| {
+                Arc::new(translate_ingress(&entry.origin, &entry.ingress, &self.referenced, self.limit_status))
+            });
             model.errors.extend_from_slice(&translated.errors);
             for (field, key) in &translated.backends {
                 if !self.resolved.contains_key(key) {
@@ -289,7 +305,7 @@ impl Catalog {
         if !review.ours {
             return review;
         }
-        let mut translated = translate_ingress(origin, ingress, &self.referenced);
+        let mut translated = translate_ingress(origin, ingress, &self.referenced, options.limit_status);
         let (missing, errors) =
             std::mem::take(&mut translated.errors).into_iter().partition(ConfigError::is_missing_object);
         (translated.errors, review.warnings) = (errors, missing);
@@ -388,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_catalog_kept_across_changes_translates_like_a_fresh_one() {
-        let options = TranslateOptions { ingress_class: "sluice" };
+        let options = TranslateOptions::new("sluice");
         let mut objects: Vec<Manifest> = vec![
             service("web"),
             slice("web-1", "web", &[true, false]),
@@ -433,7 +449,7 @@ mod tests {
 
     #[test]
     fn an_ingress_is_translated_again_only_when_it_or_what_it_reads_changes() {
-        let options = TranslateOptions { ingress_class: "sluice" };
+        let options = TranslateOptions::new("sluice");
         let mut catalog = Catalog::default();
         for object in [service("web"), ingress("a", "a.test", &[("/", "web")]), ingress("b", "b.test", &[("/", "web")])]
         {
@@ -452,5 +468,9 @@ mod tests {
         catalog.apply(secret("one"));
         let third = catalog.translate(&options);
         assert!(!Arc::ptr_eq(&find(&second, "a"), &find(&third, "a")), "a kept a translation that read Secrets");
+        let fourth = catalog.translate(&TranslateOptions { limit_status: 429, ..options.clone() });
+        assert!(!Arc::ptr_eq(&find(&third, "a"), &find(&fourth, "a")), "a kept a translation of another limit status");
+        let fifth = catalog.translate(&TranslateOptions { limit_status: 429, ..options });
+        assert!(Arc::ptr_eq(&find(&fourth, "a"), &find(&fifth, "a")), "a was translated again");
     }
 }

@@ -90,13 +90,18 @@ struct IngressOptions {
 }
 
 /// Reads the annotations; a malformed value is reported (field, message) and its default used.
-fn read_annotations(ingress: &Ingress, referenced: &Referenced, errors: &mut Vec<(String, String)>) -> IngressOptions {
+fn read_annotations(
+    ingress: &Ingress,
+    referenced: &Referenced,
+    limit_status: u16,
+    errors: &mut Vec<(String, String)>,
+) -> IngressOptions {
     let empty = BTreeMap::new();
     let all = ingress.metadata.annotations.as_ref().unwrap_or(&empty);
     // Built-ins first, then the Ingress's own filters. A broken value anywhere fails every
     // route closed: a rewrite, redirect or guard filter must not silently disappear.
     let mut filter_errors = Vec::new();
-    let mut filters = builtin_filters(all, namespace(&ingress.metadata), referenced, &mut filter_errors);
+    let mut filters = builtin_filters(all, namespace(&ingress.metadata), referenced, limit_status, &mut filter_errors);
     match all.get(FILTERS).map(|value| parse_filters(value)) {
         Some(Ok(specs)) => filters.extend(specs),
         Some(Err(message)) => filter_errors.push((annotations::field(FILTERS), message)),
@@ -282,12 +287,17 @@ fn upstream_policy(r: &mut Reader) -> UpstreamPolicy {
     }
 }
 
-/// Translates one Ingress, whatever its class.
-pub(crate) fn translate_ingress(origin: &Arc<str>, ingress: &Ingress, referenced: &Referenced) -> IngressModel {
+/// Translates one Ingress, whatever its class; its rate limits refuse with `limit_status`.
+pub(crate) fn translate_ingress(
+    origin: &Arc<str>,
+    ingress: &Ingress,
+    referenced: &Referenced,
+    limit_status: u16,
+) -> IngressModel {
     let id = ObjectRef::new("Ingress", namespace(&ingress.metadata), ingress.metadata.name.clone().unwrap_or_default());
     let created = ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut annotation_errors = Vec::new();
-    let options = read_annotations(ingress, referenced, &mut annotation_errors);
+    let options = read_annotations(ingress, referenced, limit_status, &mut annotation_errors);
     let unavailable_backend = options.unavailable_backend.as_ref().map(|name| BackendKey {
         namespace: id.namespace.clone(),
         service: name.clone(),

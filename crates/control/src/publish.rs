@@ -13,6 +13,8 @@ use crate::webhook::Validator;
 pub struct Publisher {
     snapshot: Arc<ArcSwap<Snapshot>>,
     ingress_class: String,
+    /// The status of a request a rate limit refuses.
+    limit_status: u16,
     plugins: Plugins,
     /// The objects of every source, kept so that the next publish translates only what changed.
     catalog: SharedCatalog,
@@ -21,10 +23,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Publishes into `snapshot` the Ingresses of `ingress_class`, with filters from `plugins`.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, ingress_class: String, plugins: Plugins) -> Self {
+    /// Publishes into `snapshot` the Ingresses of `ingress_class`, with filters from `plugins`;
+    /// their rate limits refuse with `limit_status`.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, ingress_class: String, limit_status: u16, plugins: Plugins) -> Self {
         let (catalog, modules) = (SharedCatalog::default(), Arc::new(ArcSwapOption::empty()));
-        Self { snapshot, ingress_class, plugins, catalog, modules }
+        Self { snapshot, ingress_class, limit_status, plugins, catalog, modules }
+    }
+
+    /// What the catalog is translated with.
+    fn options(&self) -> TranslateOptions<'_> {
+        TranslateOptions { ingress_class: &self.ingress_class, limit_status: self.limit_status }
     }
 
     /// The catalog this publisher translates.
@@ -35,7 +43,7 @@ impl Publisher {
     /// What an admission webhook checks Ingresses with: this publisher's catalog and plugin
     /// modules, as of its last publish.
     pub fn validator(&self) -> Validator {
-        Validator::new(self.catalog.clone(), self.modules.clone(), self.ingress_class.clone())
+        Validator::new(self.catalog.clone(), self.modules.clone(), self.ingress_class.clone(), self.limit_status)
     }
 
     /// Loads new and changed plugin modules; returns whether anything changed.
@@ -69,7 +77,7 @@ impl Publisher {
         let model = {
             let mut catalog = self.catalog.lock();
             let duplicates = catalog.sync(manifests);
-            let mut model = catalog.translate(&TranslateOptions { ingress_class: &self.ingress_class });
+            let mut model = catalog.translate(&self.options());
             model.errors.extend(duplicates.into_iter().chain(source_errors));
             model
         };
@@ -80,7 +88,7 @@ impl Publisher {
     /// translation) and publishes the result like [`Publisher::publish`].
     pub async fn publish_catalog(&mut self) -> Arc<Snapshot> {
         let started = Instant::now();
-        let model = self.catalog.lock().translate(&TranslateOptions { ingress_class: &self.ingress_class });
+        let model = self.catalog.lock().translate(&self.options());
         self.publish_model(model, started).await
     }
 

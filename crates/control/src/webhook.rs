@@ -44,6 +44,7 @@ pub struct Validator {
     catalog: SharedCatalog,
     modules: Arc<ArcSwapOption<Modules>>,
     ingress_class: String,
+    limit_status: u16,
 }
 
 /// What a review request asks, as far as it is read.
@@ -97,8 +98,13 @@ struct Status {
 }
 
 impl Validator {
-    pub(crate) fn new(catalog: SharedCatalog, modules: Arc<ArcSwapOption<Modules>>, ingress_class: String) -> Self {
-        Self { catalog, modules, ingress_class }
+    pub(crate) fn new(
+        catalog: SharedCatalog,
+        modules: Arc<ArcSwapOption<Modules>>,
+        ingress_class: String,
+        limit_status: u16,
+    ) -> Self {
+        Self { catalog, modules, ingress_class, limit_status }
     }
 
     /// Whether the control plane has published once, so the catalog and plugins are complete.
@@ -155,8 +161,8 @@ impl Validator {
         let this = self.clone();
         let translated = tokio::task::spawn_blocking(move || {
             let origin: Arc<str> = Arc::from("admission");
-            let review =
-                this.catalog.lock().review(&origin, &ingress, &TranslateOptions { ingress_class: &this.ingress_class });
+            let options = TranslateOptions { ingress_class: &this.ingress_class, limit_status: this.limit_status };
+            let review = this.catalog.lock().review(&origin, &ingress, &options);
             if !review.ours {
                 return None;
             }

@@ -12,10 +12,10 @@ use sluice_config::{FailurePolicy, FilterSpec, Isolation};
 
 use crate::engine::{Kind, Plugin};
 use crate::failure::{FailureKind, FilterFailure};
-use crate::host::sluice::filter::types::{Action, ImmediateResponse};
-use crate::host::{Call, Head, RequestContext};
+use crate::host::{Action, Call, Head, ImmediateResponse, RequestContext};
 use crate::instance::{self, Live};
 use crate::proxy_wasm;
+use crate::shared::Hold;
 
 /// One filter attached to a route.
 #[derive(Debug)]
@@ -108,12 +108,14 @@ impl Attachment {
             config_id: self.config_id,
             state: exchange.states[index].take(),
             skip_response: false,
+            holds: Vec::new(),
         });
         let result = match request_phase {
             true => live.on_request(plugin).await.map(Some),
             false => live.on_response(plugin).await.map(|()| None),
         };
-        let call = live.state().call.take().expect("a call's inputs stay in the store");
+        let mut call = live.state().call.take().expect("a call's inputs stay in the store");
+        exchange.holds.0.append(&mut call.holds);
         exchange.context = Some(call.context);
         exchange.states[index] = call.state;
         if request_phase {
@@ -320,6 +322,10 @@ impl Chain {
     }
 }
 
+/// Places filters hold (`limits.hold`) until a request ends: given back when dropped.
+#[derive(Debug, Default)]
+pub struct Holds(Vec<Hold>);
+
 /// One request's passage through a chain: its context, the state filters keep between
 /// phases, and fresh instances kept for the response phase.
 pub struct Exchange {
@@ -331,6 +337,8 @@ pub struct Exchange {
     /// The requests' contexts in proxy-wasm filters, by filter (empty without such filters).
     streams: Vec<Option<proxy_wasm::Stream>>,
     ran: usize,
+    /// Places filters hold until the request ends.
+    holds: Holds,
     /// Failures of fail-open filters, which were skipped.
     pub failures: Vec<FilterFailure>,
 }
@@ -345,6 +353,7 @@ impl Exchange {
             fresh: (0..filters).map(|_| None).collect(),
             streams: Vec::new(),
             ran: 0,
+            holds: Holds::default(),
             failures: Vec::new(),
         }
     }
@@ -356,6 +365,12 @@ impl Exchange {
     /// The endpoint (index into the backend's endpoints) a filter chose.
     pub fn chosen_endpoint(&mut self) -> Option<usize> {
         self.context().chosen
+    }
+
+    /// The places filters hold until the request ends, to keep with a response body that
+    /// streams on after the exchange is over.
+    pub fn take_holds(&mut self) -> Holds {
+        std::mem::take(&mut self.holds)
     }
 
     /// Tells the response phases which endpoint served the request.

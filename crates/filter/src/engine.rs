@@ -12,8 +12,9 @@ use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre,
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::clock::{Clock, TICK};
-use crate::host::{Filter, FilterIndices, State};
+use crate::host::{self, FilterIndicesV1, FilterIndicesV2, State};
 use crate::proxy_wasm;
+use crate::shared::Shared;
 use crate::wasi::Wasi;
 
 /// The largest memory cap a plugin may ask for; pooled memory slots are this large.
@@ -57,6 +58,8 @@ struct EngineInner {
     /// The host of proxy-wasm modules.
     proxy_wasm: wasmtime::Linker<proxy_wasm::Host>,
     clock: Arc<Clock>,
+    /// Buckets, holds and values shared by all instances.
+    shared: Arc<Shared>,
     cache_dir: Option<PathBuf>,
     /// Distinguishes compiled code of other engine settings or versions in the cache.
     settings: u64,
@@ -101,10 +104,12 @@ impl Engine {
 
         let mut sync_linker = Linker::new(&engine);
         Wasi::add_to_linker(&mut sync_linker, |state: &mut State| &mut state.wasi)?;
-        Filter::add_to_linker::<_, HasSelf<State>>(&mut sync_linker, |state| state)?;
         let mut async_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker)?;
-        Filter::add_to_linker::<_, HasSelf<State>>(&mut async_linker, |state| state)?;
+        for linker in [&mut sync_linker, &mut async_linker] {
+            host::v1::Filter::add_to_linker::<_, HasSelf<State>>(linker, |state| state)?;
+            host::v2::Filter::add_to_linker::<_, HasSelf<State>>(linker, |state| state)?;
+        }
 
         let proxy_wasm = proxy_wasm::linker(&engine)?;
 
@@ -113,7 +118,8 @@ impl Engine {
         let settings = hasher.finish();
 
         let clock = Clock::start(&engine)?;
-        let inner = EngineInner { engine, sync_linker, async_linker, proxy_wasm, clock, cache_dir, settings };
+        let shared = Arc::default();
+        let inner = EngineInner { engine, sync_linker, async_linker, proxy_wasm, clock, shared, cache_dir, settings };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -150,11 +156,16 @@ impl Engine {
             Kind::Component(_) => "async",
             Kind::ProxyWasm(_) => "sync, proxy-wasm",
         };
+        let contract = match &kind {
+            Kind::Component(code) => Some(code.exports.version.as_str()),
+            Kind::ProxyWasm(_) => None,
+        };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             plugin = name,
             hash,
             calls,
+            contract,
             abi,
             request = phases.request,
             response = phases.response,
@@ -184,8 +195,7 @@ impl Engine {
                 Err(e) => return Err(format!("cannot be linked: {e:#}")),
             },
         };
-        FilterIndices::new(&pre).map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
-        let exports = Exports::of(&component)?;
+        let exports = Exports::of(&component, &pre)?;
         Ok(ComponentCode { pre, sync, exports })
     }
 
@@ -214,7 +224,8 @@ impl Engine {
 
     /// A new store for `plugin`, with its memory cap.
     pub(crate) fn store(&self, plugin: &Plugin) -> Store<State> {
-        let mut store = Store::new(&self.inner.engine, State::new(plugin.name.clone(), plugin.limits.memory));
+        let state = State::new(plugin.name.clone(), plugin.limits.memory, self.inner.shared.clone());
+        let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         store
@@ -223,15 +234,46 @@ impl Engine {
 
 /// Where a plugin's exports are, found once per load.
 pub(crate) struct Exports {
+    /// The contract version the component implements.
+    pub version: Version,
     pub validate_config: ComponentExportIndex,
     pub on_request: ComponentExportIndex,
     pub on_response: ComponentExportIndex,
 }
 
+/// The versions of the contract a component may implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// `sluice:filter@0.1.0`: functions at the root, taking resources.
+    V1,
+    /// `sluice:filter@0.2.0`: the `handler` interface.
+    V2,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "0.1.0",
+            Self::V2 => "0.2.0",
+        }
+    }
+}
+
 impl Exports {
-    fn of(component: &Component) -> Result<Self, String> {
-        let find = |name: &str| component.get_export_index(None, name).ok_or_else(|| format!("does not export {name}"));
+    /// The exports of `component`, of the version it implements (0.2 if it exports the
+    /// `handler` interface); `pre` checks their types.
+    fn of(component: &Component, pre: &InstancePre<State>) -> Result<Self, String> {
+        let handler = component.get_export_index(None, host::HANDLER);
+        let version = match handler {
+            Some(_) => FilterIndicesV2::new(pre).map(|_| Version::V2),
+            None => FilterIndicesV1::new(pre).map(|_| Version::V1),
+        };
+        let version = version.map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
+        let find = |name: &str| {
+            component.get_export_index(handler.as_ref(), name).ok_or_else(|| format!("does not export {name}"))
+        };
         Ok(Self {
+            version,
             validate_config: find("validate-config")?,
             on_request: find("on-request")?,
             on_response: find("on-response")?,

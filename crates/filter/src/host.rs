@@ -1,4 +1,5 @@
-//! The host side of `sdk/wit`: what a filter's imports do.
+//! The host side of `sdk/wit`: what a filter's imports do, for each version of the contract
+//! (`v1`: `sluice:filter@0.1.0`, `v2`: `@0.2.0`); the accessors are the same code for both.
 //!
 //! A call moves the request's (or response's) head and the request context into the store,
 //! runs the guest, and moves them back out: the guest reads through lazy accessors, so nothing
@@ -17,24 +18,15 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::failure::MemoryCap;
+use crate::shared::{Hold, Shared};
 use crate::wasi::Wasi;
 
-wasmtime::component::bindgen!({
-    path: "../../sdk/wit",
-    world: "filter",
-    imports: { default: trappable },
-    with: {
-        "sluice:filter/types.request": RequestHandle,
-        "sluice:filter/types.response": ResponseHandle,
-    },
-});
+pub(crate) mod v1;
+pub(crate) mod v2;
 
-use sluice::filter::types::{self, Endpoint, LogLevel};
-
-/// The `request` resource: always the request of the call in progress.
-pub struct RequestHandle;
-/// The `response` resource: always the response of the call in progress.
-pub struct ResponseHandle;
+pub use v1::sluice::filter::types::{Action, ImmediateResponse};
+pub(crate) use v1::{FilterIndices as FilterIndicesV1, RequestHandle, ResponseHandle};
+pub(crate) use v2::{FilterIndices as FilterIndicesV2, HANDLER};
 
 /// What a request's filters may read about it besides its head.
 #[derive(Debug)]
@@ -76,6 +68,8 @@ pub struct Call {
     pub config_id: u64,
     /// This filter's state, from `set-state` in its request phase.
     pub state: Option<Vec<u8>>,
+    /// Places the filter holds until the request ends (`limits.hold`).
+    pub holds: Vec<Hold>,
     /// The request phase said the response phase has nothing to do (`skip-response`).
     pub skip_response: bool,
 }
@@ -83,6 +77,8 @@ pub struct Call {
 /// The data of a filter instance's store.
 pub struct State {
     pub plugin: Arc<str>,
+    /// What filters share across requests.
+    shared: Arc<Shared>,
     pub limiter: MemoryCap,
     pub call: Option<Call>,
     /// The WASI of synchronous instances.
@@ -93,8 +89,9 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(plugin: Arc<str>, memory: usize) -> Self {
-        Self { wasi: Wasi::new(plugin.clone()), plugin, limiter: MemoryCap::new(memory), call: None, full_wasi: None }
+    pub fn new(plugin: Arc<str>, memory: usize, shared: Arc<Shared>) -> Self {
+        let wasi = Wasi::new(plugin.clone());
+        Self { wasi, plugin, shared, limiter: MemoryCap::new(memory), call: None, full_wasi: None }
     }
 
     fn call(&mut self) -> wasmtime::Result<&mut Call> {
@@ -117,6 +114,14 @@ impl State {
             Head::Response(parts) => Ok(parts),
             Head::Request(_) => bail!("there is no response in the request phase"),
         }
+    }
+
+    /// `key` among the shared keys of this plugin in the namespace of the request's Ingress.
+    fn shared_key(&mut self, key: &str) -> wasmtime::Result<String> {
+        let plugin = self.plugin.clone();
+        let ingress = &self.call()?.context.route.ingress;
+        let namespace = ingress.split_once('/').map_or(&**ingress, |(namespace, _)| namespace);
+        Ok(format!("{plugin}\0{namespace}\0{key}"))
     }
 }
 
@@ -187,208 +192,210 @@ pub(crate) fn with_path_and_query(uri: &Uri, path: &str, query: Option<&str>) ->
     Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
-impl types::Host for State {}
-
-impl types::HostRequest for State {
-    fn method(&mut self, _: Resource<RequestHandle>) -> Outcome<String> {
-        Ok(self.request()?.0.method.as_str().to_owned())
-    }
-
-    fn set_method(&mut self, _: Resource<RequestHandle>, method: String) -> Outcome<Result<(), String>> {
-        let (parts, _) = self.request()?;
-        Ok(Method::from_bytes(method.as_bytes())
-            .map(|method| parts.method = method)
-            .map_err(|_| format!("{method:?} is not a method")))
-    }
-
-    fn scheme(&mut self, _: Resource<RequestHandle>) -> Outcome<String> {
-        Ok(self.request()?.1.scheme.to_owned())
-    }
-
-    fn host(&mut self, _: Resource<RequestHandle>) -> Outcome<String> {
-        Ok(self.request()?.1.host.clone())
-    }
-
-    fn path(&mut self, _: Resource<RequestHandle>) -> Outcome<String> {
-        Ok(self.request()?.0.uri.path().to_owned())
-    }
-
-    fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> Outcome<Result<(), String>> {
-        let (parts, _) = self.request()?;
-        if !path.starts_with('/') {
-            return Ok(Err(format!("{path:?} does not start with '/'")));
+/// The request accessors of the contract, the same in every version: `$handle` is the
+/// resource 0.1 passes (and the host ignores: the request is the call's).
+macro_rules! request_accessors {
+    ($($handle:ty)?) => {
+        fn method(&mut self, $(_: Resource<$handle>)?) -> Outcome<String> {
+            Ok(self.request()?.0.method.as_str().to_owned())
         }
-        Ok(with_path_and_query(&parts.uri, &path, parts.uri.query()).map(|uri| parts.uri = uri))
-    }
 
-    fn query(&mut self, _: Resource<RequestHandle>) -> Outcome<Option<String>> {
-        Ok(self.request()?.0.uri.query().map(str::to_owned))
-    }
+        fn set_method(&mut self, $(_: Resource<$handle>,)? method: String) -> Outcome<Result<(), String>> {
+            let (parts, _) = self.request()?;
+            Ok(Method::from_bytes(method.as_bytes())
+                .map(|method| parts.method = method)
+                .map_err(|_| format!("{method:?} is not a method")))
+        }
 
-    fn set_query(&mut self, _: Resource<RequestHandle>, query: Option<String>) -> Outcome<Result<(), String>> {
-        let (parts, _) = self.request()?;
-        Ok(with_path_and_query(&parts.uri, parts.uri.path(), query.as_deref()).map(|uri| parts.uri = uri))
-    }
+        fn scheme(&mut self, $(_: Resource<$handle>)?) -> Outcome<String> {
+            Ok(self.request()?.1.scheme.to_owned())
+        }
 
-    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Outcome<Option<String>> {
-        Ok(headers::get(&self.request()?.0.headers, &name))
-    }
+        fn host(&mut self, $(_: Resource<$handle>)?) -> Outcome<String> {
+            Ok(self.request()?.1.host.clone())
+        }
 
-    fn header_values(&mut self, _: Resource<RequestHandle>, name: String) -> Outcome<Vec<String>> {
-        Ok(headers::values(&self.request()?.0.headers, &name))
-    }
+        fn path(&mut self, $(_: Resource<$handle>)?) -> Outcome<String> {
+            Ok(self.request()?.0.uri.path().to_owned())
+        }
 
-    fn headers(&mut self, _: Resource<RequestHandle>) -> Outcome<Vec<(String, String)>> {
-        Ok(headers::all(&self.request()?.0.headers))
-    }
-
-    fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Outcome<Result<(), String>> {
-        Ok(headers::set(&mut self.request()?.0.headers, &name, &value))
-    }
-
-    fn add_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Outcome<Result<(), String>> {
-        Ok(headers::add(&mut self.request()?.0.headers, &name, &value))
-    }
-
-    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Outcome<()> {
-        headers::remove(&mut self.request()?.0.headers, &name);
-        Ok(())
-    }
-
-    fn client_address(&mut self, _: Resource<RequestHandle>) -> Outcome<String> {
-        Ok(self.request()?.1.client.to_string())
-    }
-
-    fn route(&mut self, _: Resource<RequestHandle>) -> Outcome<types::Route> {
-        let route = &self.request()?.1.route;
-        Ok(types::Route {
-            ingress: route.ingress.to_string(),
-            host: route.host.to_string(),
-            path: route.path.to_string(),
-        })
-    }
-
-    fn captures(&mut self, _: Resource<RequestHandle>) -> Outcome<Vec<Option<String>>> {
-        let context = self.request()?.1;
-        let Some(regex) = &context.regex else { return Ok(Vec::new()) };
-        Ok(regex
-            .captures(&context.matched_path)
-            .map(|captures| captures.iter().map(|m| m.map(|m| m.as_str().to_owned())).collect())
-            .unwrap_or_default())
-    }
-
-    fn endpoints(&mut self, _: Resource<RequestHandle>) -> Outcome<Vec<Endpoint>> {
-        let context = self.request()?.1;
-        Ok(context
-            .backend
-            .endpoints
-            .iter()
-            .map(|e| Endpoint {
-                address: e.addr.to_string(),
-                active: e.active.load(std::sync::atomic::Ordering::Relaxed).try_into().unwrap_or(u32::MAX),
-            })
-            .collect())
-    }
-
-    fn choose_endpoint(&mut self, _: Resource<RequestHandle>, index: u32) -> Outcome<Result<(), String>> {
-        let context = self.request()?.1;
-        let count = context.backend.endpoints.len();
-        Ok(match usize::try_from(index) {
-            Ok(index) if index < count => {
-                context.chosen = Some(index);
-                Ok(())
+        fn set_path(&mut self, $(_: Resource<$handle>,)? path: String) -> Outcome<Result<(), String>> {
+            let (parts, _) = self.request()?;
+            if !path.starts_with('/') {
+                return Ok(Err(format!("{path:?} does not start with '/'")));
             }
-            _ => Err(format!("endpoint {index} does not exist; the backend has {count}")),
-        })
-    }
-
-    fn set_state(&mut self, _: Resource<RequestHandle>, state: Vec<u8>) -> Outcome<()> {
-        self.request()?;
-        self.call()?.state = Some(state);
-        Ok(())
-    }
-
-    fn skip_response(&mut self, _: Resource<RequestHandle>) -> Outcome<()> {
-        self.request()?;
-        self.call()?.skip_response = true;
-        Ok(())
-    }
-
-    fn drop(&mut self, _: Resource<RequestHandle>) -> Outcome<()> {
-        Ok(())
-    }
-}
-
-impl types::HostResponse for State {
-    fn status(&mut self, _: Resource<ResponseHandle>) -> Outcome<u16> {
-        Ok(self.response()?.status.as_u16())
-    }
-
-    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> Outcome<Result<(), String>> {
-        let parts = self.response()?;
-        Ok(StatusCode::from_u16(status)
-            .map(|status| parts.status = status)
-            .map_err(|_| format!("{status} is not a status code")))
-    }
-
-    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Outcome<Option<String>> {
-        Ok(headers::get(&self.response()?.headers, &name))
-    }
-
-    fn header_values(&mut self, _: Resource<ResponseHandle>, name: String) -> Outcome<Vec<String>> {
-        Ok(headers::values(&self.response()?.headers, &name))
-    }
-
-    fn headers(&mut self, _: Resource<ResponseHandle>) -> Outcome<Vec<(String, String)>> {
-        Ok(headers::all(&self.response()?.headers))
-    }
-
-    fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> Outcome<Result<(), String>> {
-        Ok(headers::set(&mut self.response()?.headers, &name, &value))
-    }
-
-    fn add_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> Outcome<Result<(), String>> {
-        Ok(headers::add(&mut self.response()?.headers, &name, &value))
-    }
-
-    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Outcome<()> {
-        headers::remove(&mut self.response()?.headers, &name);
-        Ok(())
-    }
-
-    fn endpoint(&mut self, _: Resource<ResponseHandle>) -> Outcome<Option<String>> {
-        self.response()?;
-        Ok(self.call()?.context.served.map(|addr| addr.to_string()))
-    }
-
-    fn state(&mut self, _: Resource<ResponseHandle>) -> Outcome<Option<Vec<u8>>> {
-        self.response()?;
-        Ok(self.call()?.state.clone())
-    }
-
-    fn drop(&mut self, _: Resource<ResponseHandle>) -> Outcome<()> {
-        Ok(())
-    }
-}
-
-impl sluice::filter::host::Host for State {
-    fn log(&mut self, level: LogLevel, message: String) -> Outcome<()> {
-        let plugin = &*self.plugin;
-        match level {
-            LogLevel::Trace => tracing::trace!(target: "sluice::filter", plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: "sluice::filter", plugin, "{message}"),
-            LogLevel::Info => tracing::info!(target: "sluice::filter", plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: "sluice::filter", plugin, "{message}"),
-            LogLevel::Error => tracing::error!(target: "sluice::filter", plugin, "{message}"),
+            Ok(with_path_and_query(&parts.uri, &path, parts.uri.query()).map(|uri| parts.uri = uri))
         }
-        Ok(())
-    }
 
-    fn config(&mut self) -> Outcome<String> {
-        Ok(self.call()?.config.to_string())
-    }
+        fn query(&mut self, $(_: Resource<$handle>)?) -> Outcome<Option<String>> {
+            Ok(self.request()?.0.uri.query().map(str::to_owned))
+        }
 
-    fn config_id(&mut self) -> Outcome<u64> {
-        Ok(self.call()?.config_id)
-    }
+        fn set_query(&mut self, $(_: Resource<$handle>,)? query: Option<String>) -> Outcome<Result<(), String>> {
+            let (parts, _) = self.request()?;
+            Ok(with_path_and_query(&parts.uri, parts.uri.path(), query.as_deref()).map(|uri| parts.uri = uri))
+        }
+
+        fn header(&mut self, $(_: Resource<$handle>,)? name: String) -> Outcome<Option<String>> {
+            Ok(headers::get(&self.request()?.0.headers, &name))
+        }
+
+        fn header_values(&mut self, $(_: Resource<$handle>,)? name: String) -> Outcome<Vec<String>> {
+            Ok(headers::values(&self.request()?.0.headers, &name))
+        }
+
+        fn headers(&mut self, $(_: Resource<$handle>)?) -> Outcome<Vec<(String, String)>> {
+            Ok(headers::all(&self.request()?.0.headers))
+        }
+
+        fn set_header(&mut self, $(_: Resource<$handle>,)? name: String, value: String) -> Outcome<Result<(), String>> {
+            Ok(headers::set(&mut self.request()?.0.headers, &name, &value))
+        }
+
+        fn add_header(&mut self, $(_: Resource<$handle>,)? name: String, value: String) -> Outcome<Result<(), String>> {
+            Ok(headers::add(&mut self.request()?.0.headers, &name, &value))
+        }
+
+        fn remove_header(&mut self, $(_: Resource<$handle>,)? name: String) -> Outcome<()> {
+            headers::remove(&mut self.request()?.0.headers, &name);
+            Ok(())
+        }
+
+        fn client_address(&mut self, $(_: Resource<$handle>)?) -> Outcome<String> {
+            Ok(self.request()?.1.client.to_string())
+        }
+
+        fn route(&mut self, $(_: Resource<$handle>)?) -> Outcome<types::Route> {
+            let route = &self.request()?.1.route;
+            Ok(types::Route {
+                ingress: route.ingress.to_string(),
+                host: route.host.to_string(),
+                path: route.path.to_string(),
+            })
+        }
+
+        fn captures(&mut self, $(_: Resource<$handle>)?) -> Outcome<Vec<Option<String>>> {
+            let context = self.request()?.1;
+            let Some(regex) = &context.regex else { return Ok(Vec::new()) };
+            Ok(regex
+                .captures(&context.matched_path)
+                .map(|captures| captures.iter().map(|m| m.map(|m| m.as_str().to_owned())).collect())
+                .unwrap_or_default())
+        }
+
+        fn endpoints(&mut self, $(_: Resource<$handle>)?) -> Outcome<Vec<types::Endpoint>> {
+            let context = self.request()?.1;
+            Ok(context
+                .backend
+                .endpoints
+                .iter()
+                .map(|e| types::Endpoint {
+                    address: e.addr.to_string(),
+                    active: e.active.load(std::sync::atomic::Ordering::Relaxed).try_into().unwrap_or(u32::MAX),
+                })
+                .collect())
+        }
+
+        fn choose_endpoint(&mut self, $(_: Resource<$handle>,)? index: u32) -> Outcome<Result<(), String>> {
+            let context = self.request()?.1;
+            let count = context.backend.endpoints.len();
+            Ok(match usize::try_from(index) {
+                Ok(index) if index < count => {
+                    context.chosen = Some(index);
+                    Ok(())
+                }
+                _ => Err(format!("endpoint {index} does not exist; the backend has {count}")),
+            })
+        }
+
+        fn set_state(&mut self, $(_: Resource<$handle>,)? state: Vec<u8>) -> Outcome<()> {
+            self.request()?;
+            self.call()?.state = Some(state);
+            Ok(())
+        }
+
+        fn skip_response(&mut self, $(_: Resource<$handle>)?) -> Outcome<()> {
+            self.request()?;
+            self.call()?.skip_response = true;
+            Ok(())
+        }
+    };
 }
+
+/// The response accessors, as [`request_accessors`].
+macro_rules! response_accessors {
+    ($($handle:ty)?) => {
+        fn status(&mut self, $(_: Resource<$handle>)?) -> Outcome<u16> {
+            Ok(self.response()?.status.as_u16())
+        }
+
+        fn set_status(&mut self, $(_: Resource<$handle>,)? status: u16) -> Outcome<Result<(), String>> {
+            let parts = self.response()?;
+            Ok(StatusCode::from_u16(status)
+                .map(|status| parts.status = status)
+                .map_err(|_| format!("{status} is not a status code")))
+        }
+
+        fn header(&mut self, $(_: Resource<$handle>,)? name: String) -> Outcome<Option<String>> {
+            Ok(headers::get(&self.response()?.headers, &name))
+        }
+
+        fn header_values(&mut self, $(_: Resource<$handle>,)? name: String) -> Outcome<Vec<String>> {
+            Ok(headers::values(&self.response()?.headers, &name))
+        }
+
+        fn headers(&mut self, $(_: Resource<$handle>)?) -> Outcome<Vec<(String, String)>> {
+            Ok(headers::all(&self.response()?.headers))
+        }
+
+        fn set_header(&mut self, $(_: Resource<$handle>,)? name: String, value: String) -> Outcome<Result<(), String>> {
+            Ok(headers::set(&mut self.response()?.headers, &name, &value))
+        }
+
+        fn add_header(&mut self, $(_: Resource<$handle>,)? name: String, value: String) -> Outcome<Result<(), String>> {
+            Ok(headers::add(&mut self.response()?.headers, &name, &value))
+        }
+
+        fn remove_header(&mut self, $(_: Resource<$handle>,)? name: String) -> Outcome<()> {
+            headers::remove(&mut self.response()?.headers, &name);
+            Ok(())
+        }
+
+        fn endpoint(&mut self, $(_: Resource<$handle>)?) -> Outcome<Option<String>> {
+            self.response()?;
+            Ok(self.call()?.context.served.map(|addr| addr.to_string()))
+        }
+
+        fn state(&mut self, $(_: Resource<$handle>)?) -> Outcome<Option<Vec<u8>>> {
+            self.response()?;
+            Ok(self.call()?.state.clone())
+        }
+    };
+}
+
+/// The `host` interface of every version.
+macro_rules! host_functions {
+    () => {
+        fn log(&mut self, level: types::LogLevel, message: String) -> Outcome<()> {
+            let plugin = &*self.plugin;
+            match level {
+                types::LogLevel::Trace => tracing::trace!(target: "sluice::filter", plugin, "{message}"),
+                types::LogLevel::Debug => tracing::debug!(target: "sluice::filter", plugin, "{message}"),
+                types::LogLevel::Info => tracing::info!(target: "sluice::filter", plugin, "{message}"),
+                types::LogLevel::Warn => tracing::warn!(target: "sluice::filter", plugin, "{message}"),
+                types::LogLevel::Error => tracing::error!(target: "sluice::filter", plugin, "{message}"),
+            }
+            Ok(())
+        }
+
+        fn config(&mut self) -> Outcome<String> {
+            Ok(self.call()?.config.to_string())
+        }
+
+        fn config_id(&mut self) -> Outcome<u64> {
+            Ok(self.call()?.config_id)
+        }
+    };
+}
+
+pub(crate) use {host_functions, request_accessors, response_accessors};

@@ -8,21 +8,31 @@ use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::{Resource, TypedFunc};
 
-use crate::engine::{Kind, Plugin, START_DEADLINE, deadline_ticks};
+use crate::engine::{Kind, Plugin, START_DEADLINE, Version, deadline_ticks};
 use crate::failure::{FailureKind, FilterFailure};
-use crate::host::sluice::filter::types::Action;
-use crate::host::{RequestHandle, ResponseHandle, State};
+use crate::host::{Action, RequestHandle, ResponseHandle, State, v2};
 use crate::idle::IdlePool;
 
 /// A live instance of a plugin.
 pub(crate) struct Live {
     store: Store<State>,
     validate_config: TypedFunc<(String,), (Result<(), String>,)>,
-    on_request: TypedFunc<(Resource<RequestHandle>,), (Action,)>,
-    on_response: TypedFunc<(Resource<ResponseHandle>,), ()>,
+    phases: PhaseFuncs,
     /// Called with `call` rather than `call_async`: the plugin needs no asynchronous WASI.
     sync: bool,
     plugin: Arc<str>,
+}
+
+/// The phase exports, typed as the component's contract version has them.
+enum PhaseFuncs {
+    V1 {
+        on_request: TypedFunc<(Resource<RequestHandle>,), (Action,)>,
+        on_response: TypedFunc<(Resource<ResponseHandle>,), ()>,
+    },
+    V2 {
+        on_request: TypedFunc<(), (v2::sluice::filter::types::Action,)>,
+        on_response: TypedFunc<(), ()>,
+    },
 }
 
 impl Live {
@@ -42,21 +52,23 @@ impl Live {
         };
         let exports = started.and_then(|instance| {
             let exports = &code.exports;
-            Ok((
-                instance.get_typed_func(&mut store, exports.validate_config)?,
-                instance.get_typed_func(&mut store, exports.on_request)?,
-                instance.get_typed_func(&mut store, exports.on_response)?,
-            ))
+            let (request, response) = (exports.on_request, exports.on_response);
+            let phases = match exports.version {
+                Version::V1 => PhaseFuncs::V1 {
+                    on_request: instance.get_typed_func(&mut store, request)?,
+                    on_response: instance.get_typed_func(&mut store, response)?,
+                },
+                Version::V2 => PhaseFuncs::V2 {
+                    on_request: instance.get_typed_func(&mut store, request)?,
+                    on_response: instance.get_typed_func(&mut store, response)?,
+                },
+            };
+            Ok((instance.get_typed_func(&mut store, exports.validate_config)?, phases))
         });
         match exports {
-            Ok((validate_config, on_request, on_response)) => Ok(Self {
-                store,
-                validate_config,
-                on_request,
-                on_response,
-                sync: code.sync,
-                plugin: plugin.name.clone(),
-            }),
+            Ok((validate_config, phases)) => {
+                Ok(Self { store, validate_config, phases, sync: code.sync, plugin: plugin.name.clone() })
+            }
             Err(e) => Err(FilterFailure::of(&plugin.name, &e, &store.data().limiter)),
         }
     }
@@ -78,14 +90,26 @@ impl Live {
 
     /// Runs the request phase on the request in the store's call.
     pub async fn on_request(&mut self, plugin: &Plugin) -> Result<Action, FilterFailure> {
-        let func = self.on_request;
-        self.call(plugin, plugin.limits.deadline, func, (Resource::new_borrow(0),)).await.map(|(action,)| action)
+        let deadline = plugin.limits.deadline;
+        match self.phases {
+            PhaseFuncs::V1 { on_request, .. } => {
+                self.call(plugin, deadline, on_request, (Resource::new_borrow(0),)).await.map(|(action,)| action)
+            }
+            PhaseFuncs::V2 { on_request, .. } => {
+                self.call(plugin, deadline, on_request, ()).await.map(|(action,)| action.into())
+            }
+        }
     }
 
     /// Runs the response phase on the response in the store's call.
     pub async fn on_response(&mut self, plugin: &Plugin) -> Result<(), FilterFailure> {
-        let func = self.on_response;
-        self.call(plugin, plugin.limits.deadline, func, (Resource::new_borrow(0),)).await
+        let deadline = plugin.limits.deadline;
+        match self.phases {
+            PhaseFuncs::V1 { on_response, .. } => {
+                self.call(plugin, deadline, on_response, (Resource::new_borrow(0),)).await
+            }
+            PhaseFuncs::V2 { on_response, .. } => self.call(plugin, deadline, on_response, ()).await,
+        }
     }
 
     async fn call<P, R>(

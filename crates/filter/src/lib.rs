@@ -24,9 +24,10 @@ mod idle;
 mod instance;
 pub mod outbound;
 mod proxy_wasm;
+mod shared;
 mod wasi;
 
-pub use chain::{Attachment, BodyError, BodyStep, Chain, Exchange, Immediate};
+pub use chain::{Attachment, BodyError, BodyStep, Chain, Exchange, Holds, Immediate};
 pub use engine::{Engine, Limits, MAX_MEMORY, Phases, Plugin};
 pub use failure::{FailureKind, FilterFailure};
 pub use host::RequestContext;

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
+use sluice_filter::Holds;
 use tokio::sync::mpsc;
 
 use crate::balance::ActiveGuard;
@@ -22,6 +23,8 @@ pub type ResponseBody = Either<Upstream, Full<Bytes>>;
 pub struct Upstream {
     body: Either<h1::Body, Incoming>,
     _active: Option<ActiveGuard>,
+    /// Places the request's filters hold until the body is finished or dropped.
+    _holds: Holds,
     /// The filters' response body phases, when a filter has them.
     filters: Option<Box<ResponseFilters>>,
 }
@@ -34,7 +37,13 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     pub(crate) fn new(body: Either<h1::Body, Incoming>, active: Option<ActiveGuard>) -> Self {
-        Self { body, _active: active, filters: None }
+        Self { body, _active: active, _holds: Holds::default(), filters: None }
+    }
+
+    /// The body, holding the places its request's filters hold until it ends.
+    pub(crate) fn holding(mut self, holds: Holds) -> Self {
+        self._holds = holds;
+        self
     }
 
     /// The body with what the filters' response body phases make of it.

@@ -193,6 +193,9 @@ impl Proxy {
                 let (chain, cap, metrics) = (route.filters.clone(), filtered::cap(&route), self.metrics.clone());
                 Box::pin(filtered::response(chain, exchange, head, upstream, cap, metrics)).await
             }
+            Either::Left(upstream) => {
+                Ok(Response::from_parts(head, Either::Left(upstream.holding(exchange.take_holds()))))
+            }
             body => Ok(Response::from_parts(head, body)),
         }
     }

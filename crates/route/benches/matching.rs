@@ -54,7 +54,7 @@ fn manifests(one_host: bool) -> Vec<Manifest> {
 }
 
 fn compile(manifests: &[Manifest], previous: &Snapshot) -> Snapshot {
-    let model = translate(manifests, &TranslateOptions { ingress_class: "sluice" });
+    let model = translate(manifests, &TranslateOptions::new("sluice"));
     assert!(model.errors.is_empty());
     Snapshot::compile(model, previous)
 }

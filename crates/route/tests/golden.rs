@@ -10,7 +10,7 @@ use sluice_route::Snapshot;
 fn compile(name: &str, text: &str) -> serde_json::Value {
     let origin: Arc<str> = Arc::from(name);
     let parsed = parse_manifests(&origin, text);
-    let mut model = translate(&parsed.manifests, &TranslateOptions { ingress_class: "sluice" });
+    let mut model = translate(&parsed.manifests, &TranslateOptions::new("sluice"));
     model.errors.extend(parsed.errors);
     // Each route shows the filters its Ingress attaches (built-ins compiled from annotations
     // first), or why they are invalid.

@@ -218,6 +218,15 @@ struct ServeArgs {
     /// (`10.0.0.0/8,192.168.1.7/32`). From anyone else those headers are replaced.
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// The status of requests refused by `limit-rps`, `limit-rpm` and `limit-connections`, 400-599
+    /// (ingress-nginx's `limit-req-status-code`).
+    #[arg(
+        long,
+        value_name = "STATUS",
+        default_value_t = sluice_builtins::rate_limit::DEFAULT_STATUS,
+        value_parser = clap::value_parser!(u16).range(400..=599)
+    )]
+    limit_status: u16,
     #[command(flatten)]
     plugins: PluginArgs,
     /// Log every request (target `sluice::access`): client, method, URI, status, duration,
@@ -311,7 +320,8 @@ fn check(paths: Vec<PathBuf>, ingress_class: &str, plugins: &PluginArgs) -> anyh
     let mut source = FileSource::new(paths);
     source.refresh();
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let mut publisher = Publisher::new(snapshot, ingress_class.to_owned(), plugins.registry()?);
+    let status = sluice_builtins::rate_limit::DEFAULT_STATUS;
+    let mut publisher = Publisher::new(snapshot, ingress_class.to_owned(), status, plugins.registry()?);
     publisher.refresh_plugins();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let snapshot = runtime.block_on(publisher.publish(source.manifests(), source.errors().cloned()));
@@ -410,7 +420,8 @@ fn webhook_command(args: WebhookArgs) -> anyhow::Result<()> {
         let listener =
             TcpListener::bind(args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-        let publisher = Publisher::new(snapshot, args.ingress_class.clone(), args.plugins.registry()?);
+        let status = sluice_builtins::rate_limit::DEFAULT_STATUS;
+        let publisher = Publisher::new(snapshot, args.ingress_class.clone(), status, args.plugins.registry()?);
         let validator = Arc::new(publisher.validator());
         let (ready, _) = oneshot::channel();
         let metrics = WatchMetrics::default();
@@ -441,7 +452,8 @@ async fn run(args: ServeArgs, listeners: WorkerListeners) -> anyhow::Result<()> 
     };
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     let state = Arc::new(AdminState::default());
-    let publisher = Publisher::new(snapshot.clone(), args.ingress_class.clone(), args.plugins.registry()?);
+    let publisher =
+        Publisher::new(snapshot.clone(), args.ingress_class.clone(), args.limit_status, args.plugins.registry()?);
     let _webhook = webhook.map(|(listener, tls)| {
         let validator = Arc::new(publisher.validator());
         tokio::spawn(async move {

@@ -2,9 +2,8 @@
 //! challenge to a request without the credentials of a user it knows. With `satisfy: any`, a
 //! client the source ranges grant goes on without them.
 
-use std::net::SocketAddr;
-
 use sluice_builtins::BasicAuth;
+use sluice_builtins::source_ranges::client_ip;
 use sluice_sdk::{Action, OnRequest, Request, respond};
 
 sluice_builtins::filter_type!(BasicAuthFilter, BasicAuth);
@@ -13,8 +12,8 @@ impl OnRequest for BasicAuthFilter {
     fn on_request(config: &BasicAuth, request: &Request) -> Action {
         let granted = config.or_ranges.as_ref().is_some_and(|ranges| {
             // The gateway's client address: behind `--trusted-proxies`, the one they forwarded for.
-            let client: SocketAddr = request.client_address().parse().expect("the gateway gives ip:port");
-            ranges.grants(client.ip())
+            let client = client_ip(&request.client_address()).expect("the gateway gives ip:port");
+            ranges.grants(client)
         });
         // Credentials are never logged: a refusal says nothing about why.
         if granted || config.admits(request.header("authorization").as_deref()) {

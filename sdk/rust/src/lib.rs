@@ -55,7 +55,92 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::filter::host::{config, config_id, log};
-pub use bindings::sluice::filter::types::{Action, Endpoint, ImmediateResponse, LogLevel, Request, Response, Route};
+/// Counting across requests: token buckets and places held while a request runs, shared by
+/// every instance and worker thread of the gateway process (each replica counts for itself).
+pub use bindings::sluice::filter::limits;
+/// A small key-value store with compare-and-swap, shared as [`limits`] is.
+pub use bindings::sluice::filter::store;
+pub use bindings::sluice::filter::types::{Action, Endpoint, ImmediateResponse, LogLevel, Route};
+
+use bindings::sluice::filter::{request, response};
+
+/// Delegates each listed method to the function of the same name in `$interface`.
+macro_rules! accessors {
+    ($interface:ident: $($(#[$doc:meta])* fn $name:ident($($arg:ident: $type:ty),*) $(-> $out:ty)?;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self, $($arg: $type),*) $(-> $out)? {
+                $interface::$name($($arg),*)
+            }
+        )*
+    };
+}
+
+/// The request in a request phase: what the gateway received, as the filters before this one
+/// left it. Every accessor copies only what it returns.
+pub struct Request(());
+
+impl Request {
+    accessors! { request:
+        fn method() -> String;
+        fn set_method(method: &str) -> Result<(), String>;
+        /// `http` or `https`.
+        fn scheme() -> String;
+        /// The host the client asked for, lower-case, without port.
+        fn host() -> String;
+        /// The path as the client sent it (percent-encoded).
+        fn path() -> String;
+        /// Sets the path the upstream receives; must start with `/`.
+        fn set_path(path: &str) -> Result<(), String>;
+        /// The query string without `?`, if any.
+        fn query() -> Option<String>;
+        fn set_query(query: Option<&str>) -> Result<(), String>;
+        /// The first value of a header.
+        fn header(name: &str) -> Option<String>;
+        /// Every value of a header, in order.
+        fn header_values(name: &str) -> Vec<String>;
+        /// Every header, in order.
+        fn headers() -> Vec<(String, String)>;
+        /// Replaces every value of a header.
+        fn set_header(name: &str, value: &str) -> Result<(), String>;
+        /// Adds a value to a header.
+        fn add_header(name: &str, value: &str) -> Result<(), String>;
+        fn remove_header(name: &str);
+        /// The client's address (`ip:port`): behind trusted proxies, the one they forwarded for.
+        fn client_address() -> String;
+        fn route() -> Route;
+        /// For a regex path: the capture groups of the match, group 0 first.
+        fn captures() -> Vec<Option<String>>;
+        /// The ready endpoints of the route's backend.
+        fn endpoints() -> Vec<Endpoint>;
+        /// Sends the request to `endpoints()[index]` instead of letting the balancer choose.
+        fn choose_endpoint(index: u32) -> Result<(), String>;
+        /// Keeps bytes for this filter's response phase of the same request.
+        fn set_state(state: &[u8]);
+        /// This filter has nothing to do in its response phase for this request.
+        fn skip_response();
+    }
+}
+
+/// The response in a response phase: from the upstream, or an immediate response.
+pub struct Response(());
+
+impl Response {
+    accessors! { response:
+        fn status() -> u16;
+        fn set_status(status: u16) -> Result<(), String>;
+        fn header(name: &str) -> Option<String>;
+        fn header_values(name: &str) -> Vec<String>;
+        fn headers() -> Vec<(String, String)>;
+        fn set_header(name: &str, value: &str) -> Result<(), String>;
+        fn add_header(name: &str, value: &str) -> Result<(), String>;
+        fn remove_header(name: &str);
+        /// The endpoint (`ip:port`) that served the request; none for an immediate response.
+        fn endpoint() -> Option<String>;
+        /// What this filter's request phase kept with [`Request::set_state`].
+        fn state() -> Option<Vec<u8>>;
+    }
+}
 
 /// A filter's configuration. One value of `Config` is parsed per attachment; the phases
 /// ([`OnRequest`], [`OnResponse`]) receive it by reference.
@@ -160,6 +245,10 @@ pub mod export {
         }
     }
 
+    /// The request and response of the call in progress.
+    pub const REQUEST: Request = Request(());
+    pub const RESPONSE: Response = Response(());
+
     /// The content of the `sluice:filter/phases` section: bit 0 the request phase, bit 1 the
     /// response phase.
     pub const fn phases(request: bool, response: bool) -> [u8; 1] {
@@ -185,17 +274,17 @@ macro_rules! filter {
             #[used]
             static PHASES: [u8; 1] = $crate::export::phases(Phases::<$filter>::REQUEST, Phases::<$filter>::RESPONSE);
 
-            impl $crate::bindings::Guest for __SluiceExport {
+            impl $crate::bindings::exports::sluice::filter::handler::Guest for __SluiceExport {
                 fn validate_config(config: String) -> Result<(), String> {
                     $crate::export::validate_config::<$filter>(&config)
                 }
 
-                fn on_request(request: &$crate::Request) -> $crate::Action {
-                    Phases::<$filter>::on_request(request)
+                fn on_request() -> $crate::Action {
+                    Phases::<$filter>::on_request(&$crate::export::REQUEST)
                 }
 
-                fn on_response(response: &$crate::Response) {
-                    Phases::<$filter>::on_response(response)
+                fn on_response() {
+                    Phases::<$filter>::on_response(&$crate::export::RESPONSE)
                 }
             }
         };

@@ -15,8 +15,7 @@ use super::maps::{self, Map};
 use super::metrics;
 use super::properties;
 use crate::failure::MemoryCap;
-use crate::host::sluice::filter::types::ImmediateResponse;
-use crate::host::{Head, RequestContext};
+use crate::host::{Head, ImmediateResponse, RequestContext};
 use crate::outbound;
 use crate::wasi::{STDERR, STDOUT, Wasi};
 

@@ -30,8 +30,7 @@ pub use metrics::{MetricKind, PluginMetric, plugin_metrics};
 
 use crate::engine::{Kind, Plugin, START_DEADLINE, deadline_ticks};
 use crate::failure::{FailureKind, FilterFailure};
-use crate::host::sluice::filter::types::{Action, ImmediateResponse};
-use crate::host::{Head, RequestContext};
+use crate::host::{Action, Head, ImmediateResponse, RequestContext};
 use crate::idle::IdlePool;
 
 /// The ABI version `bytes` declares, if it is a core module of the proxy-wasm ABI.

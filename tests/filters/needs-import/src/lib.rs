@@ -13,7 +13,7 @@ wit_bindgen::generate!({
             import telemetry;
         }
     "#,
-    path: "../../../sdk/wit",
+    path: "../../../sdk/wit/v0.1",
     world: "test:needs-import/needs-import",
     generate_all,
 });

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 
 use serde::Deserialize;
-use sluice_sdk::{Action, Filter, LogLevel, OnRequest, OnResponse, Request, Response, log, respond};
+use sluice_sdk::{Action, Filter, LogLevel, OnRequest, OnResponse, Request, Response, log, respond, store};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +37,9 @@ struct Config {
     read_all: bool,
     /// Print this to stdout and stderr in the request phase.
     print: Option<String>,
+    /// Count the requests of every instance in the shared store under this key, with
+    /// compare-and-swap, and tell the upstream the count (`x-tally`).
+    tally: Option<String>,
 }
 
 thread_local! {
@@ -114,12 +117,29 @@ impl OnRequest for Probe {
         if config.skip_response {
             request.skip_response();
         }
+        if let Some(key) = &config.tally {
+            request.set_header("x-tally", &tally(key).to_string()).unwrap();
+        }
         if let Some(status) = config.respond {
             log(LogLevel::Info, &format!("answering {status} for {}", request.path()));
             let route = request.route();
             return respond(status, &[("x-route", &route.ingress)], &config.body);
         }
         Action::Continue
+    }
+}
+
+/// Adds one to the count under `key` in the shared store; the new count.
+fn tally(key: &str) -> u64 {
+    loop {
+        let current = store::get(key);
+        let count = current.as_ref().map_or(0, |entry| String::from_utf8_lossy(&entry.value).parse().unwrap()) + 1;
+        let version = current.map_or(0, |entry| entry.version);
+        match store::set(key, count.to_string().as_bytes(), Some(version)) {
+            Ok(_) => return count,
+            Err(store::WriteError::Conflict(_)) => continue,
+            Err(store::WriteError::TooLarge) => unreachable!("a count is small"),
+        }
     }
 }
 
