@@ -51,6 +51,9 @@ struct Args {
     /// Leave out the runs through Wasm filters.
     #[arg(long)]
     no_filters: bool,
+    /// Only these runs through Wasm filters, by name (`rate limit,3 filters`); all by default.
+    #[arg(long, value_delimiter = ',')]
+    filtered: Vec<String>,
     /// Another `sluice` binary (say, main's) to run as well, back to back with this one in
     /// every round, on the same core, routes and backend: an A/B comparison.
     #[arg(long)]
@@ -239,7 +242,9 @@ async fn main() -> anyhow::Result<()> {
         }
         for (name, gateway) in &gateways {
             let pid = gateway.child.id().context("sluice exited")?;
-            for filtered in FILTERED {
+            for filtered in
+                FILTERED.iter().filter(|f| args.filtered.is_empty() || args.filtered.iter().any(|n| n == f.name))
+            {
                 let (load, url) = (Load::Wrk(filtered.headers), gateway.url(filtered.path));
                 results.add(&format!("{name} http {}", filtered.name), run(&args, load, &url, pid).await?);
             }
@@ -282,6 +287,8 @@ const FILTERED: &[Filtered] = &[
         headers: &["Origin: https://app.load.test"],
     },
     Filtered { name: "source ranges", what: "allowlist source range", path: "/ranges", headers: &[] },
+    // A limit no run reaches: what counting each request costs.
+    Filtered { name: "rate limit", what: "rate limit (rps + connections)", path: "/limited", headers: &[] },
     // `user-apr1:secret-apr1`: 1,000 rounds of MD5 per request, as nginx does.
     Filtered {
         name: "basic auth apr1",
@@ -312,6 +319,14 @@ const ACCESS_ROUTES: &[(&str, &str, Annotations)] = &[
         ],
     ),
     ("ranges", "/ranges", &[("nginx.ingress.kubernetes.io/whitelist-source-range", "127.0.0.0/8, 10.0.0.0/8")]),
+    (
+        "limited",
+        "/limited",
+        &[
+            ("nginx.ingress.kubernetes.io/limit-rps", "100000000"),
+            ("nginx.ingress.kubernetes.io/limit-connections", "100000"),
+        ],
+    ),
     (
         "basic",
         "/basic",
