@@ -887,3 +887,137 @@ async fn rate_limits_refuse_a_client_past_its_burst_and_its_requests_in_flight()
     assert_eq!(get(&client, &gateway, "/", "broken.test", &[]).await.status, 500);
     assert_eq!(only_error(&gateway).await["field"], format!("metadata.annotations[{rps}]"));
 }
+
+/// An authentication Service for `auth-url`, on `ip`. By the request's `Authorization`:
+/// `Bearer good` gets 200 with `X-User: alice` and, in `X-Auth-*`, what the request told it;
+/// `Bearer slow` the same after 300 ms; `Bearer forbidden` 403; `Bearer broken` 502; anything
+/// else 401 with a challenge.
+async fn auth_service(ip: &str) -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    async fn answer(request: http::Request<hyper::body::Incoming>) -> Result<http::Response<String>, hyper::Error> {
+        let seen = |name: &str| request.headers().get(name).map_or("", |v| v.to_str().unwrap()).to_owned();
+        let authorization = seen("authorization");
+        if authorization == "Bearer slow" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let status = match authorization.as_str() {
+            "Bearer good" | "Bearer slow" => 200,
+            "Bearer forbidden" => 403,
+            "Bearer broken" => 502,
+            _ => 401,
+        };
+        let mut answer = http::Response::builder()
+            .status(status)
+            .header("x-user", "alice")
+            .header("x-auth-method", request.method().as_str())
+            .header("x-auth-original-url", seen("x-original-url"))
+            .header("x-auth-original-method", seen("x-original-method"))
+            .header("x-auth-redirect", seen("x-auth-request-redirect"))
+            .header("x-auth-host", seen("host"));
+        if status == 401 {
+            answer = answer.header("www-authenticate", "Bearer realm=\"shop\"");
+        }
+        Ok(answer.body("auth says hello".to_owned()).unwrap())
+    }
+
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = server.serve_connection(TokioIo::new(stream), service_fn(answer)).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn auth_url_asks_the_authentication_service_and_fails_closed_without_it() {
+    let pods = Pods::start(&["127.0.0.78"]).await.unwrap();
+    let auth = auth_service("127.0.0.79").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = [("/", "Prefix", "app")];
+    let url = "nginx.ingress.kubernetes.io/auth-url";
+    let copied = (
+        "nginx.ingress.kubernetes.io/auth-response-headers",
+        "X-User, X-Auth-Method, X-Auth-Original-Url, X-Auth-Original-Method, X-Auth-Redirect, X-Auth-Host, X-Missing",
+    );
+    let manifests = [
+        service("app", &pods.addrs, &[]),
+        service("auth", &[auth], &[]),
+        annotated_ingress(
+            "guarded",
+            "guarded.test",
+            &app,
+            &[(url, "http://auth.default.svc.cluster.local/verify?v=1"), copied],
+        ),
+        annotated_ingress(
+            "signin",
+            "signin.test",
+            &app,
+            &[
+                (url, "http://auth/verify"),
+                ("nginx.ingress.kubernetes.io/auth-signin", "https://login.test/start"),
+                ("nginx.ingress.kubernetes.io/auth-method", "post"),
+                copied,
+            ],
+        ),
+        annotated_ingress("nobody", "nobody.test", &app, &[(url, "http://nobody/verify")]),
+        annotated_ingress("elsewhere", "elsewhere.test", &app, &[(url, "http://auth.other.svc.cluster.local/")]),
+    ];
+    write(dir.path(), &manifests);
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let client = Client::new();
+    let bearer = |token: &'static str| ("authorization", token);
+
+    // Let through, with the listed headers of the answer; a client's own are replaced or removed.
+    let forged = [bearer("Bearer good"), ("x-user", "mallory"), ("x-missing", "forged")];
+    let reply = get(&client, &gateway, "/cart?id=1", "guarded.test", &forged).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let sent = &reply.json()["headers"];
+    assert_eq!(sent["x-user"], "alice");
+    assert_eq!(sent["x-auth-method"], "GET");
+    assert_eq!(sent["x-auth-original-url"], "http://guarded.test/cart?id=1");
+    assert_eq!(sent["x-auth-original-method"], "GET");
+    assert_eq!(sent["x-auth-redirect"], "/cart?id=1");
+    assert_eq!(sent["x-auth-host"], "auth.default.svc.cluster.local");
+    assert_eq!(sent["authorization"], "Bearer good", "the request keeps its own credentials");
+    assert!(sent.get("x-missing").is_none(), "{sent}");
+    // The wait for the Service does not count against the filter's 50 ms deadline.
+    assert_eq!(get(&client, &gateway, "/", "guarded.test", &[bearer("Bearer slow")]).await.status, 200);
+
+    let refused = get(&client, &gateway, "/", "guarded.test", &[]).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(header(&refused, "www-authenticate"), Some("Bearer realm=\"shop\""));
+    assert_eq!(get(&client, &gateway, "/", "guarded.test", &[bearer("Bearer forbidden")]).await.status, 403);
+    assert_eq!(get(&client, &gateway, "/", "guarded.test", &[bearer("Bearer broken")]).await.status, 500);
+
+    // With a sign-in page, a 401 is a redirect there; the request's URL goes along.
+    let redirected = get(&client, &gateway, "/deep/path?a=1", "signin.test", &[]).await;
+    assert_eq!(redirected.status, 302);
+    assert_eq!(
+        header(&redirected, "location"),
+        Some("https://login.test/start?rd=http://signin.test/deep/path%3Fa%3D1")
+    );
+    let reply = get(&client, &gateway, "/", "signin.test", &[bearer("Bearer good")]).await;
+    assert_eq!(reply.json()["headers"]["x-auth-method"], "POST");
+
+    // Without its Service, or with one the gateway may not call, the route fails closed.
+    assert_eq!(get(&client, &gateway, "/", "nobody.test", &[bearer("Bearer good")]).await.status, 500);
+    assert_eq!(get(&client, &gateway, "/", "elsewhere.test", &[bearer("Bearer good")]).await.status, 500);
+    let config = gateway.config().await.unwrap();
+    let errors: Vec<_> = config["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["object"].to_string(), e["field"].to_string()))
+        .collect();
+    let field = format!("\"metadata.annotations[{url}]\"");
+    assert!(errors.contains(&("\"Ingress default/elsewhere\"".to_owned(), field.clone())), "{errors:?}");
+    assert!(errors.contains(&("\"Ingress default/nobody\"".to_owned(), field)), "{errors:?}");
+}

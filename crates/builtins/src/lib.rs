@@ -11,10 +11,11 @@
 //! client gets no further), [`RATE_LIMIT`] (what the rest of the chain answers counts too:
 //! preflights, failed sign-ins), [`CORS`] (a preflight is answered before anything is rewritten,
 //! and before credentials are asked for, which browsers never send with one), [`BASIC_AUTH`],
-//! [`REWRITE`], [`HEADERS`], [`AFFINITY`]; then the Ingress's own `sluice.dev/filters`.
+//! [`AUTH_URL`], [`REWRITE`], [`HEADERS`], [`AFFINITY`]; then the Ingress's own `sluice.dev/filters`.
 //! Response phases run in reverse.
 
 pub mod affinity;
+pub mod auth_url;
 pub mod basic_auth;
 pub mod check;
 pub mod cors;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 pub use affinity::{Affinity, AffinityMode, SameSite};
+pub use auth_url::AuthUrl;
 pub use basic_auth::BasicAuth;
 pub use cors::Cors;
 pub use headers::{HeaderOps, Headers};
@@ -43,6 +45,8 @@ pub const RATE_LIMIT: &str = "rate-limit";
 pub const CORS: &str = "cors";
 /// The HTTP Basic authentication plugin.
 pub const BASIC_AUTH: &str = "basic-auth";
+/// The external authentication plugin (a call to an authentication Service).
+pub const AUTH_URL: &str = "auth-url";
 /// The rewrite and redirect plugin.
 pub const REWRITE: &str = "rewrite";
 /// The request and response header plugin.
@@ -51,7 +55,7 @@ pub const HEADERS: &str = "headers";
 pub const AFFINITY: &str = "affinity";
 /// Every built-in plugin, in chain order. The gateway's build compiles `plugins/NAME` for each
 /// and embeds it; the gateway loads them under these names.
-pub const ALL: [&str; 7] = [SOURCE_RANGES, RATE_LIMIT, CORS, BASIC_AUTH, REWRITE, HEADERS, AFFINITY];
+pub const ALL: [&str; 8] = [SOURCE_RANGES, RATE_LIMIT, CORS, BASIC_AUTH, AUTH_URL, REWRITE, HEADERS, AFFINITY];
 
 /// The least deadline of a built-in's calls, whatever `--filter-deadline` says. Checking a
 /// password hash is slow by design (bcrypt at cost 12 took 340 ms in the sandbox): a missed deadline

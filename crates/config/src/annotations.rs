@@ -199,6 +199,20 @@ pub const NGINX_CUSTOM_HTTP_ERRORS: &str = "nginx.ingress.kubernetes.io/custom-h
 /// of backends.
 pub const NGINX_DISABLE_PROXY_INTERCEPT_ERRORS: &str = "nginx.ingress.kubernetes.io/disable-proxy-intercept-errors";
 
+/// ingress-nginx: external authentication: each request is first sent (headers only) to this
+/// URL, a Service of the Ingress's namespace, whose answer decides.
+pub const NGINX_AUTH_URL: &str = "nginx.ingress.kubernetes.io/auth-url";
+/// ingress-nginx: the method of the authentication request (GET by default).
+pub const NGINX_AUTH_METHOD: &str = "nginx.ingress.kubernetes.io/auth-method";
+/// ingress-nginx: headers (comma-separated) copied from the authentication answer upstream.
+pub const NGINX_AUTH_RESPONSE_HEADERS: &str = "nginx.ingress.kubernetes.io/auth-response-headers";
+/// ingress-nginx: the `X-Auth-Request-Redirect` of the authentication request.
+pub const NGINX_AUTH_REQUEST_REDIRECT: &str = "nginx.ingress.kubernetes.io/auth-request-redirect";
+/// ingress-nginx: where a request the authentication Service answers 401 is redirected.
+pub const NGINX_AUTH_SIGNIN: &str = "nginx.ingress.kubernetes.io/auth-signin";
+/// ingress-nginx: the query parameter of the sign-in URL that carries the request's URL.
+pub const NGINX_AUTH_SIGNIN_REDIRECT_PARAM: &str = "nginx.ingress.kubernetes.io/auth-signin-redirect-param";
+
 /// ingress-nginx annotations that paste nginx configuration text: never interpreted.
 pub const NGINX_SNIPPETS: [&str; 5] = [
     "nginx.ingress.kubernetes.io/configuration-snippet",
@@ -210,8 +224,7 @@ pub const NGINX_SNIPPETS: [&str; 5] = [
 
 /// ingress-nginx annotations that restrict who may reach a route and that Sluice does not
 /// enforce yet: the routes fail closed rather than serve what they were meant to guard.
-pub const NGINX_UNENFORCED_GUARDS: [&str; 2] =
-    ["nginx.ingress.kubernetes.io/auth-url", "nginx.ingress.kubernetes.io/auth-tls-verify-client"];
+pub const NGINX_UNENFORCED_GUARDS: [&str; 1] = ["nginx.ingress.kubernetes.io/auth-tls-verify-client"];
 
 /// Header changes on requests: YAML `{remove: [...], set: {...}, add: {...}}`.
 pub const REQUEST_HEADERS: &str = "sluice.dev/request-headers";

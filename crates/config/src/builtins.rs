@@ -1,13 +1,13 @@
 //! Annotations that compile into the built-in filters (source ranges, rate limits, CORS, basic
-//! authentication, rewrite, headers, affinity): the ingress-nginx ones existing Ingresses
+//! and external authentication, rewrite, headers, affinity): the ingress-nginx ones existing Ingresses
 //! carry, and ours.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sluice_builtins::{
-    Affinity, BasicAuth, Config, Cors, HeaderOps, Headers, RateLimit, Redirect, Rewrite, SourceRanges, basic_auth,
-    check, cors, rate_limit, rewrite, source_ranges,
+    Affinity, AuthUrl, BasicAuth, Config, Cors, HeaderOps, Headers, RateLimit, Redirect, Rewrite, SourceRanges,
+    auth_url, basic_auth, check, cors, rate_limit, rewrite, source_ranges,
 };
 
 use crate::annotations::{self as names, Reader, parse_bool};
@@ -15,6 +15,7 @@ use crate::error::not_found;
 use crate::filters::{FailurePolicy, FilterSpec, Isolation};
 use crate::index::{Referenced, secret_entry};
 use crate::manifest::BASIC_AUTH_LABEL;
+use crate::model::{BackendKey, PortRef};
 
 /// The built-in filters `annotations` ask for, in chain order ([`sluice_builtins::ALL`]).
 /// Invalid values are pushed to `errors` as (field, message); the caller fails the Ingress.
@@ -24,6 +25,7 @@ pub(crate) fn builtin_filters(
     namespace: &str,
     referenced: &Referenced,
     limit_status: u16,
+    backends: &mut Vec<(String, BackendKey)>,
     errors: &mut Vec<(String, String)>,
 ) -> Vec<FilterSpec> {
     let mut reader = Reader { annotations, errors };
@@ -31,6 +33,7 @@ pub(crate) fn builtin_filters(
     let limits = rate_limit_config(&mut reader, limit_status);
     let cors = cors_config(&mut reader);
     let mut auth = basic_auth_config(&mut reader, namespace, referenced);
+    let external = auth_url_config(&mut reader, namespace);
     let any = one_of(&mut reader, names::NGINX_SATISFY, ["all", "any"]).unwrap_or(false);
     // Either suffices: one filter decides, letting a granted address in without credentials.
     if any && let Some(auth) = &mut auth {
@@ -41,6 +44,10 @@ pub(crate) fn builtin_filters(
         limits.map(|c| spec(sluice_builtins::RATE_LIMIT, &c)),
         cors.map(|c| spec(sluice_builtins::CORS, &c)),
         auth.map(|c| spec(sluice_builtins::BASIC_AUTH, &c)),
+        external.map(|(c, key)| {
+            backends.push((names::field(names::NGINX_AUTH_URL), key));
+            spec(sluice_builtins::AUTH_URL, &c)
+        }),
         rewrite_config(&mut reader).map(|c| spec(sluice_builtins::REWRITE, &c)),
         headers_config(&mut reader, namespace, referenced).map(|c| spec(sluice_builtins::HEADERS, &c)),
         affinity_config(&mut reader).map(|c| spec(sluice_builtins::AFFINITY, &c)),
@@ -136,6 +143,59 @@ fn cors_config(r: &mut Reader) -> Option<Cors> {
             .unwrap_or(defaults.allow_credentials),
         max_age: r.parsed(names::NGINX_CORS_MAX_AGE, seconds).unwrap_or(defaults.max_age),
     })
+}
+
+/// The annotations that only mean something with `auth-url`.
+const WITH_AUTH_URL: [&str; 5] = [
+    names::NGINX_AUTH_METHOD,
+    names::NGINX_AUTH_RESPONSE_HEADERS,
+    names::NGINX_AUTH_REQUEST_REDIRECT,
+    names::NGINX_AUTH_SIGNIN,
+    names::NGINX_AUTH_SIGNIN_REDIRECT_PARAM,
+];
+
+/// The `auth-url` filter's configuration, and the authentication Service's backend.
+fn auth_url_config(r: &mut Reader, namespace: &str) -> Option<(AuthUrl, BackendKey)> {
+    if r.get(names::NGINX_AUTH_URL).is_none() {
+        // ingress-nginx would serve the route unguarded; someone meant to guard it.
+        let present: Vec<&str> = WITH_AUTH_URL.into_iter().filter(|name| r.get(name).is_some()).collect();
+        for name in present {
+            r.errors.push((names::field(name), format!("needs {}", names::NGINX_AUTH_URL)));
+        }
+        return None;
+    }
+    let target = r.parsed(names::NGINX_AUTH_URL, |value| auth_url::parse_url(value, namespace));
+    let token = |value: &str| auth_url::check_token(value.trim()).map(|()| value.trim().to_owned());
+    let method = r.parsed(names::NGINX_AUTH_METHOD, |value| token(value).map(|m| m.to_ascii_uppercase()));
+    let response_headers = r.parsed(names::NGINX_AUTH_RESPONSE_HEADERS, |value| {
+        value.split(',').map(|name| token(name).map(|name| name.to_ascii_lowercase())).collect()
+    });
+    let url = |value: &str| match value.trim() {
+        v if v.starts_with("http://") || v.starts_with("https://") || v.starts_with('/') => Ok(v.to_owned()),
+        v => Err(format!("{v:?} is not a URL (http://, https://) or a path (/)")),
+    };
+    let signin = r.parsed(names::NGINX_AUTH_SIGNIN, url);
+    let request_redirect = r.parsed(names::NGINX_AUTH_REQUEST_REDIRECT, |value| Ok(value.trim().to_owned()));
+    let redirect_param = r.parsed(names::NGINX_AUTH_SIGNIN_REDIRECT_PARAM, token);
+    // An unusable URL fails the Ingress (as every error here); the filter is left out.
+    let target = target?;
+    let key = BackendKey {
+        namespace: namespace.to_owned(),
+        service: target.service.clone(),
+        port: PortRef::Number(target.port.into()),
+        cluster_ip: false,
+    };
+    let config = AuthUrl {
+        service: format!("{}:{}", target.service, target.port),
+        host: target.host,
+        path: target.path,
+        method: method.unwrap_or_else(|| "GET".to_owned()),
+        response_headers: response_headers.unwrap_or_default(),
+        signin,
+        redirect_param: redirect_param.unwrap_or_else(|| "rd".to_owned()),
+        request_redirect,
+    };
+    Some((config, key))
 }
 
 /// The annotations that only mean something with `auth-type`.
@@ -342,7 +402,7 @@ mod tests {
             referenced.secrets.insert(ns, name, Arc::new(secret.clone()));
         }
         let mut errors = Vec::new();
-        let specs = builtin_filters(&annotations, "shop", &referenced, 503, &mut errors);
+        let specs = builtin_filters(&annotations, "shop", &referenced, 503, &mut Vec::new(), &mut errors);
         (specs, errors)
     }
 
@@ -440,7 +500,7 @@ mod tests {
         // The status is the gateway's.
         let annotations = [(rps.to_owned(), "1".to_owned())].into();
         let mut errors = Vec::new();
-        let specs = builtin_filters(&annotations, "shop", &Referenced::default(), 429, &mut errors);
+        let specs = builtin_filters(&annotations, "shop", &Referenced::default(), 429, &mut Vec::new(), &mut errors);
         assert_eq!(errors, vec![]);
         assert_eq!(sluice_builtins::parse::<RateLimit>(&specs[0].config).unwrap().status, 429);
     }

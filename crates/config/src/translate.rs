@@ -84,6 +84,8 @@ struct IngressOptions {
     service_upstream: bool,
     access_log: bool,
     unavailable_backend: Option<String>,
+    /// Services the built-in filters call, with the fields naming them.
+    filter_backends: Vec<(String, BackendKey)>,
     www_redirect: bool,
     backend_tls: Option<Arc<BackendTlsSpec>>,
     error_pages: Option<ErrorPagesSpec>,
@@ -101,7 +103,10 @@ fn read_annotations(
     // Built-ins first, then the Ingress's own filters. A broken value anywhere fails every
     // route closed: a rewrite, redirect or guard filter must not silently disappear.
     let mut filter_errors = Vec::new();
-    let mut filters = builtin_filters(all, namespace(&ingress.metadata), referenced, limit_status, &mut filter_errors);
+    let mut filter_backends = Vec::new();
+    let namespace = namespace(&ingress.metadata);
+    let mut filters =
+        builtin_filters(all, namespace, referenced, limit_status, &mut filter_backends, &mut filter_errors);
     match all.get(FILTERS).map(|value| parse_filters(value)) {
         Some(Ok(specs)) => filters.extend(specs),
         Some(Err(message)) => filter_errors.push((annotations::field(FILTERS), message)),
@@ -177,8 +182,9 @@ fn read_annotations(
         service_upstream,
         access_log,
         unavailable_backend,
+        filter_backends,
         www_redirect,
-        backend_tls: backend_tls::read(&mut r, referenced, namespace(&ingress.metadata), backend_protocol),
+        backend_tls: backend_tls::read(&mut r, referenced, namespace, backend_protocol),
         error_pages,
     }
 }
@@ -339,6 +345,7 @@ pub(crate) fn translate_ingress(
         let field = annotations::field(annotations::NGINX_DEFAULT_BACKEND);
         tr.model.backends.push((field, key.clone()));
     }
+    tr.model.backends.extend(options.filter_backends);
     for (field, message) in annotation_errors {
         tr.error(field, message);
     }

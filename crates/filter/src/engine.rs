@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker};
-use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 use crate::clock::{Clock, TICK};
 use crate::host::{self, FilterIndicesV1, FilterIndicesV2, State};
@@ -53,7 +53,8 @@ struct EngineInner {
     engine: wasmtime::Engine,
     /// The host and [`Wasi`]: every function synchronous.
     sync_linker: Linker<State>,
-    /// The host and wasmtime-wasi's asynchronous WASI, for components that import more.
+    /// The host and wasmtime-wasi's asynchronous WASI, for components that import more (or
+    /// call Services).
     async_linker: Linker<State>,
     /// The host of proxy-wasm modules.
     proxy_wasm: wasmtime::Linker<proxy_wasm::Host>,
@@ -104,12 +105,12 @@ impl Engine {
 
         let mut sync_linker = Linker::new(&engine);
         Wasi::add_to_linker(&mut sync_linker, |state: &mut State| &mut state.wasi)?;
+        host::v1::Filter::add_to_linker::<_, HasSelf<State>>(&mut sync_linker, |state| state)?;
+        host::v2::add_sync_to_linker(&mut sync_linker)?;
         let mut async_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker)?;
-        for linker in [&mut sync_linker, &mut async_linker] {
-            host::v1::Filter::add_to_linker::<_, HasSelf<State>>(linker, |state| state)?;
-            host::v2::Filter::add_to_linker::<_, HasSelf<State>>(linker, |state| state)?;
-        }
+        host::v1::Filter::add_to_linker::<_, HasSelf<State>>(&mut async_linker, |state| state)?;
+        host::v2::Filter::add_to_linker::<_, HasSelf<State>>(&mut async_linker, |state| state)?;
 
         let proxy_wasm = proxy_wasm::linker(&engine)?;
 
@@ -227,7 +228,15 @@ impl Engine {
         let state = State::new(plugin.name.clone(), plugin.limits.memory, self.inner.shared.clone());
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        // At the deadline a call stops, unless it waited for calls to Services: then it gets
+        // that long more.
+        store.epoch_deadline_callback(|mut store| {
+            let waited = std::mem::take(&mut store.data_mut().waited);
+            match waited.is_zero() {
+                true => Err(wasmtime::Trap::Interrupt.into()),
+                false => Ok(UpdateDeadline::Continue(deadline_ticks(waited))),
+            }
+        });
         store
     }
 }

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -81,6 +82,9 @@ pub struct State {
     shared: Arc<Shared>,
     pub limiter: MemoryCap,
     pub call: Option<Call>,
+    /// How long the call in progress has waited for calls to Services, which its deadline
+    /// does not count.
+    pub waited: Duration,
     /// The WASI of synchronous instances.
     pub wasi: Wasi,
     /// wasmtime-wasi's context, for components that import more than [`Wasi`] offers; made on
@@ -91,7 +95,15 @@ pub struct State {
 impl State {
     pub fn new(plugin: Arc<str>, memory: usize, shared: Arc<Shared>) -> Self {
         let wasi = Wasi::new(plugin.clone());
-        Self { wasi, plugin, shared, limiter: MemoryCap::new(memory), call: None, full_wasi: None }
+        Self {
+            wasi,
+            plugin,
+            shared,
+            limiter: MemoryCap::new(memory),
+            call: None,
+            waited: Duration::ZERO,
+            full_wasi: None,
+        }
     }
 
     fn call(&mut self) -> wasmtime::Result<&mut Call> {

@@ -124,6 +124,7 @@ impl Live {
         R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync + 'static,
     {
         self.store.set_epoch_deadline(deadline_ticks(deadline));
+        self.store.data_mut().waited = Duration::ZERO;
         let result = {
             let _ticking = plugin.engine.clock().ticking();
             match self.sync {

@@ -23,6 +23,8 @@ use hyper_util::rt::TokioExecutor;
 use sluice_config::{BackendKey, PortRef};
 use sluice_route::Backend;
 
+use crate::RequestContext;
+
 /// The largest answer body a call takes; a larger one fails the call.
 pub const MAX_ANSWER: usize = 1 << 20;
 
@@ -105,6 +107,24 @@ impl Pending {
     pub async fn answer(self) -> Answer {
         self.0.await.unwrap_or_default()
     }
+}
+
+/// Starts a call by a filter of the request in `context` to `target` (as
+/// [`Destination::parse`] reads it), resolved in the snapshot serving the request.
+pub(crate) fn start(
+    context: &RequestContext,
+    target: &str,
+    request: http::Request<Bytes>,
+    timeout: Duration,
+) -> Result<Pending, String> {
+    let ingress = &context.route.ingress;
+    let namespace = ingress.split_once('/').map_or("", |(namespace, _)| namespace);
+    let destination = Destination::parse(target, namespace)?;
+    let backend = context.snapshot.as_ref().and_then(|snapshot| destination.resolve(&snapshot.backends));
+    let backend = backend.ok_or_else(|| {
+        format!("{target:?}: the gateway knows no Service {} of namespace {namespace:?}", destination.service)
+    })?;
+    Ok(send(backend, request, timeout))
 }
 
 thread_local! {

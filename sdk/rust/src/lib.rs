@@ -55,6 +55,8 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::filter::host::{config, config_id, log};
+/// Calls to Services of the Ingress's namespace; the request waits without holding a thread.
+pub use bindings::sluice::filter::http;
 /// Counting across requests: token buckets and places held while a request runs, shared by
 /// every instance and worker thread of the gateway process (each replica counts for itself).
 pub use bindings::sluice::filter::limits;

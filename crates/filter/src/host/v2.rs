@@ -2,18 +2,24 @@
 //! through plain functions; the component exports the `handler` interface; filters count
 //! across requests (`limits`) and share values (`store`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::*;
+use crate::outbound;
 use crate::shared::{self, WriteError};
 
 wasmtime::component::bindgen!({
     path: "../../sdk/wit",
     world: "filter",
-    imports: { default: trappable },
+    imports: {
+        "sluice:filter/http.call": async | trappable,
+        default: trappable,
+    },
 });
 
-use sluice::filter::{limits, request, response, store, types};
+use sluice::filter::{http as outbound_http, limits, request, response, store, types};
 
 /// The exported interface whose presence makes a component one of this version.
 pub const HANDLER: &str = "sluice:filter/handler@0.2.0";
@@ -75,6 +81,60 @@ impl store::Host for State {
     fn delete(&mut self, key: String, expected: Option<u64>) -> Outcome<Result<(), store::WriteError>> {
         let key = self.shared_key(&key)?;
         Ok(self.shared.write(key, None, expected).map(drop).map_err(Into::into))
+    }
+}
+
+/// Adds every interface but `http` to `linker`: what a component that makes no calls to
+/// Services needs, all of it synchronous.
+pub fn add_sync_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    fn get(state: &mut State) -> &mut State {
+        state
+    }
+    types::add_to_linker::<_, HasSelf<State>>(linker, get)?;
+    request::add_to_linker::<_, HasSelf<State>>(linker, get)?;
+    response::add_to_linker::<_, HasSelf<State>>(linker, get)?;
+    sluice::filter::host::add_to_linker::<_, HasSelf<State>>(linker, get)?;
+    limits::add_to_linker::<_, HasSelf<State>>(linker, get)?;
+    store::add_to_linker::<_, HasSelf<State>>(linker, get)
+}
+
+impl outbound_http::Host for State {
+    async fn call(
+        &mut self,
+        request: outbound_http::OutboundRequest,
+    ) -> Outcome<Result<outbound_http::Answer, String>> {
+        let outbound_http::OutboundRequest { service, method, path, headers, body, timeout_ms } = request;
+        let mut built = http::Request::builder().method(method.as_str()).uri(path.as_str());
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            let name = service.rsplit_once(':').map_or(service.as_str(), |(name, _)| name);
+            built = built.header(http::header::HOST, name);
+        }
+        for (name, value) in &headers {
+            built = built.header(name.as_str(), value.as_str());
+        }
+        let request = match built.body(Bytes::from(body)) {
+            Ok(request) => request,
+            Err(e) => return Ok(Err(format!("invalid request: {e}"))),
+        };
+        let timeout = Duration::from_millis(timeout_ms.into());
+        let pending = match outbound::start(&self.call()?.context, &service, request, timeout) {
+            Ok(pending) => pending,
+            Err(why) => return Ok(Err(why)),
+        };
+        let started = Instant::now();
+        let answer = pending.answer().await;
+        self.waited += started.elapsed();
+        let Some(status) = answer.status else {
+            let why =
+                "no answer: no ready endpoint, the connection failed, the timeout passed or the body was over 1 MiB";
+            return Ok(Err(format!("{service}: {why}")));
+        };
+        Ok(Ok(outbound_http::Answer {
+            status: status.as_u16(),
+            headers: headers::all(&answer.headers),
+            body: answer.body.into(),
+        }))
     }
 }
 

@@ -597,16 +597,11 @@ fn proxy_http_call(
         let headers = read(&mut caller, headers_ptr, headers_len)?;
         let body = read(&mut caller, body_ptr, body_len)?;
         let request = call_request(&maps::deserialize(&headers)?, body)?;
-        let ingress = &call(&mut caller)?.context.route.ingress;
-        let namespace = ingress.split_once('/').map_or("", |(namespace, _)| namespace).to_owned();
-        let destination = outbound::Destination::parse(&target, &namespace).map_err(|why| {
+        let timeout = std::time::Duration::from_millis(timeout_ms.into());
+        let pending = outbound::start(&call(&mut caller)?.context, &target, request, timeout).map_err(|why| {
             tracing::debug!(plugin = %caller.data().plugin, "proxy_http_call: {why}");
             BAD_ARGUMENT
         })?;
-        let context = &call(&mut caller)?.context;
-        let backend = context.snapshot.as_ref().and_then(|snapshot| destination.resolve(&snapshot.backends));
-        let backend = backend.ok_or(BAD_ARGUMENT)?.clone();
-        let pending = outbound::send(&backend, request, std::time::Duration::from_millis(timeout_ms.into()));
         let host = caller.data_mut();
         let token = host.next_token;
         host.next_token = host.next_token.wrapping_add(1).max(1);

@@ -1,0 +1,367 @@
+//! External authentication, as ingress-nginx's `auth-url` (nginx's `auth_request`): before a
+//! request goes on, a request with its headers (not its body) goes to an authentication
+//! Service, whose answer decides. 2xx lets it through, with the headers listed in
+//! `auth-response-headers` copied from the answer; 401 goes back to the client (or, with
+//! `auth-signin`, becomes a redirect to the sign-in page); 403 goes back; anything else, or no
+//! answer at all, is 500.
+//!
+//! The Service is one of the Ingress's namespace, named by the URL's host
+//! (`http://SERVICE.NAMESPACE.svc.cluster.local:PORT/path`, or `http://SERVICE:PORT/path`).
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+use crate::Config;
+
+/// The `auth-url` plugin's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthUrl {
+    /// The authentication Service, `SERVICE:PORT`.
+    pub service: String,
+    /// The Host of the authentication request: the URL's.
+    pub host: String,
+    /// The path and query of the authentication request.
+    pub path: String,
+    /// `auth-method`; GET, as nginx's subrequests, by default.
+    pub method: String,
+    /// `auth-response-headers`, lower-case: copied from a 2xx answer into the request, and
+    /// removed from the request when the answer lacks them (a client cannot send its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<String>,
+    /// `auth-signin`: where a 401 is redirected, the request's URL in `redirect_param`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin: Option<String>,
+    /// `auth-signin-redirect-param`.
+    pub redirect_param: String,
+    /// `auth-request-redirect`: the `X-Auth-Request-Redirect` of the authentication request
+    /// (the request's URI by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<String>,
+}
+
+/// Where an `auth-url` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub service: String,
+    pub port: u16,
+    /// The URL's host (and port, when given), for the Host header.
+    pub host: String,
+    /// The path and query.
+    pub path: String,
+}
+
+/// Reads an `auth-url` of an Ingress of `namespace`.
+pub fn parse_url(value: &str, namespace: &str) -> Result<Target, String> {
+    let form = "http://SERVICE.NAMESPACE.svc.cluster.local:PORT/PATH or http://SERVICE:PORT/PATH";
+    let uri: http::Uri = value.trim().parse().map_err(|e| format!("{value:?} is not a URL ({e}); use {form}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("{value:?}: the scheme {other:?} is not supported; use {form}")),
+        None => return Err(format!("{value:?} is not an absolute URL; use {form}")),
+    }
+    let authority = uri.authority().ok_or_else(|| format!("{value:?} has no host; use {form}"))?;
+    let host = authority.host().to_ascii_lowercase();
+    let name = host.strip_suffix(".cluster.local").unwrap_or(&host);
+    let name = name.strip_suffix(".svc").unwrap_or(name);
+    let (service, in_namespace) = name.split_once('.').unwrap_or((name, namespace));
+    if in_namespace != namespace {
+        return Err(format!(
+            "{value:?} names a Service of namespace {in_namespace:?}; the gateway calls only Services of the \
+             Ingress's namespace, {namespace:?} (and no hosts outside the cluster); use {form}"
+        ));
+    }
+    if service.is_empty() || !service.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(format!("{value:?}: {service:?} is not a Service name; use {form}"));
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Ok(Target {
+        service: service.to_owned(),
+        port: authority.port_u16().unwrap_or(80),
+        host: authority.as_str().to_owned(),
+        path: if path.is_empty() { "/".to_owned() } else { path.to_owned() },
+    })
+}
+
+impl Config for AuthUrl {
+    fn validate(&self) -> Result<(), String> {
+        if !self.path.starts_with('/') {
+            return Err(format!("path: {:?} does not start with '/'", self.path));
+        }
+        check_token(&self.method).map_err(|e| format!("method: {e}"))?;
+        for name in &self.response_headers {
+            check_token(name).map_err(|e| format!("response_headers: {e}"))?;
+        }
+        check_token(&self.redirect_param).map_err(|e| format!("redirect_param: {e}"))
+    }
+}
+
+/// Checks a method, header name or parameter name: letters, digits and `-`, `_`, `.`.
+pub fn check_token(value: &str) -> Result<(), String> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        Ok(())
+    } else {
+        Err(format!("{value:?} is not a name of letters, digits, '-', '_' and '.'"))
+    }
+}
+
+/// What the filter knows of the request it guards.
+#[derive(Debug)]
+pub struct Original<'a> {
+    pub method: &'a str,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// The Host the client asked for.
+    pub host: &'a str,
+    /// The path and query, as the client sent them.
+    pub uri: &'a str,
+    /// The client's address (an IP address).
+    pub client: &'a str,
+    pub headers: &'a [(String, String)],
+}
+
+/// Request headers never sent to the authentication Service: they describe the client's
+/// connection or body, or are set anew.
+const NOT_FORWARDED: [&str; 13] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "proxy-connection",
+    "x-forwarded-proto",
+    "x-original-url",
+    "x-original-method",
+];
+
+impl Original<'_> {
+    /// The URL the client asked for.
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.host, self.uri)
+    }
+}
+
+/// What the authentication Service's answer means for the request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on, with these request headers set (`Some`) or removed (`None`).
+    Allow(Vec<(String, Option<String>)>),
+    /// Answer the client instead.
+    Respond { status: u16, headers: Vec<(String, String)>, body: &'static str },
+}
+
+/// Characters escaped in the request URI put into the sign-in URL, as nginx's
+/// `$escaped_request_uri` escapes them.
+const URI_ESCAPED: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'&').add(b'+').add(b'<').add(b'>').add(b'?').add(b'=');
+
+impl AuthUrl {
+    /// The headers of the authentication request for `request`: its own but those about its
+    /// connection and body, and what ingress-nginx adds.
+    pub fn request_headers(&self, request: &Original) -> Vec<(String, String)> {
+        let forwarded = request.headers.iter().filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()));
+        let mut headers: Vec<(String, String)> = forwarded
+            .filter(|(name, _)| !matches!(name.as_str(), "x-real-ip" | "x-forwarded-for" | "x-auth-request-redirect"))
+            .cloned()
+            .collect();
+        let forwarded_for = match request.headers.iter().find(|(name, _)| name == "x-forwarded-for") {
+            Some((_, chain)) => format!("{chain}, {}", request.client),
+            None => request.client.to_owned(),
+        };
+        let redirect = self.request_redirect.as_deref().unwrap_or(request.uri);
+        headers.extend([
+            ("host".to_owned(), self.host.clone()),
+            ("x-original-url".to_owned(), request.url()),
+            ("x-original-method".to_owned(), request.method.to_owned()),
+            ("x-sent-from".to_owned(), "nginx-ingress-controller".to_owned()),
+            ("x-real-ip".to_owned(), request.client.to_owned()),
+            ("x-forwarded-for".to_owned(), forwarded_for),
+            ("x-auth-request-redirect".to_owned(), redirect.to_owned()),
+        ]);
+        headers
+    }
+
+    /// What the answer (`status` and headers; none when the call got none) means for the
+    /// request to `request`.
+    pub fn outcome(&self, answer: Option<(u16, &[(String, String)])>, request: &Original) -> Outcome {
+        let text = [("content-type".to_owned(), "text/plain; charset=utf-8".to_owned())];
+        let header = |headers: &[(String, String)], name: &str| {
+            headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        };
+        match answer {
+            Some((200..=299, headers)) => {
+                Outcome::Allow(self.response_headers.iter().map(|name| (name.clone(), header(headers, name))).collect())
+            }
+            Some((401, headers)) => match &self.signin {
+                Some(signin) => {
+                    let location = self.signin_location(signin, request);
+                    Outcome::Respond { status: 302, headers: vec![("location".to_owned(), location)], body: "" }
+                }
+                None => {
+                    // As nginx's auth_request, the challenge comes along.
+                    let challenge = header(headers, "www-authenticate").map(|v| ("www-authenticate".to_owned(), v));
+                    let headers = text.into_iter().chain(challenge).collect();
+                    Outcome::Respond { status: 401, headers, body: "authorization required\n" }
+                }
+            },
+            Some((403, _)) => Outcome::Respond { status: 403, headers: text.into(), body: "forbidden\n" },
+            _ => Outcome::Respond { status: 500, headers: text.into(), body: "internal server error\n" },
+        }
+    }
+
+    /// The sign-in URL with the request's URL in `redirect_param`, unless it has that already.
+    fn signin_location(&self, signin: &str, request: &Original) -> String {
+        let param = &self.redirect_param;
+        if signin.contains(&format!("?{param}=")) || signin.contains(&format!("&{param}=")) {
+            return signin.to_owned();
+        }
+        let separator = if signin.contains('?') { '&' } else { '?' };
+        let uri = utf8_percent_encode(request.uri, URI_ESCAPED);
+        format!("{signin}{separator}{param}={}://{}{uri}", request.scheme, request.host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AuthUrl {
+        let target = parse_url("http://auth.shop.svc.cluster.local:8080/verify?v=1", "shop").unwrap();
+        AuthUrl {
+            service: format!("{}:{}", target.service, target.port),
+            host: target.host,
+            path: target.path,
+            method: "GET".into(),
+            response_headers: vec!["x-user".into(), "x-groups".into()],
+            signin: None,
+            redirect_param: "rd".into(),
+            request_redirect: None,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn urls_name_services_of_the_ingress_namespace() {
+        let target = parse_url("http://auth.shop.svc.cluster.local:8080/verify?v=1", "shop").unwrap();
+        let expected = Target {
+            service: "auth".into(),
+            port: 8080,
+            host: "auth.shop.svc.cluster.local:8080".into(),
+            path: "/verify?v=1".into(),
+        };
+        assert_eq!(target, expected);
+        for (url, service, port, path) in [
+            ("http://auth/", "auth", 80, "/"),
+            ("http://auth:9000", "auth", 9000, "/"),
+            ("http://auth.shop/x", "auth", 80, "/x"),
+            ("http://auth.shop.svc:81/x", "auth", 81, "/x"),
+        ] {
+            let target = parse_url(url, "shop").unwrap();
+            assert_eq!((target.service.as_str(), target.port, target.path.as_str()), (service, port, path), "{url}");
+        }
+        for (url, why) in [
+            ("https://auth.shop.svc/x", "scheme"),
+            ("http://auth.other.svc.cluster.local/x", "namespace \"other\""),
+            ("http://auth.example.com/x", "namespace \"example.com\""),
+            ("/verify", "not an absolute URL"),
+            ("http://Auth_1/", "not a Service name"),
+            ("http://$host/oauth2/auth", "not a Service name"),
+        ] {
+            let error = parse_url(url, "shop").unwrap_err();
+            assert!(error.contains(why), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_authentication_request_carries_the_request_headers_and_ingress_nginx_ones() {
+        let request_headers = headers(&[
+            ("authorization", "Bearer t"),
+            ("cookie", "s=1"),
+            ("content-length", "12"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-original-url", "forged"),
+            ("host", "shop.test"),
+        ]);
+        let original = Original {
+            method: "POST",
+            scheme: "https",
+            host: "shop.test",
+            uri: "/cart?id=1",
+            client: "192.0.2.7",
+            headers: &request_headers,
+        };
+        let sent = config().request_headers(&original);
+        assert_eq!(
+            sent,
+            headers(&[
+                ("authorization", "Bearer t"),
+                ("cookie", "s=1"),
+                ("host", "auth.shop.svc.cluster.local:8080"),
+                ("x-original-url", "https://shop.test/cart?id=1"),
+                ("x-original-method", "POST"),
+                ("x-sent-from", "nginx-ingress-controller"),
+                ("x-real-ip", "192.0.2.7"),
+                ("x-forwarded-for", "203.0.113.9, 192.0.2.7"),
+                ("x-auth-request-redirect", "/cart?id=1"),
+            ])
+        );
+        let redirect = AuthUrl { request_redirect: Some("https://shop.test/home".into()), ..config() };
+        assert!(
+            redirect
+                .request_headers(&original)
+                .contains(&("x-auth-request-redirect".into(), "https://shop.test/home".into()))
+        );
+    }
+
+    #[test]
+    fn answers_decide_as_ingress_nginx() {
+        let original = Original {
+            method: "GET",
+            scheme: "https",
+            host: "shop.test",
+            uri: "/a b?x=1&y=2",
+            client: "192.0.2.7",
+            headers: &[],
+        };
+        let answer = headers(&[("X-User", "alice"), ("www-authenticate", "Bearer realm=\"shop\"")]);
+        let allowed = config().outcome(Some((204, &answer)), &original);
+        assert_eq!(allowed, Outcome::Allow(vec![("x-user".into(), Some("alice".into())), ("x-groups".into(), None)]));
+        let Outcome::Respond { status: 401, headers: sent, .. } = config().outcome(Some((401, &answer)), &original)
+        else {
+            panic!("401 goes back");
+        };
+        assert!(sent.contains(&("www-authenticate".into(), "Bearer realm=\"shop\"".into())));
+        let signin = AuthUrl { signin: Some("https://login.test/start?app=shop".into()), ..config() };
+        let Outcome::Respond { status: 302, headers: sent, .. } = signin.outcome(Some((401, &answer)), &original)
+        else {
+            panic!("401 redirects to the sign-in page");
+        };
+        assert_eq!(
+            sent,
+            headers(&[("location", "https://login.test/start?app=shop&rd=https://shop.test/a%20b%3Fx%3D1%26y%3D2")])
+        );
+        let own = AuthUrl { signin: Some("https://login.test/?rd=/home".into()), ..config() };
+        assert!(
+            matches!(own.outcome(Some((401, &answer)), &original), Outcome::Respond { status: 302, headers, .. } if headers[0].1 == "https://login.test/?rd=/home")
+        );
+        assert!(matches!(signin.outcome(Some((403, &answer)), &original), Outcome::Respond { status: 403, .. }));
+        for failed in [Some((302, &answer[..])), Some((500, &answer[..])), None] {
+            assert!(matches!(config().outcome(failed, &original), Outcome::Respond { status: 500, .. }));
+        }
+    }
+
+    #[test]
+    fn configurations_are_checked() {
+        assert!(config().validate().is_ok());
+        assert!(AuthUrl { method: "G ET".into(), ..config() }.validate().is_err());
+        assert!(AuthUrl { response_headers: vec!["x:y".into()], ..config() }.validate().is_err());
+        assert!(AuthUrl { path: "verify".into(), ..config() }.validate().is_err());
+    }
+}

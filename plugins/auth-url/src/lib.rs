@@ -1,0 +1,56 @@
+//! The built-in `auth-url` filter: ingress-nginx's external authentication. Each request
+//! first goes, headers only, to the authentication Service, whose answer lets it through
+//! (with headers from the answer) or answers the client.
+
+use sluice_builtins::AuthUrl;
+use sluice_builtins::auth_url::{Original, Outcome};
+use sluice_builtins::source_ranges::client_ip;
+use sluice_sdk::http::{self, OutboundRequest};
+use sluice_sdk::{Action, OnRequest, Request, respond};
+
+sluice_builtins::filter_type!(AuthUrlFilter, AuthUrl);
+
+/// How long the authentication Service may take to answer, as nginx's default
+/// `proxy_read_timeout`. The wait does not count against the filter's deadline.
+const TIMEOUT_MS: u32 = 60_000;
+
+impl OnRequest for AuthUrlFilter {
+    fn on_request(config: &AuthUrl, request: &Request) -> Action {
+        let (method, scheme, host, headers) = (request.method(), request.scheme(), request.host(), request.headers());
+        let uri = match request.query() {
+            Some(query) => format!("{}?{query}", request.path()),
+            None => request.path(),
+        };
+        // The gateway's client address: behind `--trusted-proxies`, the one they forwarded for.
+        let client = client_ip(&request.client_address()).expect("the gateway gives ip:port").to_string();
+        let original =
+            Original { method: &method, scheme: &scheme, host: &host, uri: &uri, client: &client, headers: &headers };
+        let call = OutboundRequest {
+            service: config.service.clone(),
+            method: config.method.clone(),
+            path: config.path.clone(),
+            headers: config.request_headers(&original),
+            body: Vec::new(),
+            timeout_ms: TIMEOUT_MS,
+        };
+        let answer = http::call(&call);
+        let answer = answer.as_ref().ok().map(|answer| (answer.status, answer.headers.as_slice()));
+        match config.outcome(answer, &original) {
+            Outcome::Allow(headers) => {
+                for (name, value) in headers {
+                    match value {
+                        Some(value) => request.set_header(&name, &value).expect("a header the answer carried"),
+                        None => request.remove_header(&name),
+                    }
+                }
+                Action::Continue
+            }
+            Outcome::Respond { status, headers, body } => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                respond(status, &headers, body)
+            }
+        }
+    }
+}
+
+sluice_sdk::filter!(AuthUrlFilter);
