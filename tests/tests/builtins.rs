@@ -117,7 +117,10 @@ async fn rewrites_and_redirects_as_ingress_nginx_documents_them() {
         .filter(|p| p["builtin"] == true && p["hash"].is_string())
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(builtins, ["affinity", "basic-auth", "cors", "headers", "rate-limit", "rewrite", "source-ranges"]);
+    assert_eq!(
+        builtins,
+        ["affinity", "auth-url", "basic-auth", "cors", "headers", "rate-limit", "rewrite", "source-ranges"]
+    );
 }
 
 #[tokio::test]

@@ -131,17 +131,26 @@ async fn isolation_request_gives_every_request_a_fresh_instance() {
 }
 
 #[tokio::test]
-async fn filters_share_a_store_across_instances_and_routes_of_a_namespace() {
+async fn filters_share_a_store_across_instances_and_routes_of_a_namespace_only() {
     let pods = Pods::start(&["127.0.0.26"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tally = |isolation| format!("- plugin: probe\n  config: {{tally: hits}}\n  isolation: {isolation}\n");
+    // The same key, in another namespace and by another plugin: other counts.
+    let other = |manifest: String| {
+        manifest
+            .replace("metadata: {name: ", "metadata: {namespace: other, name: ")
+            .replace("metadata:\n  name: ", "metadata:\n  namespace: other\n  name: ")
+    };
     let manifests = [
         service("app", &pods.addrs, &[]),
         filtered_ingress("one", "one.test", &[("/", "Prefix", "app")], &tally("instance")),
         filtered_ingress("two", "two.test", &[("/", "Prefix", "app")], &tally("request")),
+        other(service("app", &pods.addrs, &[])),
+        other(filtered_ingress("three", "three.test", &[("/", "Prefix", "app")], &tally("instance"))),
+        filtered_ingress("four", "four.test", &[("/", "Prefix", "app")], "- plugin: probe2\n  config: {tally: hits}\n"),
     ];
     std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
-    let plugins = plugins(&[("probe", "probe")]);
+    let plugins = plugins(&[("probe", "probe"), ("probe2", "probe")]);
     let gateway = Arc::new(start(dir.path(), plugins.path()).await);
     let client = Client::new();
     // Requests in parallel, over both routes (reused and fresh instances on every worker
@@ -165,6 +174,10 @@ async fn filters_share_a_store_across_instances_and_routes_of_a_namespace() {
     }
     counts.sort_unstable();
     assert_eq!(counts, (1..=80).collect::<Vec<_>>());
+    for host in ["three.test", "four.test"] {
+        let reply = client.get(&gateway.url("/"), host).await.unwrap();
+        assert_eq!(reply.json()["headers"]["x-tally"], "1", "{host}: {}", reply.body);
+    }
 }
 
 #[tokio::test]

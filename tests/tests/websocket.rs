@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sluice_tests::manifests::{ingress, service};
+use sluice_tests::manifests::{annotated_ingress, ingress, service};
 use sluice_tests::{Client, Gateway, write_atomic};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -61,4 +61,46 @@ async fn a_websocket_stays_open_across_ten_reloads() {
         metrics
             .contains(r#"sluice_requests_total{ingress="default/ws",host="ws.test",route="Prefix /",status="1xx"} 1"#)
     );
+}
+
+#[tokio::test]
+async fn an_open_websocket_counts_against_limit_connections_until_it_closes() {
+    let listener = TcpListener::bind("127.0.0.15:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(echo_backend(listener));
+    let dir = tempfile::tempdir().unwrap();
+    let limited = annotated_ingress(
+        "ws",
+        "ws.test",
+        &[("/", "Prefix", "ws")],
+        &[("nginx.ingress.kubernetes.io/limit-connections", "1")],
+    );
+    write_atomic(&dir.path().join("routes.yaml"), &[service("ws", &[backend], &[]), limited].join("---\n")).unwrap();
+    let gateway = Gateway::start(dir.path(), &[]).await.unwrap();
+    let open = || async {
+        let mut request = "ws://ws.test/chat".into_client_request().unwrap();
+        request.headers_mut().insert("host", "ws.test".parse().unwrap());
+        let stream = tokio::net::TcpStream::connect(gateway.http).await.unwrap();
+        tokio_tungstenite::client_async(request, stream).await
+    };
+
+    let (mut socket, response) = open().await.unwrap();
+    assert_eq!(response.status(), 101);
+    socket.send(Message::text("hello")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(format!("{backend} hello")));
+    let refused = open().await.unwrap_err();
+    assert!(refused.to_string().contains("503"), "{refused}");
+
+    socket.close(None).await.unwrap();
+    while socket.next().await.is_some() {}
+    drop(socket);
+    // The place comes back once the gateway has seen the tunnel close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match open().await {
+            Ok((_, response)) => break assert_eq!(response.status(), 101),
+            Err(e) => assert!(std::time::Instant::now() < deadline, "still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

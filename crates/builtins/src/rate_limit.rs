@@ -37,11 +37,14 @@ pub struct RateLimit {
     #[serde(skip_serializing_if = "Vec::is_empty", with = "networks")]
     pub allow: Vec<IpNet>,
     pub status: u16,
+    /// What a client's requests count against together, with its address: the Ingress
+    /// (`namespace/name`), as ingress-nginx keeps a zone per Ingress.
+    pub zone: String,
 }
 
 impl Default for RateLimit {
     fn default() -> Self {
-        Self { rps: None, rpm: None, connections: None, allow: Vec::new(), status: DEFAULT_STATUS }
+        Self { rps: None, rpm: None, connections: None, allow: Vec::new(), status: DEFAULT_STATUS, zone: String::new() }
     }
 }
 

@@ -55,7 +55,7 @@ pub const NGINX_LIMIT_BURST_MULTIPLIER: &str = "nginx.ingress.kubernetes.io/limi
 pub const NGINX_LIMIT_CONNECTIONS: &str = "nginx.ingress.kubernetes.io/limit-connections";
 /// ingress-nginx: clients in these networks (comma-separated) are not limited.
 pub const NGINX_LIMIT_ALLOWLIST: &str = "nginx.ingress.kubernetes.io/limit-allowlist";
-/// ingress-nginx: the older name of `limit-allowlist`, which wins when both are set.
+/// ingress-nginx: the older name of `limit-allowlist`, read when that is absent or empty.
 pub const NGINX_LIMIT_WHITELIST: &str = "nginx.ingress.kubernetes.io/limit-whitelist";
 
 /// ingress-nginx: answer cross-origin requests (CORS) with the `cors-*` settings.

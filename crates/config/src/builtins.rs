@@ -23,6 +23,7 @@ use crate::model::{BackendKey, PortRef};
 pub(crate) fn builtin_filters(
     annotations: &BTreeMap<String, String>,
     namespace: &str,
+    name: &str,
     referenced: &Referenced,
     limit_status: u16,
     backends: &mut Vec<(String, BackendKey)>,
@@ -30,7 +31,7 @@ pub(crate) fn builtin_filters(
 ) -> Vec<FilterSpec> {
     let mut reader = Reader { annotations, errors };
     let mut ranges = source_ranges_config(&mut reader);
-    let limits = rate_limit_config(&mut reader, limit_status);
+    let limits = rate_limit_config(&mut reader, limit_status, format!("{namespace}/{name}"));
     let cors = cors_config(&mut reader);
     let mut auth = basic_auth_config(&mut reader, namespace, referenced);
     let external = auth_url_config(&mut reader, namespace);
@@ -93,7 +94,7 @@ fn source_ranges_config(r: &mut Reader) -> Option<SourceRanges> {
 
 /// The limits of `limit-rps`, `limit-rpm` and `limit-connections`, refusing with `status`; without
 /// any, `limit-burst-multiplier` and `limit-allowlist` are ignored, as in ingress-nginx.
-fn rate_limit_config(r: &mut Reader, status: u16) -> Option<RateLimit> {
+fn rate_limit_config(r: &mut Reader, status: u16, zone: String) -> Option<RateLimit> {
     let limit = |value: &str| match value.trim().parse::<u32>() {
         Ok(limit) if limit > 0 => Ok(limit),
         _ => Err(format!("{value:?} is not a whole number above 0")),
@@ -122,6 +123,7 @@ fn rate_limit_config(r: &mut Reader, status: u16) -> Option<RateLimit> {
         connections,
         allow: allow.unwrap_or_default(),
         status,
+        zone,
     })
 }
 
@@ -402,7 +404,7 @@ mod tests {
             referenced.secrets.insert(ns, name, Arc::new(secret.clone()));
         }
         let mut errors = Vec::new();
-        let specs = builtin_filters(&annotations, "shop", &referenced, 503, &mut Vec::new(), &mut errors);
+        let specs = builtin_filters(&annotations, "shop", "app", &referenced, 503, &mut Vec::new(), &mut errors);
         (specs, errors)
     }
 
@@ -484,6 +486,7 @@ mod tests {
             connections: Some(4),
             allow: list("10.0.0.0/8"),
             status: 503,
+            zone: "shop/app".to_owned(),
         };
         assert_eq!(all, Some(expected));
         let rpm_only = limits(&[(rpm, "60")]).unwrap();
@@ -500,7 +503,8 @@ mod tests {
         // The status is the gateway's.
         let annotations = [(rps.to_owned(), "1".to_owned())].into();
         let mut errors = Vec::new();
-        let specs = builtin_filters(&annotations, "shop", &Referenced::default(), 429, &mut Vec::new(), &mut errors);
+        let specs =
+            builtin_filters(&annotations, "shop", "app", &Referenced::default(), 429, &mut Vec::new(), &mut errors);
         assert_eq!(errors, vec![]);
         assert_eq!(sluice_builtins::parse::<RateLimit>(&specs[0].config).unwrap().status, 429);
     }

@@ -207,8 +207,9 @@ impl Catalog {
         true
     }
 
-    /// A Secret or ConfigMap changed (when `changed`): any Ingress may read it, so every one is
-    /// translated again. Both are few and change seldom. Returns `changed`.
+    /// Something every Ingress's translation may read changed (when `changed`): a Secret, a
+    /// ConfigMap or the rate limits' status. Every Ingress is translated again; these are few
+    /// and change seldom. Returns `changed`.
     fn translations_stale(&mut self, changed: bool) -> bool {
         if changed {
             self.ingresses.values_mut().for_each(|entry| entry.translated = None);

@@ -105,8 +105,9 @@ fn read_annotations(
     let mut filter_errors = Vec::new();
     let mut filter_backends = Vec::new();
     let namespace = namespace(&ingress.metadata);
+    let name = ingress.metadata.name.as_deref().unwrap_or_default();
     let mut filters =
-        builtin_filters(all, namespace, referenced, limit_status, &mut filter_backends, &mut filter_errors);
+        builtin_filters(all, namespace, name, referenced, limit_status, &mut filter_backends, &mut filter_errors);
     match all.get(FILTERS).map(|value| parse_filters(value)) {
         Some(Ok(specs)) => filters.extend(specs),
         Some(Err(message)) => filter_errors.push((annotations::field(FILTERS), message)),

@@ -246,7 +246,10 @@ impl Plugins {
                     field: "metadata.annotations".to_owned(),
                 };
                 let attachment = Attachment::new(spec, Err(format!("invalid annotation: {why}")));
-                return Arc::new(Chain { filters: Box::new([attachment]) });
+                return Arc::new(Chain {
+                    filters: Box::new([attachment]),
+                    namespace: ingress.id.namespace.as_str().into(),
+                });
             }
         };
         let filters = specs
@@ -259,7 +262,7 @@ impl Plugins {
                 Attachment::new(spec.clone(), plugin)
             })
             .collect();
-        Arc::new(Chain { filters })
+        Arc::new(Chain { filters, namespace: ingress.id.namespace.as_str().into() })
     }
 
     fn plugin(&self, spec: &FilterSpec) -> Result<Arc<Plugin>, String> {

@@ -25,6 +25,7 @@ use sluice_route::{Backend, RouteName};
 fn context(backend: &Arc<Backend>) -> RequestContext {
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
+        namespace: "default".into(),
         local: "198.51.100.1:8443".parse().unwrap(),
         scheme: "http",
         host: "example.com".into(),
@@ -46,7 +47,8 @@ fn chain(plugin: &Arc<Plugin>, config: &str, isolation: Isolation, length: usize
         isolation,
         field: String::new(),
     };
-    Chain { filters: (0..length).map(|_| Attachment::new(spec.clone(), Ok(plugin.clone()))).collect() }
+    let filters = (0..length).map(|_| Attachment::new(spec.clone(), Ok(plugin.clone()))).collect();
+    Chain { filters, namespace: "default".into() }
 }
 
 fn chains(c: &mut Criterion) {

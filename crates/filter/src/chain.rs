@@ -136,6 +136,9 @@ impl Attachment {
 #[derive(Debug, Default)]
 pub struct Chain {
     pub filters: Box<[Attachment]>,
+    /// The namespace of the Ingress whose filters these are (also on its canary's routes):
+    /// where their shared keys and the Services they call are.
+    pub namespace: Arc<str>,
 }
 
 impl Serialize for Chain {
@@ -325,6 +328,12 @@ impl Chain {
 /// Places filters hold (`limits.hold`) until a request ends: given back when dropped.
 #[derive(Debug, Default)]
 pub struct Holds(Vec<Hold>);
+
+impl Holds {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// One request's passage through a chain: its context, the state filters keep between
 /// phases, and fresh instances kept for the response phase.

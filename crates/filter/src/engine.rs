@@ -277,7 +277,8 @@ impl Exports {
             Some(_) => FilterIndicesV2::new(pre).map(|_| Version::V2),
             None => FilterIndicesV1::new(pre).map(|_| Version::V1),
         };
-        let version = version.map_err(|e| format!("does not implement sluice:filter/filter: {e:#}"))?;
+        let world = if handler.is_some() { "sluice:filter/filter@0.2.0" } else { "sluice:filter/filter@0.1.0" };
+        let version = version.map_err(|e| format!("does not implement {world}: {e:#}"))?;
         let find = |name: &str| {
             component.get_export_index(handler.as_ref(), name).ok_or_else(|| format!("does not export {name}"))
         };

@@ -19,7 +19,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::failure::MemoryCap;
-use crate::shared::{Hold, Shared};
+use crate::shared::{Hold, MAX_KEY, Shared};
 use crate::wasi::Wasi;
 
 pub(crate) mod v1;
@@ -34,6 +34,8 @@ pub(crate) use v2::{FilterIndices as FilterIndicesV2, HANDLER};
 pub struct RequestContext {
     /// The client: the peer, or behind trusted proxies the address they forwarded for.
     pub client: SocketAddr,
+    /// The chain's [`Chain::namespace`](crate::Chain::namespace).
+    pub namespace: Arc<str>,
     /// The gateway's address the client connected to.
     pub local: SocketAddr,
     /// `http` or `https`.
@@ -130,9 +132,11 @@ impl State {
 
     /// `key` among the shared keys of this plugin in the namespace of the request's Ingress.
     fn shared_key(&mut self, key: &str) -> wasmtime::Result<String> {
+        if key.len() > MAX_KEY {
+            bail!("a shared key is over {MAX_KEY} bytes");
+        }
         let plugin = self.plugin.clone();
-        let ingress = &self.call()?.context.route.ingress;
-        let namespace = ingress.split_once('/').map_or(&**ingress, |(namespace, _)| namespace);
+        let namespace = &self.call()?.context.namespace;
         Ok(format!("{plugin}\0{namespace}\0{key}"))
     }
 }

@@ -117,8 +117,7 @@ pub(crate) fn start(
     request: http::Request<Bytes>,
     timeout: Duration,
 ) -> Result<Pending, String> {
-    let ingress = &context.route.ingress;
-    let namespace = ingress.split_once('/').map_or("", |(namespace, _)| namespace);
+    let namespace = &*context.namespace;
     let destination = Destination::parse(target, namespace)?;
     let backend = context.snapshot.as_ref().and_then(|snapshot| destination.resolve(&snapshot.backends));
     let backend = backend.ok_or_else(|| {

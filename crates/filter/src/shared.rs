@@ -15,11 +15,17 @@ const SHARDS: usize = 16;
 /// recently used.
 const MAX_BUCKETS: usize = 1 << 17;
 
+/// The longest key a filter may give.
+pub const MAX_KEY: usize = 1 << 10;
+
 /// The largest value in the store.
 pub const MAX_VALUE: usize = 64 << 10;
 
-/// The most bytes (keys and values) the store holds.
+/// The most bytes (keys, values and [`ENTRY_COST`] each) the store holds.
 pub const MAX_STORE: usize = 16 << 20;
+
+/// What an entry costs the store besides its key and value: about what keeping it takes.
+const ENTRY_COST: usize = 64;
 
 /// The state filters share, one per engine.
 #[derive(Default)]
@@ -40,21 +46,36 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Bucket {
     tokens: f64,
     updated: Instant,
+    per_second: f64,
+    capacity: f64,
 }
 
 impl Bucket {
-    /// The tokens at `now`, refilled at `per_second` up to `capacity`.
-    fn refilled(&self, now: Instant, per_second: f64, capacity: f64) -> f64 {
+    /// The tokens at `now`.
+    fn refilled(&self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        (self.tokens + elapsed * per_second).min(capacity)
+        (self.tokens + elapsed * self.per_second).min(self.capacity)
     }
 }
 
+/// A token bucket a filter takes from: its key, rate and capacity.
+#[derive(Debug, Clone)]
+pub struct BucketSpec {
+    pub key: String,
+    pub per_second: f64,
+    pub capacity: u32,
+}
+
 /// A place held under a key; given back when dropped.
-#[derive(Debug)]
 pub struct Hold {
     places: Arc<Mutex<HashMap<String, u32>>>,
     key: String,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Hold").field(&self.key).finish()
+    }
 }
 
 impl Drop for Hold {
@@ -92,25 +113,38 @@ struct Store {
 }
 
 impl Shared {
-    /// Takes a token from the bucket `key` (see the contract's `limits.take`).
-    pub fn take(&self, key: &str, per_second: f64, capacity: u32, now: Instant) -> bool {
-        let capacity = f64::from(capacity);
-        let per_second = if per_second.is_finite() { per_second.max(0.0) } else { 0.0 };
-        let shard = self.hasher.hash_one(key) as usize % SHARDS;
-        let mut buckets = lock(&self.buckets[shard]);
-        if let Some(bucket) = buckets.get_mut(key) {
-            let tokens = bucket.refilled(now, per_second, capacity);
-            let taken = tokens >= 1.0;
-            *bucket = Bucket { tokens: if taken { tokens - 1.0 } else { tokens }, updated: now };
-            return taken;
+    /// Takes a token from each bucket, or none if one of them is empty (see the contract's
+    /// `limits.take`). A bucket's rate and capacity are those it was last taken from with.
+    pub fn take(&self, buckets: &[BucketSpec], now: Instant) -> bool {
+        let shard = |key: &str| self.hasher.hash_one(key) as usize % SHARDS;
+        // Every shard involved is locked, in one order, so the buckets change together.
+        let mut shards: Vec<usize> = buckets.iter().map(|bucket| shard(&bucket.key)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut locked: Vec<_> = shards.into_iter().map(|index| (index, lock(&self.buckets[index]))).collect();
+        let mut updated = Vec::with_capacity(buckets.len());
+        for spec in buckets {
+            let (per_second, capacity) = (rate(spec.per_second), f64::from(spec.capacity));
+            let index = shard(&spec.key);
+            let map = &locked.iter().find(|(locked, _)| *locked == index).expect("locked above").1;
+            let tokens = map.get(&spec.key).map_or(capacity, |bucket| bucket.refilled(now).min(capacity));
+            if tokens < 1.0 {
+                return false;
+            }
+            updated.push((index, Bucket { tokens: tokens - 1.0, updated: now, per_second, capacity }));
         }
-        if capacity < 1.0 {
-            return false;
+        for (spec, (index, bucket)) in buckets.iter().zip(updated) {
+            let map = &mut locked.iter_mut().find(|(locked, _)| *locked == index).expect("locked above").1;
+            if let Some(old) = map.get_mut(&spec.key) {
+                // A thread that read the clock earlier may lock later: time never goes back.
+                *old = Bucket { updated: bucket.updated.max(old.updated), ..bucket };
+                continue;
+            }
+            if map.len() >= MAX_BUCKETS / SHARDS {
+                make_room(map, now);
+            }
+            map.insert(spec.key.clone(), bucket);
         }
-        if buckets.len() >= MAX_BUCKETS / SHARDS {
-            make_room(&mut buckets, now, per_second, capacity);
-        }
-        buckets.insert(key.to_owned(), Bucket { tokens: capacity - 1.0, updated: now });
         true
     }
 
@@ -142,13 +176,13 @@ impl Shared {
         {
             return Err(WriteError::Conflict(current.cloned()));
         }
-        let old = current.map_or(0, |entry| key.len() + entry.value.len());
+        let old = current.map_or(0, |entry| ENTRY_COST + key.len() + entry.value.len());
         let Some(value) = value else {
             store.entries.remove(&key);
             store.bytes -= old;
             return Ok(0);
         };
-        let new = key.len() + value.len();
+        let new = ENTRY_COST + key.len() + value.len();
         if value.len() > MAX_VALUE || store.bytes - old + new > MAX_STORE {
             return Err(WriteError::TooLarge);
         }
@@ -160,15 +194,21 @@ impl Shared {
     }
 }
 
-/// Forgets the buckets that are full at `now` (as if they had never been used), or else the
-/// least recently used one. Buckets of other rates count as full at this one's: a forgotten
-/// bucket starts full, the most it could have been.
-fn make_room(buckets: &mut HashMap<String, Bucket>, now: Instant, per_second: f64, capacity: f64) {
-    buckets.retain(|_, bucket| bucket.refilled(now, per_second, capacity) < capacity);
-    if buckets.len() >= MAX_BUCKETS / SHARDS
-        && let Some(oldest) = buckets.iter().min_by_key(|(_, bucket)| bucket.updated).map(|(key, _)| key.clone())
-    {
-        buckets.remove(&oldest);
+/// A rate a bucket may have: a negative or undefined one is 0.
+fn rate(per_second: f64) -> f64 {
+    if per_second.is_finite() { per_second.max(0.0) } else { 0.0 }
+}
+
+/// Forgets the buckets that are full at `now` (as if never used: a new bucket starts full),
+/// and if that is not enough the least recently used eighth, so that a full map is swept
+/// once per many new keys, not on every one.
+fn make_room(buckets: &mut HashMap<String, Bucket>, now: Instant) {
+    buckets.retain(|_, bucket| bucket.refilled(now) < bucket.capacity);
+    if buckets.len() >= MAX_BUCKETS / SHARDS * 7 / 8 {
+        let mut ages: Vec<Instant> = buckets.values().map(|bucket| bucket.updated).collect();
+        let cut = ages.len() / 8;
+        let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+        buckets.retain(|_, bucket| bucket.updated >= oldest_kept);
     }
 }
 
@@ -178,28 +218,49 @@ mod tests {
 
     use super::*;
 
+    fn bucket(key: &str, per_second: f64, capacity: u32) -> BucketSpec {
+        BucketSpec { key: key.to_owned(), per_second, capacity }
+    }
+
     #[test]
     fn buckets_admit_their_capacity_then_their_rate() {
         let shared = Shared::default();
+        let take = |key, at| shared.take(&[bucket(key, 2.0, 4)], at);
         let start = Instant::now();
-        let admitted = (0..10).filter(|_| shared.take("a", 2.0, 4, start)).count();
-        assert_eq!(admitted, 4, "a new bucket is full");
-        assert!(shared.take("b", 2.0, 4, start), "keys have their own buckets");
-        assert!(!shared.take("a", 2.0, 4, start + Duration::from_millis(400)), "0.8 tokens");
-        assert!(shared.take("a", 2.0, 4, start + Duration::from_millis(500)), "one token after 0.5 s");
+        assert_eq!((0..10).filter(|_| take("a", start)).count(), 4, "a new bucket is full");
+        assert!(take("b", start), "keys have their own buckets");
+        assert!(!take("a", start + Duration::from_millis(400)), "0.8 tokens");
+        assert!(take("a", start + Duration::from_millis(500)), "one token after 0.5 s");
         let later = start + Duration::from_secs(60);
-        assert_eq!((0..10).filter(|_| shared.take("a", 2.0, 4, later)).count(), 4, "never above capacity");
-        assert!(!shared.take("c", 2.0, 0, start), "a bucket of no tokens");
+        assert_eq!((0..10).filter(|_| take("a", later)).count(), 4, "never above capacity");
+        assert!(!shared.take(&[bucket("c", 2.0, 0)], start), "a bucket of no tokens");
+        assert!(shared.take(&[bucket("d", f64::NAN, 1)], start) && !shared.take(&[bucket("d", f64::NAN, 1)], later));
+    }
+
+    #[test]
+    fn several_buckets_give_a_token_each_or_none() {
+        let shared = Shared::default();
+        let start = Instant::now();
+        let both = [bucket("second", 10.0, 5), bucket("minute", 0.0, 2)];
+        assert!(shared.take(&both, start) && shared.take(&both, start));
+        assert!(!shared.take(&both, start), "the minute's bucket is empty");
+        // The refusal took nothing from the other bucket: 3 tokens are left there.
+        assert_eq!((0..5).filter(|_| shared.take(&[bucket("second", 10.0, 5)], start)).count(), 3);
     }
 
     #[test]
     fn full_buckets_are_forgotten_to_make_room() {
-        let mut buckets = HashMap::new();
         let start = Instant::now();
-        buckets.insert("idle".to_owned(), Bucket { tokens: 1.0, updated: start });
-        buckets.insert("busy".to_owned(), Bucket { tokens: 0.0, updated: start });
-        make_room(&mut buckets, start + Duration::from_secs(1), 1.0, 2.0);
-        assert_eq!(buckets.keys().collect::<Vec<_>>(), ["busy"]);
+        let at = |tokens, per_second, capacity| Bucket { tokens, updated: start, per_second, capacity };
+        let mut buckets = HashMap::new();
+        buckets.insert("idle".to_owned(), at(1.0, 1.0, 2.0));
+        buckets.insert("busy".to_owned(), at(0.0, 1.0, 2.0));
+        // Full by its own measure, not the caller's: 3 of 51 tokens is far from full.
+        buckets.insert("burst".to_owned(), at(3.0, 1.0, 51.0));
+        make_room(&mut buckets, start + Duration::from_secs(1));
+        let mut kept: Vec<_> = buckets.keys().collect();
+        kept.sort();
+        assert_eq!(kept, ["burst", "busy"]);
     }
 
     #[test]
@@ -234,6 +295,7 @@ mod tests {
         }
         assert_eq!(shared.write("last".into(), Some(vec![0; MAX_VALUE]), None), Err(WriteError::TooLarge));
         let store = lock(&shared.store);
-        assert_eq!(store.bytes, store.entries.iter().map(|(key, entry)| key.len() + entry.value.len()).sum::<usize>());
+        let counted = store.entries.iter().map(|(key, entry)| ENTRY_COST + key.len() + entry.value.len());
+        assert_eq!(store.bytes, counted.sum::<usize>());
     }
 }

@@ -20,7 +20,7 @@ fn attach(plugin: &Arc<Plugin>, config: &str, failure: FailurePolicy, isolation:
 }
 
 fn chain(attachments: Vec<Attachment>) -> Chain {
-    Chain { filters: attachments.into() }
+    Chain { filters: attachments.into(), namespace: "default".into() }
 }
 
 fn context() -> RequestContext {
@@ -29,6 +29,7 @@ fn context() -> RequestContext {
         BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
+        namespace: "default".into(),
         local: "198.51.100.1:8443".parse().unwrap(),
         scheme: "http",
         host: "example.com".into(),

@@ -27,6 +27,7 @@ fn context() -> RequestContext {
         BackendKey { namespace: "default".into(), service: "web".into(), port: PortRef::Number(80), cluster_ip: false };
     RequestContext {
         client: "192.0.2.7:4000".parse().unwrap(),
+        namespace: "default".into(),
         local: "198.51.100.1:8443".parse().unwrap(),
         scheme: "https",
         host: "example.com".into(),
@@ -72,7 +73,10 @@ async fn headers_change_both_ways_and_properties_are_read() {
     let plugin = probe(&engine, Limits::default());
     let config =
         r#"{"set_request":[["x-a","1"]],"remove_request":["x-drop"],"set_response":[["x-b","2"]],"properties":true}"#;
-    let chain = Chain { filters: [attach(&plugin, config, FailurePolicy::Closed, Isolation::Instance)].into() };
+    let chain = Chain {
+        namespace: "default".into(),
+        filters: [attach(&plugin, config, FailurePolicy::Closed, Isolation::Instance)].into(),
+    };
     for round in 0..3 {
         let mut exchange = Exchange::new(context(), &chain);
         let mut parts = request("/hello?x=1");
@@ -107,8 +111,10 @@ async fn headers_change_both_ways_and_properties_are_read() {
 async fn a_local_response_answers_the_request() {
     let engine = Engine::new(Some(sluice_tests::plugin_cache())).unwrap();
     let plugin = probe(&engine, Limits::default());
-    let chain =
-        Chain { filters: [attach(&plugin, r#"{"deny":"/admin"}"#, FailurePolicy::Closed, Isolation::Instance)].into() };
+    let chain = Chain {
+        namespace: "default".into(),
+        filters: [attach(&plugin, r#"{"deny":"/admin"}"#, FailurePolicy::Closed, Isolation::Instance)].into(),
+    };
     let mut exchange = Exchange::new(context(), &chain);
     let answer = chain.on_request(&mut exchange, &mut request("/admin/x")).await.unwrap().expect("an answer");
     assert_eq!(answer.status(), 403);
@@ -134,8 +140,10 @@ async fn configuration_is_checked_by_on_configure() {
 async fn shared_data_counts_across_requests_and_instances() {
     let engine = Engine::new(None).unwrap();
     let plugin = probe(&engine, Limits::default());
-    let chain =
-        Chain { filters: [attach(&plugin, r#"{"count":true}"#, FailurePolicy::Closed, Isolation::Request)].into() };
+    let chain = Chain {
+        namespace: "default".into(),
+        filters: [attach(&plugin, r#"{"count":true}"#, FailurePolicy::Closed, Isolation::Request)].into(),
+    };
     let mut counts = Vec::new();
     for _ in 0..3 {
         let mut exchange = Exchange::new(context(), &chain);
@@ -157,7 +165,10 @@ async fn hostile_modules_fail_their_request_within_limits() {
         [("loop", FailureKind::Timeout), ("memory", FailureKind::Memory), ("trap", FailureKind::Trap)]
     {
         let config = format!(r#"{{"hostile":"{hostile}"}}"#);
-        let closed = Chain { filters: [attach(&plugin, &config, FailurePolicy::Closed, Isolation::Instance)].into() };
+        let closed = Chain {
+            namespace: "default".into(),
+            filters: [attach(&plugin, &config, FailurePolicy::Closed, Isolation::Instance)].into(),
+        };
         let started = Instant::now();
         let mut exchange = Exchange::new(context(), &closed);
         let failure = chain_failure(&closed, &mut exchange).await;
@@ -165,6 +176,7 @@ async fn hostile_modules_fail_their_request_within_limits() {
         assert!(started.elapsed() < Duration::from_secs(1), "{hostile} took {:?}", started.elapsed());
 
         let open = Chain {
+            namespace: "default".into(),
             filters: [
                 attach(&plugin, &config, FailurePolicy::Open, Isolation::Instance),
                 attach(&plugin, r#"{"set_request":[["x-after","1"]]}"#, FailurePolicy::Closed, Isolation::Instance),
@@ -182,6 +194,7 @@ async fn hostile_modules_fail_their_request_within_limits() {
     }
     // The engine serves normally afterwards.
     let fine = Chain {
+        namespace: "default".into(),
         filters: [attach(&plugin, r#"{"set_request":[["x-a","1"]]}"#, FailurePolicy::Closed, Isolation::Instance)]
             .into(),
     };
@@ -205,7 +218,10 @@ async fn a_go_filter_from_the_sdk_template_runs() {
     assert!(rejected.contains("proxy_on_configure returned false"), "{rejected}");
     let config = r#"{"header":"x-tenant","value":"acme"}"#;
     assert_eq!(plugin.validate_config(config).await, Ok(()));
-    let chain = Chain { filters: [attach(&plugin, config, FailurePolicy::Closed, Isolation::Instance)].into() };
+    let chain = Chain {
+        namespace: "default".into(),
+        filters: [attach(&plugin, config, FailurePolicy::Closed, Isolation::Instance)].into(),
+    };
     for _ in 0..3 {
         let mut exchange = Exchange::new(context(), &chain);
         let mut parts = request("/");
@@ -228,6 +244,7 @@ async fn body_phases_buffer_when_a_filter_pauses_and_stream_otherwise() {
     };
     // The first filter upper-cases chunks as they come; the second rewrites the whole body.
     let chain = Chain {
+        namespace: "default".into(),
         filters: [
             attach(&plugin, r#"{"upper_request":true}"#, FailurePolicy::Closed, Isolation::Instance),
             attach(&plugin, r#"{"rewrite_request":["AB","x"]}"#, FailurePolicy::Closed, Isolation::Instance),
@@ -252,6 +269,7 @@ async fn body_phases_buffer_when_a_filter_pauses_and_stream_otherwise() {
 
     // A body-phase answer replaces the upstream's.
     let deny = Chain {
+        namespace: "default".into(),
         filters: [attach(&plugin, r#"{"deny_body":"evil"}"#, FailurePolicy::Closed, Isolation::Instance)].into(),
     };
     let mut exchange = Exchange::new(context(), &deny);
@@ -269,6 +287,7 @@ async fn ticks_run_while_an_attachment_holds_their_configuration() {
     let ticking = r#"{"ticks":[20,"held"]}"#;
     // Reads the count without ticking: a zero period.
     let reader = Chain {
+        namespace: "default".into(),
         filters: [attach(&plugin, r#"{"ticks":[0,"held"]}"#, FailurePolicy::Closed, Isolation::Request)].into(),
     };
     let count = || {
@@ -282,13 +301,19 @@ async fn ticks_run_while_an_attachment_holds_their_configuration() {
         }
     };
 
-    let chain = Chain { filters: [attach(&plugin, ticking, FailurePolicy::Closed, Isolation::Instance)].into() };
+    let chain = Chain {
+        namespace: "default".into(),
+        filters: [attach(&plugin, ticking, FailurePolicy::Closed, Isolation::Instance)].into(),
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let first = count().await;
     assert!(first >= 3, "{first} ticks in 300 ms");
     // A new attachment of the same configuration (the next snapshot's) takes the ticks over:
     // they go on, in the same instance.
-    let next = Chain { filters: [attach(&plugin, ticking, FailurePolicy::Closed, Isolation::Instance)].into() };
+    let next = Chain {
+        namespace: "default".into(),
+        filters: [attach(&plugin, ticking, FailurePolicy::Closed, Isolation::Instance)].into(),
+    };
     drop(chain);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let later = count().await;
@@ -306,7 +331,10 @@ async fn a_tick_that_spins_is_stopped_by_the_deadline_and_the_next_starts_afresh
     let engine = Engine::new(None).unwrap();
     let plugin = probe(&engine, Limits { deadline: Duration::from_millis(50), memory: 16 << 20 });
     let hostile = r#"{"ticks":[20,"spun"],"hostile_tick":true}"#;
-    let chain = Chain { filters: [attach(&plugin, hostile, FailurePolicy::Closed, Isolation::Instance)].into() };
+    let chain = Chain {
+        namespace: "default".into(),
+        filters: [attach(&plugin, hostile, FailurePolicy::Closed, Isolation::Instance)].into(),
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Each tick counted, then spun until its deadline; a new instance took the next one. The
     // request runs in an instance of its own.

@@ -23,7 +23,7 @@ use crate::filtered::{self, Start};
 use crate::headers::{self, Host, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::server::{Conn, Handler};
-use crate::upstream::{Outbound, ServedBy, Timeouts, Upstreams, declared_too_large};
+use crate::upstream::{Outbound, ServedBy, Timeouts, TunnelOpen, Upstreams, declared_too_large};
 
 /// Timeouts and limits of the data path.
 #[derive(Debug, Clone)]
@@ -128,6 +128,7 @@ impl Proxy {
         }
         let filters = (!route.filters.is_empty()).then(|| RequestContext {
             client: headers::client_address(&parts.headers, conn.remote, &self.config.trusted_proxies),
+            namespace: route.filters.namespace.clone(),
             local: conn.local,
             scheme: if conn.tls.is_some() { "https" } else { "http" },
             host: host.name(),
@@ -182,6 +183,17 @@ impl Proxy {
             }
         };
         let (mut head, body) = response.into_parts();
+        // A tunnel counts as a request in flight while it is open.
+        if let Some(TunnelOpen(mut open)) = head.extensions.remove::<TunnelOpen>() {
+            let holds = exchange.take_holds();
+            if !holds.is_empty() {
+                tokio::spawn(async move {
+                    // Nothing is ever sent: this ends when the tunnel drops the sender.
+                    while open.changed().await.is_ok() {}
+                    drop(holds);
+                });
+            }
+        }
         let result = chain.on_response(&mut exchange, &mut head).await;
         self.skipped_filters(&mut exchange);
         if let Some(answer) = result.map_err(ProxyError::Filter)? {

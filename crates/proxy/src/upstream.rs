@@ -41,6 +41,10 @@ pub type UpstreamBody = Either<Limited<RequestBody>, Empty<Bytes>>;
 #[derive(Debug, Clone, Copy)]
 pub struct ServedBy(pub SocketAddr);
 
+/// On a response that switched protocols: its sender goes when the tunnel it opened closes.
+#[derive(Clone)]
+pub struct TunnelOpen(pub tokio::sync::watch::Receiver<()>);
+
 /// Timeouts of upstream exchanges.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -291,11 +295,21 @@ fn switch(
 ) -> Response<ResponseBody> {
     let protocol = backend.is_some().then(|| response.headers().get(header::UPGRADE).cloned()).flatten();
     // The client's side of an upgrade is kept for a later attempt unless this one switches.
+    let mut open = None;
     if let (Some(backend), Some(downstream), Some(_)) = (backend, downstream.take_if(|_| protocol.is_some()), &protocol)
     {
-        tokio::spawn(tunnel::join(downstream, backend, active.take()));
+        let (tunnel, closed) = tokio::sync::watch::channel(());
+        let active = active.take();
+        tokio::spawn(async move {
+            tunnel::join(downstream, backend, active).await;
+            drop(tunnel);
+        });
+        open = Some(TunnelOpen(closed));
     }
     let mut response = response.map(|body| Either::Left(Upstream::new(body, active)));
+    if let Some(open) = open {
+        response.extensions_mut().insert(open);
+    }
     strip_hop_by_hop(response.headers_mut());
     if let Some(protocol) = protocol {
         keep_upgrade(response.headers_mut(), protocol);

@@ -4,7 +4,8 @@
 
 use sluice_builtins::RateLimit;
 use sluice_builtins::source_ranges::client_ip;
-use sluice_sdk::{Action, OnRequest, Request, limits, respond};
+use sluice_sdk::limits::{self, Bucket};
+use sluice_sdk::{Action, OnRequest, Request, respond};
 
 sluice_builtins::filter_type!(RateLimitFilter, RateLimit);
 
@@ -15,13 +16,15 @@ impl OnRequest for RateLimitFilter {
         if config.exempt(client) {
             return Action::Continue;
         }
-        let zone = format!("{} {}", request.route().ingress, client.to_canonical());
-        let rps =
-            config.rps.is_none_or(|rate| limits::take(&format!("rps {zone}"), rate.per_second(), rate.capacity()));
-        let rpm =
-            config.rpm.is_none_or(|rate| limits::take(&format!("rpm {zone}"), rate.per_second(), rate.capacity()));
-        // Held until the response is sent, only by a request the rates let through.
-        if rps && rpm && config.connections.is_none_or(|limit| limits::hold(&format!("conn {zone}"), limit)) {
+        let zone = format!("{} {}", config.zone, client.to_canonical());
+        let bucket = |kind: &str, per_second, capacity| Bucket { key: format!("{kind} {zone}"), per_second, capacity };
+        let mut buckets = Vec::with_capacity(2);
+        buckets.extend(config.rps.map(|rate| bucket("rps", rate.per_second(), rate.capacity())));
+        buckets.extend(config.rpm.map(|rate| bucket("rpm", rate.per_second(), rate.capacity())));
+        // A request refused by one rate costs nothing in the other, as in nginx; only one the
+        // rates let through holds a place, until its response is sent.
+        let rates = buckets.is_empty() || limits::take(&buckets);
+        if rates && config.connections.is_none_or(|limit| limits::hold(&format!("conn {zone}"), limit)) {
             Action::Continue
         } else {
             respond(config.status, &[("content-type", "text/plain; charset=utf-8")], "too many requests\n")

@@ -137,7 +137,8 @@ impl Response {
         fn set_header(name: &str, value: &str) -> Result<(), String>;
         fn add_header(name: &str, value: &str) -> Result<(), String>;
         fn remove_header(name: &str);
-        /// The endpoint (`ip:port`) that served the request; none for an immediate response.
+        /// The endpoint (`ip:port`) that served the request; none for an immediate response or
+        /// an ExternalName backend.
         fn endpoint() -> Option<String>;
         /// What this filter's request phase kept with [`Request::set_state`].
         fn state() -> Option<Vec<u8>>;

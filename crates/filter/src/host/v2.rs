@@ -39,9 +39,15 @@ impl sluice::filter::host::Host for State {
 }
 
 impl limits::Host for State {
-    fn take(&mut self, key: String, per_second: f64, capacity: u32) -> Outcome<bool> {
-        let key = self.shared_key(&key)?;
-        Ok(self.shared.take(&key, per_second, capacity, Instant::now()))
+    fn take(&mut self, buckets: Vec<limits::Bucket>) -> Outcome<bool> {
+        let buckets = buckets
+            .into_iter()
+            .map(|bucket| {
+                let key = self.shared_key(&bucket.key)?;
+                Ok(shared::BucketSpec { key, per_second: bucket.per_second, capacity: bucket.capacity })
+            })
+            .collect::<Outcome<Vec<_>>>()?;
+        Ok(self.shared.take(&buckets, Instant::now()))
     }
 
     fn hold(&mut self, key: String, limit: u32) -> Outcome<bool> {
