@@ -421,6 +421,58 @@ mod tests {
     }
 
     #[test]
+    fn auth_url_settings_and_the_service_it_calls() {
+        let url = "nginx.ingress.kubernetes.io/auth-url";
+        let annotations: BTreeMap<String, String> = [
+            (url, "http://auth.shop.svc.cluster.local:8080/verify?v=1"),
+            ("nginx.ingress.kubernetes.io/auth-method", "post"),
+            ("nginx.ingress.kubernetes.io/auth-response-headers", "X-User, X-Groups"),
+            ("nginx.ingress.kubernetes.io/auth-signin", "https://login.example.com/start"),
+            ("nginx.ingress.kubernetes.io/auth-signin-redirect-param", "next"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (mut backends, mut errors) = (Vec::new(), Vec::new());
+        let specs =
+            builtin_filters(&annotations, "shop", "app", &Referenced::default(), 503, &mut backends, &mut errors);
+        assert_eq!(errors, vec![]);
+        let config: AuthUrl = sluice_builtins::parse(&specs[0].config).unwrap();
+        assert_eq!((config.service.as_str(), config.path.as_str()), ("auth:8080", "/verify?v=1"));
+        assert_eq!((config.method.as_str(), config.redirect_param.as_str()), ("POST", "next"));
+        assert_eq!(config.response_headers, ["x-user", "x-groups"]);
+        assert_eq!(config.signin.as_deref(), Some("https://login.example.com/start"));
+        let key = BackendKey {
+            namespace: "shop".into(),
+            service: "auth".into(),
+            port: PortRef::Number(8080),
+            cluster_ip: false,
+        };
+        assert_eq!(backends, [(format!("metadata.annotations[{url}]"), key)]);
+
+        for (pairs, field) in [
+            (&[(url, "http://auth.other.svc/verify")][..], url),
+            (
+                &[(url, "http://auth/"), ("nginx.ingress.kubernetes.io/auth-signin", "login")][..],
+                "nginx.ingress.kubernetes.io/auth-signin",
+            ),
+            (
+                &[(url, "http://auth/"), ("nginx.ingress.kubernetes.io/auth-response-headers", "x-a, x b")][..],
+                "nginx.ingress.kubernetes.io/auth-response-headers",
+            ),
+            // Settings without the URL: the route was meant to be guarded.
+            (
+                &[("nginx.ingress.kubernetes.io/auth-signin", "https://login.example.com/")][..],
+                "nginx.ingress.kubernetes.io/auth-signin",
+            ),
+        ] {
+            let (_, errors) = run(pairs, &[]);
+            assert_eq!(errors.len(), 1, "{pairs:?}: {errors:?}");
+            assert_eq!(errors[0].0, format!("metadata.annotations[{field}]"));
+        }
+    }
+
+    #[test]
     fn compiles_in_chain_order() {
         let (specs, errors) = run(
             &[
@@ -432,21 +484,22 @@ mod tests {
                 ("nginx.ingress.kubernetes.io/enable-cors", "true"),
                 ("nginx.ingress.kubernetes.io/limit-rps", "10"),
                 ("nginx.ingress.kubernetes.io/denylist-source-range", "192.0.2.0/24"),
+                ("nginx.ingress.kubernetes.io/auth-url", "http://auth/verify"),
             ],
             &[],
         );
         assert_eq!(errors, vec![]);
         let plugins: Vec<&str> = specs.iter().map(|s| s.plugin.as_str()).collect();
-        assert_eq!(plugins, ["source-ranges", "rate-limit", "cors", "rewrite", "headers", "affinity"]);
+        assert_eq!(plugins, ["source-ranges", "rate-limit", "cors", "auth-url", "rewrite", "headers", "affinity"]);
         assert_eq!(plugins, sluice_builtins::ALL.into_iter().filter(|p| *p != "basic-auth").collect::<Vec<_>>());
-        assert_eq!(specs[1].config, r#"{"rps":{"limit":10,"burst":50},"status":503}"#);
+        assert_eq!(specs[1].config, r#"{"rps":{"limit":10,"burst":50},"status":503,"zone":"shop/app"}"#);
         assert_eq!(sluice_builtins::parse::<Cors>(&specs[2].config).unwrap(), Cors::default());
-        assert_eq!(specs[3].config, r#"{"target":"/$2"}"#);
-        let headers: Headers = sluice_builtins::parse(&specs[4].config).unwrap();
+        assert_eq!(specs[4].config, r#"{"target":"/$2"}"#);
+        let headers: Headers = sluice_builtins::parse(&specs[5].config).unwrap();
         assert_eq!(headers.request.set["host"], "internal.example");
         assert_eq!(headers.response.set["x-frame-options"], "DENY");
         assert_eq!(headers.response.remove, ["server"]);
-        let affinity: Affinity = sluice_builtins::parse(&specs[5].config).unwrap();
+        let affinity: Affinity = sluice_builtins::parse(&specs[6].config).unwrap();
         assert_eq!((affinity.cookie.as_str(), affinity.max_age), ("INGRESSCOOKIE", Some(60)));
     }
 

@@ -289,6 +289,8 @@ const FILTERED: &[Filtered] = &[
     Filtered { name: "source ranges", what: "allowlist source range", path: "/ranges", headers: &[] },
     // A limit no run reaches: what counting each request costs.
     Filtered { name: "rate limit", what: "rate limit (rps + connections)", path: "/limited", headers: &[] },
+    // Every request first asks the backend (as its authentication Service), which says yes.
+    Filtered { name: "auth url", what: "auth-url (a call to the backend first)", path: "/external", headers: &[] },
     // `user-apr1:secret-apr1`: 1,000 rounds of MD5 per request, as nginx does.
     Filtered {
         name: "basic auth apr1",
@@ -319,6 +321,7 @@ const ACCESS_ROUTES: &[(&str, &str, Annotations)] = &[
         ],
     ),
     ("ranges", "/ranges", &[("nginx.ingress.kubernetes.io/whitelist-source-range", "127.0.0.0/8, 10.0.0.0/8")]),
+    ("external", "/external", &[("nginx.ingress.kubernetes.io/auth-url", "http://load/verify")]),
     (
         "limited",
         "/limited",
