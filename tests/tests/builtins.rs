@@ -894,12 +894,15 @@ async fn rate_limits_refuse_a_client_past_its_burst_and_its_requests_in_flight()
 /// An authentication Service for `auth-url`, on `ip`. By the request's `Authorization`:
 /// `Bearer good` gets 200 with `X-User: alice` and, in `X-Auth-*`, what the request told it;
 /// `Bearer slow` the same after 300 ms; `Bearer forbidden` 403; `Bearer broken` 502; anything
-/// else 401 with a challenge.
+/// else 401 with a challenge. `X-Auth-Calls` counts the requests it has answered.
 async fn auth_service(ip: &str) -> std::net::SocketAddr {
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     async fn answer(request: http::Request<hyper::body::Incoming>) -> Result<http::Response<String>, hyper::Error> {
+        let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let seen = |name: &str| request.headers().get(name).map_or("", |v| v.to_str().unwrap()).to_owned();
         let authorization = seen("authorization");
         if authorization == "Bearer slow" {
@@ -918,7 +921,8 @@ async fn auth_service(ip: &str) -> std::net::SocketAddr {
             .header("x-auth-original-url", seen("x-original-url"))
             .header("x-auth-original-method", seen("x-original-method"))
             .header("x-auth-redirect", seen("x-auth-request-redirect"))
-            .header("x-auth-host", seen("host"));
+            .header("x-auth-host", seen("host"))
+            .header("x-auth-calls", calls.to_string());
         if status == 401 {
             answer = answer.header("www-authenticate", "Bearer realm=\"shop\"");
         }
@@ -970,6 +974,17 @@ async fn auth_url_asks_the_authentication_service_and_fails_closed_without_it() 
                 copied,
             ],
         ),
+        annotated_ingress(
+            "cached",
+            "cached.test",
+            &app,
+            &[
+                (url, "http://auth/verify"),
+                ("nginx.ingress.kubernetes.io/auth-response-headers", "X-Auth-Calls"),
+                ("nginx.ingress.kubernetes.io/auth-cache-key", "$http_authorization"),
+                ("nginx.ingress.kubernetes.io/auth-cache-duration", "200 1m"),
+            ],
+        ),
         annotated_ingress("nobody", "nobody.test", &app, &[(url, "http://nobody/verify")]),
         annotated_ingress("elsewhere", "elsewhere.test", &app, &[(url, "http://auth.other.svc.cluster.local/")]),
     ];
@@ -1009,6 +1024,16 @@ async fn auth_url_asks_the_authentication_service_and_fails_closed_without_it() 
     );
     let reply = get(&client, &gateway, "/", "signin.test", &[bearer("Bearer good")]).await;
     assert_eq!(reply.json()["headers"]["x-auth-method"], "POST");
+
+    // With a cache, an answer stands for its key while it lasts; another key asks again.
+    let calls = async |token| {
+        let reply = get(&client, &gateway, "/", "cached.test", &[bearer(token)]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["headers"]["x-auth-calls"].as_str().unwrap().parse::<u32>().unwrap()
+    };
+    let first = calls("Bearer good").await;
+    assert_eq!((calls("Bearer good").await, calls("Bearer good").await), (first, first), "kept");
+    assert!(calls("Bearer slow").await > first, "another key");
 
     // Without its Service, or with one the gateway may not call, the route fails closed.
     assert_eq!(get(&client, &gateway, "/", "nobody.test", &[bearer("Bearer good")]).await.status, 500);

@@ -38,6 +38,145 @@ pub struct AuthUrl {
     /// (the request's URI by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_redirect: Option<String>,
+    /// `auth-cache-key` and `auth-cache-duration`: answers kept, so that the Service is asked
+    /// once per key while they last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
+}
+
+/// Answers of the authentication Service kept per key (in the gateway process's store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// Text with nginx variables ([`parse_cache_key`]), expanded per request.
+    pub key: String,
+    /// How long an answer of each status is kept, in seconds; others are not.
+    pub durations: Vec<(u16, u64)>,
+}
+
+/// ingress-nginx's `auth-cache-duration` when `auth-cache-key` is set alone.
+pub const DEFAULT_CACHE_DURATION: &str = "200 202 401 5m";
+
+/// The nginx variables a cache key may hold (besides `$http_NAME` and `$cookie_NAME`).
+const VARIABLES: [&str; 5] = ["remote_addr", "host", "request_uri", "uri", "args"];
+
+/// The parts of a cache key: text, and variables by name.
+fn key_parts(template: &str) -> impl Iterator<Item = Result<&str, &str>> {
+    let mut rest = template;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if let Some(after) = rest.strip_prefix('$') {
+            let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            let (name, tail) = after.split_at(end);
+            rest = tail;
+            return Some(Err(name));
+        }
+        let end = rest.find('$').unwrap_or(rest.len());
+        let (text, tail) = rest.split_at(end);
+        rest = tail;
+        Some(Ok(text))
+    })
+}
+
+/// Checks an `auth-cache-key`: text with `$remote_addr`, `$host`, `$request_uri`, `$uri`,
+/// `$args`, `$http_NAME` (a request header) and `$cookie_NAME`.
+pub fn parse_cache_key(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    for part in key_parts(value) {
+        if let Err(name) = part
+            && !(VARIABLES.contains(&name)
+                || name.strip_prefix("http_").is_some_and(|n| !n.is_empty())
+                || name.strip_prefix("cookie_").is_some_and(|n| !n.is_empty()))
+        {
+            return Err(format!(
+                "${name} in {value:?} is not a variable Sluice knows: $remote_addr, $host, $request_uri, $uri, \
+                 $args, $http_NAME and $cookie_NAME"
+            ));
+        }
+    }
+    if value.is_empty() { Err("the key is empty".to_owned()) } else { Ok(value.to_owned()) }
+}
+
+/// Reads an `auth-cache-duration`: comma-separated entries of statuses and a time
+/// (`200 202 10m, 401 30s`; `s`, `m`, `h` or `d`, seconds without a unit).
+pub fn parse_cache_durations(value: &str) -> Result<Vec<(u16, u64)>, String> {
+    let mut durations = Vec::new();
+    for entry in value.split(',') {
+        let words: Vec<&str> = entry.split_whitespace().collect();
+        let bad = || format!("{entry:?} is not statuses and a time, such as \"200 202 401 5m\"");
+        let (time, statuses) = words.split_last().filter(|(_, statuses)| !statuses.is_empty()).ok_or_else(bad)?;
+        let (number, unit) = time.split_at(time.find(|c: char| !c.is_ascii_digit()).unwrap_or(time.len()));
+        let scale = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        let seconds = number.parse::<u64>().map_err(|_| bad())?.saturating_mul(scale);
+        for status in statuses {
+            match status.parse::<u16>() {
+                Ok(status @ 100..=599) => durations.push((status, seconds)),
+                _ => return Err(bad()),
+            }
+        }
+    }
+    Ok(durations)
+}
+
+impl Cache {
+    /// The key of `request`'s answer.
+    pub fn key(&self, request: &Original) -> String {
+        let header = |name: &str| {
+            request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map_or("", |(_, v)| v.as_str())
+        };
+        let cookie = |name: &str| {
+            let cookies = header("cookie").split(';').map(str::trim);
+            cookies.filter_map(|pair| pair.split_once('=')).find(|(n, _)| *n == name).map_or("", |(_, v)| v)
+        };
+        let (path, query) = request.uri.split_once('?').unwrap_or((request.uri, ""));
+        let mut key = String::new();
+        for part in key_parts(&self.key) {
+            key.push_str(match part {
+                Ok(text) => text,
+                Err("remote_addr") => request.client,
+                Err("host") => request.host,
+                Err("request_uri") => request.uri,
+                Err("uri") => path,
+                Err("args") => query,
+                Err(name) => match name.strip_prefix("http_") {
+                    Some(header_name) => header(&header_name.replace('_', "-")),
+                    None => cookie(name.strip_prefix("cookie_").unwrap_or(name)),
+                },
+            });
+        }
+        key
+    }
+
+    /// How long an answer of `status` is kept, if at all.
+    pub fn seconds(&self, status: u16) -> Option<u64> {
+        self.durations.iter().find(|(s, _)| *s == status).map(|(_, seconds)| *seconds)
+    }
+}
+
+/// An answer as the cache keeps it: what [`AuthUrl::outcome`] reads of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl AuthUrl {
+    /// What of an answer the cache keeps: its status and the headers the outcome reads.
+    pub fn kept(&self, status: u16, headers: &[(String, String)]) -> Kept {
+        let wanted = |name: &str| {
+            name.eq_ignore_ascii_case("www-authenticate")
+                || self.response_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+        };
+        Kept { status, headers: headers.iter().filter(|(name, _)| wanted(name)).cloned().collect() }
+    }
 }
 
 /// Where an `auth-url` points.
@@ -240,6 +379,7 @@ mod tests {
             signin: None,
             redirect_param: "rd".into(),
             request_redirect: None,
+            cache: None,
         }
     }
 
@@ -355,6 +495,34 @@ mod tests {
         for failed in [Some((302, &answer[..])), Some((500, &answer[..])), None] {
             assert!(matches!(config().outcome(failed, &original), Outcome::Respond { status: 500, .. }));
         }
+    }
+
+    #[test]
+    fn cache_keys_expand_nginx_variables() {
+        let cache = Cache {
+            key: parse_cache_key("$remote_addr|$http_authorization|$cookie_session|$host$uri?$args").unwrap(),
+            durations: parse_cache_durations(DEFAULT_CACHE_DURATION).unwrap(),
+        };
+        let sent = headers(&[("authorization", "Bearer t"), ("cookie", "a=1; session=s2")]);
+        let original = Original {
+            method: "GET",
+            scheme: "https",
+            host: "shop.test",
+            uri: "/p?q=1",
+            client: "192.0.2.7",
+            headers: &sent,
+        };
+        assert_eq!(cache.key(&original), "192.0.2.7|Bearer t|s2|shop.test/p?q=1");
+        assert_eq!(cache.durations, [(200, 300), (202, 300), (401, 300)]);
+        assert_eq!((cache.seconds(401), cache.seconds(403)), (Some(300), None));
+        assert_eq!(parse_cache_durations("200 10m, 401 30s,403 1h").unwrap(), [(200, 600), (401, 30), (403, 3600)]);
+        for bad in ["5m", "200", "200 5x", "2000 5m", "ok 5m"] {
+            assert!(parse_cache_durations(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cache_key("$remote_user").unwrap_err().contains("$remote_user"));
+        assert!(parse_cache_key(" ").is_err() && parse_cache_key("$http_").is_err());
+        let answer = headers(&[("X-User", "alice"), ("set-cookie", "x=1")]);
+        assert_eq!(config().kept(200, &answer), Kept { status: 200, headers: headers(&[("X-User", "alice")]) });
     }
 
     #[test]

@@ -213,6 +213,11 @@ pub const NGINX_AUTH_SIGNIN: &str = "nginx.ingress.kubernetes.io/auth-signin";
 /// ingress-nginx: the query parameter of the sign-in URL that carries the request's URL.
 pub const NGINX_AUTH_SIGNIN_REDIRECT_PARAM: &str = "nginx.ingress.kubernetes.io/auth-signin-redirect-param";
 
+/// ingress-nginx: the key authentication answers are kept by (text with nginx variables).
+pub const NGINX_AUTH_CACHE_KEY: &str = "nginx.ingress.kubernetes.io/auth-cache-key";
+/// ingress-nginx: how long kept answers last, by status (`200 202 401 5m`).
+pub const NGINX_AUTH_CACHE_DURATION: &str = "nginx.ingress.kubernetes.io/auth-cache-duration";
+
 /// ingress-nginx annotations that paste nginx configuration text: never interpreted.
 pub const NGINX_SNIPPETS: [&str; 5] = [
     "nginx.ingress.kubernetes.io/configuration-snippet",

@@ -148,7 +148,9 @@ fn cors_config(r: &mut Reader) -> Option<Cors> {
 }
 
 /// The annotations that only mean something with `auth-url`.
-const WITH_AUTH_URL: [&str; 5] = [
+const WITH_AUTH_URL: [&str; 7] = [
+    names::NGINX_AUTH_CACHE_KEY,
+    names::NGINX_AUTH_CACHE_DURATION,
     names::NGINX_AUTH_METHOD,
     names::NGINX_AUTH_RESPONSE_HEADERS,
     names::NGINX_AUTH_REQUEST_REDIRECT,
@@ -179,6 +181,14 @@ fn auth_url_config(r: &mut Reader, namespace: &str) -> Option<(AuthUrl, BackendK
     let signin = r.parsed(names::NGINX_AUTH_SIGNIN, url);
     let request_redirect = r.parsed(names::NGINX_AUTH_REQUEST_REDIRECT, |value| Ok(value.trim().to_owned()));
     let redirect_param = r.parsed(names::NGINX_AUTH_SIGNIN_REDIRECT_PARAM, token);
+    let cache_key = r.parsed(names::NGINX_AUTH_CACHE_KEY, auth_url::parse_cache_key);
+    let durations = r.parsed(names::NGINX_AUTH_CACHE_DURATION, auth_url::parse_cache_durations);
+    let cache = cache_key.map(|key| auth_url::Cache {
+        key,
+        durations: durations.unwrap_or_else(|| {
+            auth_url::parse_cache_durations(auth_url::DEFAULT_CACHE_DURATION).expect("the default parses")
+        }),
+    });
     // An unusable URL fails the Ingress (as every error here); the filter is left out.
     let target = target?;
     let key = BackendKey {
@@ -196,6 +206,7 @@ fn auth_url_config(r: &mut Reader, namespace: &str) -> Option<(AuthUrl, BackendK
         signin,
         redirect_param: redirect_param.unwrap_or_else(|| "rd".to_owned()),
         request_redirect,
+        cache,
     };
     Some((config, key))
 }
@@ -429,6 +440,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/auth-response-headers", "X-User, X-Groups"),
             ("nginx.ingress.kubernetes.io/auth-signin", "https://login.example.com/start"),
             ("nginx.ingress.kubernetes.io/auth-signin-redirect-param", "next"),
+            ("nginx.ingress.kubernetes.io/auth-cache-key", "$remote_addr$http_authorization"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -442,6 +454,11 @@ mod tests {
         assert_eq!((config.method.as_str(), config.redirect_param.as_str()), ("POST", "next"));
         assert_eq!(config.response_headers, ["x-user", "x-groups"]);
         assert_eq!(config.signin.as_deref(), Some("https://login.example.com/start"));
+        let cache = config.cache.unwrap();
+        assert_eq!(
+            (cache.key.as_str(), cache.durations),
+            ("$remote_addr$http_authorization", vec![(200, 300), (202, 300), (401, 300)])
+        );
         let key = BackendKey {
             namespace: "shop".into(),
             service: "auth".into(),
@@ -459,6 +476,10 @@ mod tests {
             (
                 &[(url, "http://auth/"), ("nginx.ingress.kubernetes.io/auth-response-headers", "x-a, x b")][..],
                 "nginx.ingress.kubernetes.io/auth-response-headers",
+            ),
+            (
+                &[(url, "http://auth/"), ("nginx.ingress.kubernetes.io/auth-cache-key", "$remote_user")][..],
+                "nginx.ingress.kubernetes.io/auth-cache-key",
             ),
             // Settings without the URL: the route was meant to be guarded.
             (

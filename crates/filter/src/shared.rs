@@ -97,6 +97,15 @@ pub struct Entry {
     pub version: u64,
 }
 
+/// A write to the store: the value (none: remove the key), the version the key must have
+/// (0: absent; none: any) and when the value expires (none: never).
+#[derive(Debug, Default)]
+pub struct Write {
+    pub value: Option<Vec<u8>>,
+    pub expected: Option<u64>,
+    pub expires: Option<Instant>,
+}
+
 /// Why a write was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WriteError {
@@ -107,9 +116,45 @@ pub enum WriteError {
 
 #[derive(Default)]
 struct Store {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Stored>,
     bytes: usize,
     last_version: u64,
+}
+
+struct Stored {
+    entry: Entry,
+    /// When it is gone by itself, if ever.
+    expires: Option<Instant>,
+}
+
+impl Stored {
+    fn cost(&self, key: &str) -> usize {
+        ENTRY_COST + key.len() + self.entry.value.len()
+    }
+}
+
+impl Store {
+    /// The entry of `key` unless it expired by `now`; an expired one is removed.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&Entry> {
+        if self.entries.get(key).is_some_and(|stored| stored.expires.is_some_and(|at| at <= now)) {
+            let stored = self.entries.remove(key).expect("just seen");
+            self.bytes -= stored.cost(key);
+        }
+        self.entries.get(key).map(|stored| &stored.entry)
+    }
+
+    /// Removes every entry expired by `now`.
+    fn sweep(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.entries.retain(|key, stored| {
+            let keep = stored.expires.is_none_or(|at| at > now);
+            if !keep {
+                freed += stored.cost(key);
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
 }
 
 impl Shared {
@@ -162,34 +207,43 @@ impl Shared {
         Some(Hold { places: Arc::clone(&self.places), key })
     }
 
-    pub fn get(&self, key: &str) -> Option<Entry> {
-        lock(&self.store).entries.get(key).cloned()
+    pub fn get(&self, key: &str, now: Instant) -> Option<Entry> {
+        lock(&self.store).live(key, now).cloned()
     }
 
     /// Writes `value` (none: removes the key) if the key's version is `expected` (0: absent),
-    /// or whatever it is without `expected`. The new version (0 after a removal).
-    pub fn write(&self, key: String, value: Option<Vec<u8>>, expected: Option<u64>) -> Result<u64, WriteError> {
+    /// or whatever it is without `expected`; the value expires at `expires` (if given). The
+    /// new version (0 after a removal). Expired entries make room for it when the store is
+    /// full.
+    pub fn write(&self, key: String, write: Write, now: Instant) -> Result<u64, WriteError> {
         let mut store = lock(&self.store);
-        let current = store.entries.get(&key);
-        if let Some(expected) = expected
+        let current = store.live(&key, now);
+        if let Some(expected) = write.expected
             && current.map_or(0, |entry| entry.version) != expected
         {
             return Err(WriteError::Conflict(current.cloned()));
         }
-        let old = current.map_or(0, |entry| ENTRY_COST + key.len() + entry.value.len());
-        let Some(value) = value else {
+        let old = store.entries.get(&key).map_or(0, |stored| stored.cost(&key));
+        let Some(value) = write.value else {
             store.entries.remove(&key);
             store.bytes -= old;
             return Ok(0);
         };
         let new = ENTRY_COST + key.len() + value.len();
-        if value.len() > MAX_VALUE || store.bytes - old + new > MAX_STORE {
+        if value.len() > MAX_VALUE {
+            return Err(WriteError::TooLarge);
+        }
+        if store.bytes - old + new > MAX_STORE {
+            store.sweep(now);
+        }
+        let old = store.entries.get(&key).map_or(0, |stored| stored.cost(&key));
+        if store.bytes - old + new > MAX_STORE {
             return Err(WriteError::TooLarge);
         }
         store.bytes = store.bytes - old + new;
         store.last_version += 1;
         let version = store.last_version;
-        store.entries.insert(key, Entry { value, version });
+        store.entries.insert(key, Stored { entry: Entry { value, version }, expires: write.expires });
         Ok(version)
     }
 }
@@ -280,22 +334,50 @@ mod tests {
     #[test]
     fn writes_compare_versions_and_sizes() {
         let shared = Shared::default();
-        let one = shared.write("k".into(), Some(b"1".to_vec()), Some(0)).unwrap();
-        let conflict = shared.write("k".into(), Some(b"2".to_vec()), Some(0)).unwrap_err();
+        let now = Instant::now();
+        let set = |key: &str, value: &[u8], expected| {
+            let write = Write { value: Some(value.to_vec()), expected, expires: None };
+            shared.write(key.to_owned(), write, now)
+        };
+        let remove = |key: &str, expected| shared.write(key.to_owned(), Write { expected, ..Write::default() }, now);
+        let one = set("k", b"1", Some(0)).unwrap();
+        let conflict = set("k", b"2", Some(0)).unwrap_err();
         assert_eq!(conflict, WriteError::Conflict(Some(Entry { value: b"1".to_vec(), version: one })));
-        let two = shared.write("k".into(), Some(b"2".to_vec()), Some(one)).unwrap();
+        let two = set("k", b"2", Some(one)).unwrap();
         assert!(two > one);
-        assert_eq!(shared.get("k"), Some(Entry { value: b"2".to_vec(), version: two }));
-        assert!(shared.write("k".into(), None, Some(one)).is_err());
-        assert_eq!(shared.write("k".into(), None, Some(two)), Ok(0));
-        assert_eq!(shared.get("k"), None);
-        assert_eq!(shared.write("big".into(), Some(vec![0; MAX_VALUE + 1]), None), Err(WriteError::TooLarge));
+        assert_eq!(shared.get("k", now), Some(Entry { value: b"2".to_vec(), version: two }));
+        assert!(remove("k", Some(one)).is_err());
+        assert_eq!(remove("k", Some(two)), Ok(0));
+        assert_eq!(shared.get("k", now), None);
+        assert_eq!(set("big", &vec![0; MAX_VALUE + 1], None), Err(WriteError::TooLarge));
         for i in 0..MAX_STORE / MAX_VALUE - 1 {
-            shared.write(format!("{i}"), Some(vec![0; MAX_VALUE]), None).unwrap();
+            set(&format!("{i}"), &vec![0; MAX_VALUE], None).unwrap();
         }
-        assert_eq!(shared.write("last".into(), Some(vec![0; MAX_VALUE]), None), Err(WriteError::TooLarge));
+        assert_eq!(set("last", &vec![0; MAX_VALUE], None), Err(WriteError::TooLarge));
         let store = lock(&shared.store);
-        let counted = store.entries.iter().map(|(key, entry)| ENTRY_COST + key.len() + entry.value.len());
+        let counted = store.entries.iter().map(|(key, stored)| stored.cost(key));
         assert_eq!(store.bytes, counted.sum::<usize>());
+    }
+
+    #[test]
+    fn expired_values_are_gone_and_make_room() {
+        let shared = Shared::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(2);
+        let value = vec![0; MAX_VALUE];
+        for i in 0..MAX_STORE / MAX_VALUE - 1 {
+            let write =
+                Write { value: Some(value.clone()), expected: None, expires: Some(now + Duration::from_secs(1)) };
+            shared.write(format!("{i}"), write, now).unwrap();
+        }
+        assert!(shared.get("0", now).is_some());
+        assert_eq!(shared.get("0", later), None, "expired");
+        let write = Write { value: Some(value.clone()), expected: Some(0), expires: None };
+        assert!(shared.write("1".into(), write, later).is_ok(), "an expired key is absent");
+        let write = Write { value: Some(value), expected: None, expires: None };
+        assert!(shared.write("new".into(), write, later).is_ok(), "the expired made room");
+        let store = lock(&shared.store);
+        assert_eq!(store.entries.len(), 2);
+        assert_eq!(store.bytes, store.entries.iter().map(|(key, stored)| stored.cost(key)).sum::<usize>());
     }
 }

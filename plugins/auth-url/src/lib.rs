@@ -3,10 +3,10 @@
 //! (with headers from the answer) or answers the client.
 
 use sluice_builtins::AuthUrl;
-use sluice_builtins::auth_url::{Original, Outcome};
+use sluice_builtins::auth_url::{Kept, Original, Outcome};
 use sluice_builtins::source_ranges::client_ip;
 use sluice_sdk::http::{self, OutboundRequest};
-use sluice_sdk::{Action, OnRequest, Request, respond};
+use sluice_sdk::{Action, OnRequest, Request, respond, store};
 
 sluice_builtins::filter_type!(AuthUrlFilter, AuthUrl);
 
@@ -33,9 +33,27 @@ impl OnRequest for AuthUrlFilter {
             body: Vec::new(),
             timeout_ms: TIMEOUT_MS,
         };
-        let answer = http::call(&call);
-        let answer = answer.as_ref().ok().map(|answer| (answer.status, answer.headers.as_slice()));
-        match config.outcome(answer, &original) {
+        // With a cache key, a kept answer stands in for the call while it lasts.
+        let cache = config
+            .cache
+            .as_ref()
+            .map(|cache| (cache, format!("auth {}{} {}", config.service, config.path, cache.key(&original))));
+        let kept = cache
+            .as_ref()
+            .and_then(|(_, key)| store::get(key))
+            .and_then(|entry| serde_json::from_slice::<Kept>(&entry.value).ok());
+        let answer = kept.or_else(|| {
+            let answer = http::call(&call).ok().map(|answer| config.kept(answer.status, &answer.headers));
+            if let (Some((cache, key)), Some(answer)) = (&cache, &answer)
+                && let Some(seconds) = cache.seconds(answer.status)
+            {
+                let value = serde_json::to_vec(answer).expect("an answer serializes");
+                // A full store keeps nothing more: every request is checked, as without a cache.
+                let _ = store::set(key, &value, None, Some(seconds.saturating_mul(1000)));
+            }
+            answer
+        });
+        match config.outcome(answer.as_ref().map(|kept| (kept.status, kept.headers.as_slice())), &original) {
             Outcome::Allow(headers) => {
                 for (name, value) in headers {
                     match value {

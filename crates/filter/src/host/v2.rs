@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::outbound;
-use crate::shared::{self, WriteError};
+use crate::shared::{self, Write, WriteError};
 
 wasmtime::component::bindgen!({
     path: "../../sdk/wit",
@@ -76,17 +76,27 @@ impl From<WriteError> for store::WriteError {
 impl store::Host for State {
     fn get(&mut self, key: String) -> Outcome<Option<store::Entry>> {
         let key = self.shared_key(&key)?;
-        Ok(self.shared.get(&key).map(Into::into))
+        Ok(self.shared.get(&key, Instant::now()).map(Into::into))
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>, expected: Option<u64>) -> Outcome<Result<u64, store::WriteError>> {
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<u64>,
+        ttl_ms: Option<u64>,
+    ) -> Outcome<Result<u64, store::WriteError>> {
         let key = self.shared_key(&key)?;
-        Ok(self.shared.write(key, Some(value), expected).map_err(Into::into))
+        let now = Instant::now();
+        let expires = ttl_ms.map(|ttl| now + Duration::from_millis(ttl));
+        let write = Write { value: Some(value), expected, expires };
+        Ok(self.shared.write(key, write, now).map_err(Into::into))
     }
 
     fn delete(&mut self, key: String, expected: Option<u64>) -> Outcome<Result<(), store::WriteError>> {
         let key = self.shared_key(&key)?;
-        Ok(self.shared.write(key, None, expected).map(drop).map_err(Into::into))
+        let write = Write { expected, ..Write::default() };
+        Ok(self.shared.write(key, write, Instant::now()).map(drop).map_err(Into::into))
     }
 }
 

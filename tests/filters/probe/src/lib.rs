@@ -135,7 +135,7 @@ fn tally(key: &str) -> u64 {
         let current = store::get(key);
         let count = current.as_ref().map_or(0, |entry| String::from_utf8_lossy(&entry.value).parse().unwrap()) + 1;
         let version = current.map_or(0, |entry| entry.version);
-        match store::set(key, count.to_string().as_bytes(), Some(version)) {
+        match store::set(key, count.to_string().as_bytes(), Some(version), None) {
             Ok(_) => return count,
             Err(store::WriteError::Conflict(_)) => continue,
             Err(store::WriteError::TooLarge) => unreachable!("a count is small"),
