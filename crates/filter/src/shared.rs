@@ -364,6 +364,10 @@ mod tests {
         let shared = Shared::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(2);
+        let short = Write { value: Some(b"x".to_vec()), expected: None, expires: Some(now + Duration::from_secs(1)) };
+        shared.write("short".into(), short, now).unwrap();
+        assert!(shared.get("short", now).is_some() && shared.get("short", later).is_none());
+        assert_eq!(lock(&shared.store).bytes, 0, "an expired value read is removed");
         let value = vec![0; MAX_VALUE];
         for i in 0..MAX_STORE / MAX_VALUE - 1 {
             let write =
@@ -371,11 +375,11 @@ mod tests {
             shared.write(format!("{i}"), write, now).unwrap();
         }
         assert!(shared.get("0", now).is_some());
-        assert_eq!(shared.get("0", later), None, "expired");
-        let write = Write { value: Some(value.clone()), expected: Some(0), expires: None };
-        assert!(shared.write("1".into(), write, later).is_ok(), "an expired key is absent");
         let write = Write { value: Some(value), expected: None, expires: None };
         assert!(shared.write("new".into(), write, later).is_ok(), "the expired made room");
+        assert_eq!(shared.get("0", later), None, "expired");
+        let write = Write { value: Some(b"x".to_vec()), expected: Some(0), expires: None };
+        assert!(shared.write("1".into(), write, later).is_ok(), "an expired key is absent");
         let store = lock(&shared.store);
         assert_eq!(store.entries.len(), 2);
         assert_eq!(store.bytes, store.entries.iter().map(|(key, stored)| stored.cost(key)).sum::<usize>());
