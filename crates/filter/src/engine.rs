@@ -197,7 +197,10 @@ impl Engine {
             },
         };
         let exports = Exports::of(&component, &pre)?;
-        Ok(ComponentCode { pre, sync, exports })
+        let engine = &self.inner.engine;
+        let calls_services =
+            component.component_type().imports(engine).any(|(name, _)| name.starts_with("sluice:filter/http@"));
+        Ok(ComponentCode { pre, sync, calls_services, exports })
     }
 
     /// Compiles `bytes` (a component or a core module, as `T` says), or loads the compiled
@@ -362,6 +365,8 @@ pub(crate) struct ComponentCode {
     pub pre: InstancePre<State>,
     /// Linked with synchronous WASI only: called with `call`, not `call_async`.
     pub sync: bool,
+    /// Imports `http`: its calls may wait for Services.
+    pub calls_services: bool,
     pub exports: Exports,
 }
 

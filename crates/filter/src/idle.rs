@@ -5,11 +5,10 @@ use std::sync::{Arc, Weak};
 
 use crate::engine::Plugin;
 
-/// Idle instances (`T`) of the plugin loads a thread has used, at most `max` per load. Each
-/// instance kind keeps its own pool in a `thread_local`.
+/// Idle instances (`T`) of the plugin loads a thread has used, at most a given number per
+/// load. Each instance kind keeps its own pool in a `thread_local`.
 pub(crate) struct IdlePool<T> {
     loads: HashMap<u64, Idle<T>, foldhash::fast::RandomState>,
-    max: usize,
 }
 
 /// Idle instances of one plugin load.
@@ -19,8 +18,8 @@ struct Idle<T> {
 }
 
 impl<T> IdlePool<T> {
-    pub fn new(max: usize) -> Self {
-        Self { loads: HashMap::default(), max }
+    pub fn new() -> Self {
+        Self { loads: HashMap::default() }
     }
 
     /// An idle instance of `plugin`, if there is one.
@@ -29,7 +28,7 @@ impl<T> IdlePool<T> {
     }
 
     /// Keeps `instance`, whose last call succeeded, unless `max` are kept already.
-    pub fn keep(&mut self, plugin: &Arc<Plugin>, instance: T) {
+    pub fn keep(&mut self, plugin: &Arc<Plugin>, instance: T, max: usize) {
         if !self.loads.contains_key(&plugin.id) {
             // A new plugin load: forget the instances of loads no snapshot uses any more.
             self.loads.retain(|_, entry| entry.plugin.strong_count() > 0);
@@ -38,7 +37,7 @@ impl<T> IdlePool<T> {
             .loads
             .entry(plugin.id)
             .or_insert_with(|| Idle { plugin: Arc::downgrade(plugin), instances: Vec::new() });
-        if entry.instances.len() < self.max {
+        if entry.instances.len() < max {
             entry.instances.push(instance);
         }
     }

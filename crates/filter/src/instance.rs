@@ -157,8 +157,13 @@ impl Plugin {
 /// a call waits (a guest blocked in asynchronous WASI).
 const MAX_IDLE: usize = 4;
 
+/// Instances kept per plugin per thread when the plugin calls Services: each request waiting
+/// for an answer holds one, so as many are needed as such requests are in flight on a thread.
+/// Without them, every request past a few would pay for a new instance.
+const MAX_IDLE_CALLING: usize = 64;
+
 thread_local! {
-    static IDLE: RefCell<IdlePool<Live>> = RefCell::new(IdlePool::new(MAX_IDLE));
+    static IDLE: RefCell<IdlePool<Live>> = RefCell::new(IdlePool::new());
 }
 
 /// An idle instance of `plugin` on this thread, if there is one.
@@ -168,7 +173,11 @@ pub(crate) fn checkout(plugin: &Arc<Plugin>) -> Option<Live> {
 
 /// Keeps `live`, an instance of `plugin` whose last call succeeded, for reuse on this thread.
 pub(crate) fn checkin(plugin: &Arc<Plugin>, live: Live) {
-    IDLE.with_borrow_mut(|idle| idle.keep(plugin, live));
+    let max = match &plugin.kind {
+        Kind::Component(code) if code.calls_services => MAX_IDLE_CALLING,
+        _ => MAX_IDLE,
+    };
+    IDLE.with_borrow_mut(|idle| idle.keep(plugin, live, max));
 }
 
 /// A new instance for a request's call: start-up code gets [`START_DEADLINE`] at least.

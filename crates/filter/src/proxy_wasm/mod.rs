@@ -620,7 +620,7 @@ fn no_body(headers: &http::HeaderMap) -> bool {
 const MAX_IDLE: usize = 16;
 
 thread_local! {
-    static IDLE: RefCell<IdlePool<Vm>> = RefCell::new(IdlePool::new(MAX_IDLE));
+    static IDLE: RefCell<IdlePool<Vm>> = RefCell::new(IdlePool::new());
 }
 
 fn checkout(plugin: &Arc<Plugin>) -> Option<Vm> {
@@ -628,5 +628,5 @@ fn checkout(plugin: &Arc<Plugin>) -> Option<Vm> {
 }
 
 fn checkin(plugin: &Arc<Plugin>, vm: Vm) {
-    IDLE.with_borrow_mut(|idle| idle.keep(plugin, vm));
+    IDLE.with_borrow_mut(|idle| idle.keep(plugin, vm, MAX_IDLE));
 }
