@@ -10,8 +10,10 @@
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::Config;
+use crate::affinity::cookie_value;
 
 /// The `auth-url` plugin's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +62,7 @@ pub const DEFAULT_CACHE_DURATION: &str = "200 202 401 5m";
 /// The nginx variables a cache key may hold (besides `$http_NAME` and `$cookie_NAME`).
 const VARIABLES: [&str; 5] = ["remote_addr", "host", "request_uri", "uri", "args"];
 
-/// The parts of a cache key: text, and variables by name.
+/// The parts of text with nginx variables: text, and variables by name.
 fn key_parts(template: &str) -> impl Iterator<Item = Result<&str, &str>> {
     let mut rest = template;
     std::iter::from_fn(move || {
@@ -127,32 +129,46 @@ pub fn parse_cache_durations(value: &str) -> Result<Vec<(u16, u64)>, String> {
 }
 
 impl Cache {
-    /// The key of `request`'s answer.
-    pub fn key(&self, request: &Original) -> String {
-        let header = |name: &str| {
-            request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map_or("", |(_, v)| v.as_str())
-        };
-        let cookie = |name: &str| {
-            let cookies = header("cookie").split(';').map(str::trim);
-            cookies.filter_map(|pair| pair.split_once('=')).find(|(n, _)| *n == name).map_or("", |(_, v)| v)
-        };
-        let (path, query) = request.uri.split_once('?').unwrap_or((request.uri, ""));
-        let mut key = String::new();
-        for part in key_parts(&self.key) {
-            key.push_str(match part {
-                Ok(text) => text,
-                Err("remote_addr") => request.client,
-                Err("host") => request.host,
-                Err("request_uri") => request.uri,
-                Err("uri") => path,
-                Err("args") => query,
-                Err(name) => match name.strip_prefix("http_") {
-                    Some(header_name) => header(&header_name.replace('_', "-")),
-                    None => cookie(name.strip_prefix("cookie_").unwrap_or(name)),
-                },
-            });
+    /// The key of `request`'s answer on the route `scope` (its host and path, as
+    /// ingress-nginx keys answers per location): a SHA-256 of the parts, each with its length,
+    /// so that no two expansions meet. None, and no answer is kept or used, when a variable
+    /// is empty: a client without the credential must never share an answer.
+    pub fn key(&self, request: &Original, scope: &str) -> Option<String> {
+        fn values<'a>(headers: &'a [(String, String)], name: &str) -> impl Iterator<Item = &'a str> {
+            headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
         }
-        key
+        let (path, query) = request.uri.split_once('?').unwrap_or((request.uri, ""));
+        let mut digest = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            digest.update((bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        part(scope.as_bytes());
+        for piece in key_parts(&self.key) {
+            let value = match piece {
+                Ok(text) => text.to_owned(),
+                Err("remote_addr") => request.client.to_owned(),
+                Err("host") => request.host.to_owned(),
+                Err("request_uri") => request.uri.to_owned(),
+                Err("uri") => path.to_owned(),
+                Err("args") => query.to_owned(),
+                Err(name) => match name.strip_prefix("http_") {
+                    // Every value, as the Service sees every one.
+                    Some(header) => values(request.headers, &header.replace('_', "-")).collect::<Vec<_>>().join(", "),
+                    None => {
+                        let cookies = values(request.headers, "cookie");
+                        cookie_value(cookies, name.strip_prefix("cookie_").unwrap_or(name))
+                            .unwrap_or_default()
+                            .to_owned()
+                    }
+                },
+            };
+            if piece.is_err() && value.is_empty() {
+                return None;
+            }
+            part(value.as_bytes());
+        }
+        Some(digest.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// How long an answer of `status` is kept, if at all.
@@ -184,7 +200,7 @@ impl AuthUrl {
 pub struct Target {
     pub service: String,
     pub port: u16,
-    /// The URL's host (and port, when given), for the Host header.
+    /// The URL's host, for the Host header (without the port, as nginx sends it).
     pub host: String,
     /// The path and query.
     pub path: String,
@@ -217,7 +233,7 @@ pub fn parse_url(value: &str, namespace: &str) -> Result<Target, String> {
     Ok(Target {
         service: service.to_owned(),
         port: authority.port_u16().unwrap_or(80),
-        host: authority.as_str().to_owned(),
+        host: authority.host().to_owned(),
         path: if path.is_empty() { "/".to_owned() } else { path.to_owned() },
     })
 }
@@ -233,6 +249,32 @@ impl Config for AuthUrl {
         }
         check_token(&self.redirect_param).map_err(|e| format!("redirect_param: {e}"))
     }
+}
+
+/// The variables an `auth-signin` URL may hold, as in ingress-nginx's examples.
+const SIGNIN_VARIABLES: [&str; 5] = ["scheme", "host", "http_host", "request_uri", "escaped_request_uri"];
+
+/// Reads an `auth-signin`: an absolute URL or a path, with `$scheme`, `$host`, `$http_host`,
+/// `$request_uri` and `$escaped_request_uri`.
+pub fn parse_signin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !(value.starts_with("http://") || value.starts_with("https://") || value.starts_with('/')) {
+        return Err(format!("{value:?} is not a URL (http://, https://) or a path (/)"));
+    }
+    if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!("{value:?} has spaces or control characters"));
+    }
+    for part in key_parts(value) {
+        if let Err(name) = part
+            && !SIGNIN_VARIABLES.contains(&name)
+        {
+            return Err(format!(
+                "${name} in {value:?} is not a variable Sluice knows here: $scheme, $host, $http_host, \
+                 $request_uri and $escaped_request_uri"
+            ));
+        }
+    }
+    Ok(value.to_owned())
 }
 
 /// Checks a method, header name or parameter name: letters, digits and `-`, `_`, `.`.
@@ -307,10 +349,6 @@ impl AuthUrl {
             .filter(|(name, _)| !matches!(name.as_str(), "x-real-ip" | "x-forwarded-for" | "x-auth-request-redirect"))
             .cloned()
             .collect();
-        let forwarded_for = match request.headers.iter().find(|(name, _)| name == "x-forwarded-for") {
-            Some((_, chain)) => format!("{chain}, {}", request.client),
-            None => request.client.to_owned(),
-        };
         let redirect = self.request_redirect.as_deref().unwrap_or(request.uri);
         headers.extend([
             ("host".to_owned(), self.host.clone()),
@@ -318,7 +356,7 @@ impl AuthUrl {
             ("x-original-method".to_owned(), request.method.to_owned()),
             ("x-sent-from".to_owned(), "nginx-ingress-controller".to_owned()),
             ("x-real-ip".to_owned(), request.client.to_owned()),
-            ("x-forwarded-for".to_owned(), forwarded_for),
+            ("x-forwarded-for".to_owned(), request.client.to_owned()),
             ("x-auth-request-redirect".to_owned(), redirect.to_owned()),
         ]);
         headers
@@ -333,7 +371,13 @@ impl AuthUrl {
         };
         match answer {
             Some((200..=299, headers)) => {
-                Outcome::Allow(self.response_headers.iter().map(|name| (name.clone(), header(headers, name))).collect())
+                let copied = self.response_headers.iter().map(|name| (name.clone(), header(headers, name)));
+                // A client's `x_user` reaches backends that read it as `X-User` (CGI, Rack): gone.
+                let forged = request.headers.iter().filter(|(name, _)| {
+                    name.contains('_')
+                        && self.response_headers.iter().any(|h| h.eq_ignore_ascii_case(&name.replace('_', "-")))
+                });
+                Outcome::Allow(copied.chain(forged.map(|(name, _)| (name.clone(), None))).collect())
             }
             Some((401, headers)) => match &self.signin {
                 Some(signin) => {
@@ -352,15 +396,28 @@ impl AuthUrl {
         }
     }
 
-    /// The sign-in URL with the request's URL in `redirect_param`, unless it has that already.
+    /// The sign-in URL, its variables expanded, with the request's URL in `redirect_param`
+    /// unless it has that parameter already.
     fn signin_location(&self, signin: &str, request: &Original) -> String {
+        let escaped = utf8_percent_encode(request.uri, URI_ESCAPED).to_string();
+        let signin: String = key_parts(signin)
+            .map(|part| match part {
+                Ok(text) => text,
+                Err("scheme") => request.scheme,
+                Err("host" | "http_host") => request.host,
+                Err("request_uri") => request.uri,
+                Err("escaped_request_uri") => &escaped,
+                // Refused by `parse_signin`.
+                Err(_) => "",
+            })
+            .collect();
         let param = &self.redirect_param;
-        if signin.contains(&format!("?{param}=")) || signin.contains(&format!("&{param}=")) {
-            return signin.to_owned();
+        let given = |separator| signin.contains(&format!("{separator}{param}="));
+        if given('?') || given('&') {
+            return signin;
         }
         let separator = if signin.contains('?') { '&' } else { '?' };
-        let uri = utf8_percent_encode(request.uri, URI_ESCAPED);
-        format!("{signin}{separator}{param}={}://{}{uri}", request.scheme, request.host)
+        format!("{signin}{separator}{param}={}://{}{escaped}", request.scheme, request.host)
     }
 }
 
@@ -393,7 +450,7 @@ mod tests {
         let expected = Target {
             service: "auth".into(),
             port: 8080,
-            host: "auth.shop.svc.cluster.local:8080".into(),
+            host: "auth.shop.svc.cluster.local".into(),
             path: "/verify?v=1".into(),
         };
         assert_eq!(target, expected);
@@ -443,12 +500,12 @@ mod tests {
             headers(&[
                 ("authorization", "Bearer t"),
                 ("cookie", "s=1"),
-                ("host", "auth.shop.svc.cluster.local:8080"),
+                ("host", "auth.shop.svc.cluster.local"),
                 ("x-original-url", "https://shop.test/cart?id=1"),
                 ("x-original-method", "POST"),
                 ("x-sent-from", "nginx-ingress-controller"),
                 ("x-real-ip", "192.0.2.7"),
-                ("x-forwarded-for", "203.0.113.9, 192.0.2.7"),
+                ("x-forwarded-for", "192.0.2.7"),
                 ("x-auth-request-redirect", "/cart?id=1"),
             ])
         );
@@ -468,11 +525,13 @@ mod tests {
             host: "shop.test",
             uri: "/a b?x=1&y=2",
             client: "192.0.2.7",
-            headers: &[],
+            headers: &headers(&[("x_user", "mallory"), ("x_other", "kept")]),
         };
         let answer = headers(&[("X-User", "alice"), ("www-authenticate", "Bearer realm=\"shop\"")]);
         let allowed = config().outcome(Some((204, &answer)), &original);
-        assert_eq!(allowed, Outcome::Allow(vec![("x-user".into(), Some("alice".into())), ("x-groups".into(), None)]));
+        let expected = [("x-user", Some("alice")), ("x-groups", None), ("x_user", None)];
+        let expected = expected.iter().map(|(n, v)| (n.to_string(), v.map(str::to_owned))).collect();
+        assert_eq!(allowed, Outcome::Allow(expected), "a forged x_user goes too");
         let Outcome::Respond { status: 401, headers: sent, .. } = config().outcome(Some((401, &answer)), &original)
         else {
             panic!("401 goes back");
@@ -491,6 +550,15 @@ mod tests {
         assert!(
             matches!(own.outcome(Some((401, &answer)), &original), Outcome::Respond { status: 302, headers, .. } if headers[0].1 == "https://login.test/?rd=/home")
         );
+        let variables = AuthUrl {
+            signin: Some(parse_signin("https://$host/oauth2/start?rd=$escaped_request_uri").unwrap()),
+            ..config()
+        };
+        assert!(
+            matches!(variables.outcome(Some((401, &answer)), &original), Outcome::Respond { status: 302, headers, .. } if headers[0].1 == "https://shop.test/oauth2/start?rd=/a%20b%3Fx%3D1%26y%3D2")
+        );
+        assert!(parse_signin("https://$host/start?u=$remote_user").unwrap_err().contains("$remote_user"));
+        assert!(parse_signin("login").is_err() && parse_signin("/login\r\nx: y").is_err());
         assert!(matches!(signin.outcome(Some((403, &answer)), &original), Outcome::Respond { status: 403, .. }));
         for failed in [Some((302, &answer[..])), Some((500, &answer[..])), None] {
             assert!(matches!(config().outcome(failed, &original), Outcome::Respond { status: 500, .. }));
@@ -512,7 +580,17 @@ mod tests {
             client: "192.0.2.7",
             headers: &sent,
         };
-        assert_eq!(cache.key(&original), "192.0.2.7|Bearer t|s2|shop.test/p?q=1");
+        let key = cache.key(&original, "shop.test Prefix /").unwrap();
+        assert_eq!(key.len(), 64, "a SHA-256");
+        let with = |headers: &[(String, String)], scope: &str| cache.key(&Original { headers, ..original }, scope);
+        assert_eq!(with(&sent, "shop.test Prefix /"), Some(key.clone()), "the same request, the same key");
+        assert_ne!(with(&sent, "shop.test Prefix /admin"), Some(key.clone()), "another route");
+        let other = headers(&[("authorization", "Bearer u"), ("cookie", "a=1; session=s2")]);
+        assert_ne!(with(&other, "shop.test Prefix /"), Some(key.clone()));
+        // A variable without a value: no key, so no answer is shared by clients without one.
+        let split = headers(&[("authorization", "Bearer t"), ("cookie", "a=1"), ("cookie", "session=s2")]);
+        assert_eq!(with(&split, "shop.test Prefix /"), Some(key), "every Cookie field is read");
+        assert_eq!(with(&headers(&[("cookie", "session=s2")]), "shop.test Prefix /"), None);
         assert_eq!(cache.durations, [(200, 300), (202, 300), (401, 300)]);
         assert_eq!((cache.seconds(401), cache.seconds(403)), (Some(300), None));
         assert_eq!(parse_cache_durations("200 10m, 401 30s,403 1h").unwrap(), [(200, 600), (401, 30), (403, 3600)]);

@@ -174,12 +174,11 @@ fn auth_url_config(r: &mut Reader, namespace: &str) -> Option<(AuthUrl, BackendK
     let response_headers = r.parsed(names::NGINX_AUTH_RESPONSE_HEADERS, |value| {
         value.split(',').map(|name| token(name).map(|name| name.to_ascii_lowercase())).collect()
     });
-    let url = |value: &str| match value.trim() {
-        v if v.starts_with("http://") || v.starts_with("https://") || v.starts_with('/') => Ok(v.to_owned()),
-        v => Err(format!("{v:?} is not a URL (http://, https://) or a path (/)")),
-    };
-    let signin = r.parsed(names::NGINX_AUTH_SIGNIN, url);
-    let request_redirect = r.parsed(names::NGINX_AUTH_REQUEST_REDIRECT, |value| Ok(value.trim().to_owned()));
+    let signin = r.parsed(names::NGINX_AUTH_SIGNIN, auth_url::parse_signin);
+    let request_redirect = r.parsed(names::NGINX_AUTH_REQUEST_REDIRECT, |value| match value.trim() {
+        v if v.bytes().any(|b| b.is_ascii_control()) => Err(format!("{v:?} has control characters")),
+        v => Ok(v.to_owned()),
+    });
     let redirect_param = r.parsed(names::NGINX_AUTH_SIGNIN_REDIRECT_PARAM, token);
     let cache_key = r.parsed(names::NGINX_AUTH_CACHE_KEY, auth_url::parse_cache_key);
     let durations = r.parsed(names::NGINX_AUTH_CACHE_DURATION, auth_url::parse_cache_durations);

@@ -231,13 +231,13 @@ impl Engine {
         let state = State::new(plugin.name.clone(), plugin.limits.memory, self.inner.shared.clone());
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.limiter);
-        // At the deadline a call stops, unless it waited for calls to Services: then it gets
-        // that long more.
-        store.epoch_deadline_callback(|mut store| {
-            let waited = std::mem::take(&mut store.data_mut().waited);
-            match waited.is_zero() {
+        // At the deadline a call stops, unless waiting for Services pushed its deadline back:
+        // then it goes on until that.
+        store.epoch_deadline_callback(|store| {
+            let left = store.data().deadline_at.saturating_duration_since(Instant::now());
+            match left.is_zero() {
                 true => Err(wasmtime::Trap::Interrupt.into()),
-                false => Ok(UpdateDeadline::Continue(deadline_ticks(waited))),
+                false => Ok(UpdateDeadline::Continue(deadline_ticks(left))),
             }
         });
         store

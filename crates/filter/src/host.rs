@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -21,6 +21,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::failure::MemoryCap;
 use crate::shared::{Hold, MAX_KEY, Shared};
 use crate::wasi::Wasi;
+
+/// The most a call's deadline is pushed back for waiting on Services: a filter that waits
+/// longer has that much less time to run.
+pub const MAX_WAITED: Duration = crate::outbound::MAX_TIMEOUT;
 
 pub(crate) mod v1;
 pub(crate) mod v2;
@@ -84,8 +88,10 @@ pub struct State {
     shared: Arc<Shared>,
     pub limiter: MemoryCap,
     pub call: Option<Call>,
-    /// How long the call in progress has waited for calls to Services, which its deadline
-    /// does not count.
+    /// When the call in progress is stopped: its deadline after it started, pushed back by
+    /// the time it waited for Services (at most [`MAX_WAITED`] in all).
+    pub deadline_at: Instant,
+    /// How far `deadline_at` has been pushed back.
     pub waited: Duration,
     /// The WASI of synchronous instances.
     pub wasi: Wasi,
@@ -103,6 +109,7 @@ impl State {
             shared,
             limiter: MemoryCap::new(memory),
             call: None,
+            deadline_at: Instant::now(),
             waited: Duration::ZERO,
             full_wasi: None,
         }
@@ -128,6 +135,20 @@ impl State {
             Head::Response(parts) => Ok(parts),
             Head::Request(_) => bail!("there is no response in the request phase"),
         }
+    }
+
+    /// Starts the deadline of a call or start-up: `deadline` from now.
+    pub fn start_deadline(&mut self, deadline: Duration) {
+        self.deadline_at = Instant::now() + deadline;
+        self.waited = Duration::ZERO;
+    }
+
+    /// Pushes the deadline back by `waited`, the time a call waited for a Service, up to
+    /// [`MAX_WAITED`] in all.
+    pub fn add_wait(&mut self, waited: Duration) {
+        let granted = waited.min(MAX_WAITED.saturating_sub(self.waited));
+        self.waited += granted;
+        self.deadline_at += granted;
     }
 
     /// `key` among the shared keys of this plugin in the namespace of the request's Ingress.
@@ -415,3 +436,21 @@ macro_rules! host_functions {
 }
 
 pub(crate) use {host_functions, request_accessors, response_accessors};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_push_the_deadline_back_up_to_a_bound() {
+        let mut state = State::new("plugin".into(), 1 << 20, Arc::default());
+        state.start_deadline(Duration::from_millis(50));
+        let first = state.deadline_at;
+        state.add_wait(Duration::from_secs(1));
+        assert_eq!(state.deadline_at, first + Duration::from_secs(1));
+        state.add_wait(MAX_WAITED);
+        assert_eq!(state.deadline_at, first + MAX_WAITED, "never more than MAX_WAITED in all");
+        state.start_deadline(Duration::from_millis(50));
+        assert_eq!(state.waited, Duration::ZERO, "a new call starts afresh");
+    }
+}

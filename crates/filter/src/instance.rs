@@ -43,6 +43,7 @@ impl Live {
         };
         let mut store = plugin.engine.store(plugin);
         store.set_epoch_deadline(deadline_ticks(deadline));
+        store.data_mut().start_deadline(deadline);
         let started = {
             let _ticking = plugin.engine.clock().ticking();
             match code.sync {
@@ -124,7 +125,7 @@ impl Live {
         R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync + 'static,
     {
         self.store.set_epoch_deadline(deadline_ticks(deadline));
-        self.store.data_mut().waited = Duration::ZERO;
+        self.store.data_mut().start_deadline(deadline);
         let result = {
             let _ticking = plugin.engine.clock().ticking();
             match self.sync {

@@ -34,10 +34,11 @@ impl OnRequest for AuthUrlFilter {
             timeout_ms: TIMEOUT_MS,
         };
         // With a cache key, a kept answer stands in for the call while it lasts.
-        let cache = config
-            .cache
-            .as_ref()
-            .map(|cache| (cache, format!("auth {}{} {}", config.service, config.path, cache.key(&original))));
+        // Answers are kept per host and route (as ingress-nginx keeps them per location).
+        let cache = config.cache.as_ref().and_then(|cache| {
+            let scope = format!("{host} {} {}{}", request.route().path, config.service, config.path);
+            cache.key(&original, &scope).map(|key| (cache, format!("auth {key}")))
+        });
         let kept = cache
             .as_ref()
             .and_then(|(_, key)| store::get(key))

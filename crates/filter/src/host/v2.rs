@@ -140,7 +140,7 @@ impl outbound_http::Host for State {
         };
         let started = Instant::now();
         let answer = pending.answer().await;
-        self.waited += started.elapsed();
+        self.add_wait(started.elapsed());
         let Some(status) = answer.status else {
             let why =
                 "no answer: no ready endpoint, the connection failed, the timeout passed or the body was over 1 MiB";
