@@ -893,7 +893,7 @@ async fn rate_limits_refuse_a_client_past_its_burst_and_its_requests_in_flight()
 
 /// An authentication Service for `auth-url`, on `ip`. By the request's `Authorization`:
 /// `Bearer good` gets 200 with `X-User: alice` and, in `X-Auth-*`, what the request told it;
-/// `Bearer slow` the same after 300 ms; `Bearer forbidden` 403; `Bearer broken` 502; anything
+/// `Bearer slow` the same after 300 ms; `Bearer cookie` the same with a `Set-Cookie`; `Bearer forbidden` 403; `Bearer broken` 502; anything
 /// else 401 with a challenge. `X-Auth-Calls` counts the requests it has answered.
 async fn auth_service(ip: &str) -> std::net::SocketAddr {
     use hyper::service::service_fn;
@@ -909,7 +909,7 @@ async fn auth_service(ip: &str) -> std::net::SocketAddr {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let status = match authorization.as_str() {
-            "Bearer good" | "Bearer slow" => 200,
+            "Bearer good" | "Bearer slow" | "Bearer cookie" => 200,
             "Bearer forbidden" => 403,
             "Bearer broken" => 502,
             _ => 401,
@@ -925,6 +925,9 @@ async fn auth_service(ip: &str) -> std::net::SocketAddr {
             .header("x-auth-calls", calls.to_string());
         if status == 401 {
             answer = answer.header("www-authenticate", "Bearer realm=\"shop\"");
+        }
+        if authorization == "Bearer cookie" {
+            answer = answer.header("set-cookie", "auth=fresh; Path=/");
         }
         Ok(answer.body("auth says hello".to_owned()).unwrap())
     }
@@ -1006,6 +1009,10 @@ async fn auth_url_asks_the_authentication_service_and_fails_closed_without_it() 
     assert_eq!(sent["x-auth-host"], "auth.default.svc.cluster.local");
     assert_eq!(sent["authorization"], "Bearer good", "the request keeps its own credentials");
     assert!(sent.get("x-missing").is_none(), "{sent}");
+    // The answer's cookies go to the client, as ingress-nginx passes them on.
+    let refreshed = get(&client, &gateway, "/", "guarded.test", &[bearer("Bearer cookie")]).await;
+    assert_eq!(header(&refreshed, "set-cookie"), Some("auth=fresh; Path=/"));
+    assert_eq!(header(&reply, "set-cookie"), None);
     // The wait for the Service does not count against the filter's 50 ms deadline.
     assert_eq!(get(&client, &gateway, "/", "guarded.test", &[bearer("Bearer slow")]).await.status, 200);
 
@@ -1034,6 +1041,8 @@ async fn auth_url_asks_the_authentication_service_and_fails_closed_without_it() 
     let first = calls("Bearer good").await;
     assert_eq!((calls("Bearer good").await, calls("Bearer good").await), (first, first), "kept");
     assert!(calls("Bearer slow").await > first, "another key");
+    let cookie = calls("Bearer cookie").await;
+    assert!(calls("Bearer cookie").await > cookie, "an answer setting cookies is not kept");
 
     // Without its Service, or with one the gateway may not call, the route fails closed.
     assert_eq!(get(&client, &gateway, "/", "nobody.test", &[bearer("Bearer good")]).await.status, 500);

@@ -185,13 +185,21 @@ pub struct Kept {
 }
 
 impl AuthUrl {
-    /// What of an answer the cache keeps: its status and the headers the outcome reads.
+    /// What of an answer the outcome reads: its status and the headers it uses.
     pub fn kept(&self, status: u16, headers: &[(String, String)]) -> Kept {
         let wanted = |name: &str| {
-            name.eq_ignore_ascii_case("www-authenticate")
+            ["www-authenticate", "set-cookie"].iter().any(|n| name.eq_ignore_ascii_case(n))
                 || self.response_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
         };
         Kept { status, headers: headers.iter().filter(|(name, _)| wanted(name)).cloned().collect() }
+    }
+}
+
+impl Kept {
+    /// Whether the answer may be kept for other requests: not one that sets cookies (nginx's
+    /// cache keeps none either), which are for the client it answered.
+    pub fn cacheable(&self) -> bool {
+        !self.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
     }
 }
 
@@ -329,8 +337,9 @@ impl Original<'_> {
 /// What the authentication Service's answer means for the request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Go on, with these request headers set (`Some`) or removed (`None`).
-    Allow(Vec<(String, Option<String>)>),
+    /// Go on, with these request headers set (`Some`) or removed (`None`); the response gets
+    /// the `Set-Cookie` values, as ingress-nginx passes the authentication answer's on.
+    Allow { headers: Vec<(String, Option<String>)>, cookies: Vec<String> },
     /// Answer the client instead.
     Respond { status: u16, headers: Vec<(String, String)>, body: &'static str },
 }
@@ -370,14 +379,17 @@ impl AuthUrl {
             headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
         };
         match answer {
-            Some((200..=299, headers)) => {
-                let copied = self.response_headers.iter().map(|name| (name.clone(), header(headers, name)));
+            Some((200..=299, answered)) => {
+                let copied = self.response_headers.iter().map(|name| (name.clone(), header(answered, name)));
                 // A client's `x_user` reaches backends that read it as `X-User` (CGI, Rack): gone.
                 let forged = request.headers.iter().filter(|(name, _)| {
                     name.contains('_')
                         && self.response_headers.iter().any(|h| h.eq_ignore_ascii_case(&name.replace('_', "-")))
                 });
-                Outcome::Allow(copied.chain(forged.map(|(name, _)| (name.clone(), None))).collect())
+                let headers = copied.chain(forged.map(|(name, _)| (name.clone(), None))).collect();
+                let cookies =
+                    answered.iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.clone());
+                Outcome::Allow { headers, cookies: cookies.collect() }
             }
             Some((401, headers)) => match &self.signin {
                 Some(signin) => {
@@ -531,7 +543,13 @@ mod tests {
         let allowed = config().outcome(Some((204, &answer)), &original);
         let expected = [("x-user", Some("alice")), ("x-groups", None), ("x_user", None)];
         let expected = expected.iter().map(|(n, v)| (n.to_string(), v.map(str::to_owned))).collect();
-        assert_eq!(allowed, Outcome::Allow(expected), "a forged x_user goes too");
+        assert_eq!(allowed, Outcome::Allow { headers: expected, cookies: vec![] }, "a forged x_user goes too");
+        let cookies = headers(&[("set-cookie", "a=1"), ("Set-Cookie", "b=2"), ("x-user", "alice")]);
+        let Outcome::Allow { cookies: passed, .. } = config().outcome(Some((200, &cookies)), &original) else {
+            panic!("2xx lets through");
+        };
+        assert_eq!(passed, ["a=1", "b=2"], "the answer's cookies go to the client");
+        assert!(!config().kept(200, &cookies).cacheable() && config().kept(200, &answer).cacheable());
         let Outcome::Respond { status: 401, headers: sent, .. } = config().outcome(Some((401, &answer)), &original)
         else {
             panic!("401 goes back");
@@ -599,8 +617,9 @@ mod tests {
         }
         assert!(parse_cache_key("$remote_user").unwrap_err().contains("$remote_user"));
         assert!(parse_cache_key(" ").is_err() && parse_cache_key("$http_").is_err());
-        let answer = headers(&[("X-User", "alice"), ("set-cookie", "x=1")]);
-        assert_eq!(config().kept(200, &answer), Kept { status: 200, headers: headers(&[("X-User", "alice")]) });
+        let answer = headers(&[("X-User", "alice"), ("set-cookie", "x=1"), ("server", "auth")]);
+        let kept = Kept { status: 200, headers: headers(&[("X-User", "alice"), ("set-cookie", "x=1")]) };
+        assert_eq!(config().kept(200, &answer), kept, "what the outcome reads");
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The built-in `auth-url` filter: ingress-nginx's external authentication. Each request
 //! first goes, headers only, to the authentication Service, whose answer lets it through
-//! (with headers from the answer) or answers the client.
+//! (with headers from the answer, and its cookies on the response) or answers the client.
 
 use sluice_builtins::AuthUrl;
 use sluice_builtins::auth_url::{Kept, Original, Outcome};
 use sluice_builtins::source_ranges::client_ip;
 use sluice_sdk::http::{self, OutboundRequest};
-use sluice_sdk::{Action, OnRequest, Request, respond, store};
+use sluice_sdk::{Action, OnRequest, OnResponse, Request, Response, respond, store};
 
 sluice_builtins::filter_type!(AuthUrlFilter, AuthUrl);
 
@@ -47,6 +47,7 @@ impl OnRequest for AuthUrlFilter {
             let answer = http::call(&call).ok().map(|answer| config.kept(answer.status, &answer.headers));
             if let (Some((cache, key)), Some(answer)) = (&cache, &answer)
                 && let Some(seconds) = cache.seconds(answer.status)
+                && answer.cacheable()
             {
                 let value = serde_json::to_vec(answer).expect("an answer serializes");
                 // A full store keeps nothing more: every request is checked, as without a cache.
@@ -55,19 +56,34 @@ impl OnRequest for AuthUrlFilter {
             answer
         });
         match config.outcome(answer.as_ref().map(|kept| (kept.status, kept.headers.as_slice())), &original) {
-            Outcome::Allow(headers) => {
+            Outcome::Allow { headers, cookies } => {
                 for (name, value) in headers {
                     match value {
                         Some(value) => request.set_header(&name, &value).expect("a header the answer carried"),
                         None => request.remove_header(&name),
                     }
                 }
+                // The cookies go on the response; header values hold no line breaks.
+                match cookies.is_empty() {
+                    true => request.skip_response(),
+                    false => request.set_state(cookies.join("\n").as_bytes()),
+                }
                 Action::Continue
             }
             Outcome::Respond { status, headers, body } => {
+                request.skip_response();
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 respond(status, &headers, body)
             }
+        }
+    }
+}
+
+impl OnResponse for AuthUrlFilter {
+    fn on_response(_: &AuthUrl, response: &Response) {
+        let state = response.state().unwrap_or_default();
+        for cookie in String::from_utf8_lossy(&state).lines() {
+            response.add_header("set-cookie", cookie).expect("a cookie the answer carried");
         }
     }
 }

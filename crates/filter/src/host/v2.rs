@@ -21,6 +21,10 @@ wasmtime::component::bindgen!({
 
 use sluice::filter::{http as outbound_http, limits, request, response, store, types};
 
+/// The most calls to Services the filters of one namespace may have waiting at once: each
+/// holds an instance from the pool every namespace shares.
+const MAX_WAITING_CALLS: u32 = 256;
+
 /// The exported interface whose presence makes a component one of this version.
 pub const HANDLER: &str = "sluice:filter/handler@0.2.0";
 
@@ -134,6 +138,11 @@ impl outbound_http::Host for State {
             Err(e) => return Ok(Err(format!("invalid request: {e}"))),
         };
         let timeout = Duration::from_millis(timeout_ms.into());
+        // No plugin's key starts with a NUL.
+        let namespace = self.call()?.context.namespace.clone();
+        let Some(_waiting) = self.shared.hold(format!("\0http\0{namespace}"), MAX_WAITING_CALLS) else {
+            return Ok(Err(format!("{MAX_WAITING_CALLS} calls of namespace {namespace:?} are waiting already")));
+        };
         let pending = match outbound::start(&self.call()?.context, &service, request, timeout) {
             Ok(pending) => pending,
             Err(why) => return Ok(Err(why)),
