@@ -24,6 +24,10 @@ pub const MAX_VALUE: usize = 64 << 10;
 /// The most bytes (keys, values and [`ENTRY_COST`] each) the store holds.
 pub const MAX_STORE: usize = 16 << 20;
 
+/// The most bytes the entries of one namespace's filters take (keys hold the namespace
+/// second, after the plugin: `plugin\0namespace\0key`), so that no tenant fills the store.
+pub const MAX_NAMESPACE: usize = MAX_STORE / 4;
+
 /// What an entry costs the store besides its key and value: about what keeping it takes.
 const ENTRY_COST: usize = 64;
 
@@ -118,7 +122,14 @@ pub enum WriteError {
 struct Store {
     entries: HashMap<String, Stored>,
     bytes: usize,
+    /// Bytes by namespace.
+    namespaces: HashMap<String, usize>,
     last_version: u64,
+}
+
+/// The namespace of a store key.
+fn namespace(key: &str) -> &str {
+    key.split('\0').nth(1).unwrap_or_default()
 }
 
 struct Stored {
@@ -137,23 +148,43 @@ impl Store {
     /// The entry of `key` unless it expired by `now`; an expired one is removed.
     fn live(&mut self, key: &str, now: Instant) -> Option<&Entry> {
         if self.entries.get(key).is_some_and(|stored| stored.expires.is_some_and(|at| at <= now)) {
-            let stored = self.entries.remove(key).expect("just seen");
-            self.bytes -= stored.cost(key);
+            self.remove(key);
         }
         self.entries.get(key).map(|stored| &stored.entry)
     }
 
+    fn remove(&mut self, key: &str) {
+        if let Some(stored) = self.entries.remove(key) {
+            self.count(key, -(stored.cost(key) as isize));
+        }
+    }
+
+    /// Counts `change` bytes to the store and to `key`'s namespace.
+    fn count(&mut self, key: &str, change: isize) {
+        self.bytes = self.bytes.saturating_add_signed(change);
+        let namespace = namespace(key);
+        let bytes = self.namespaces.entry(namespace.to_owned()).or_default();
+        *bytes = bytes.saturating_add_signed(change);
+        if *bytes == 0 {
+            self.namespaces.remove(namespace);
+        }
+    }
+
+    /// Whether `key` may take `new` bytes in place of its `old` ones.
+    fn fits(&self, key: &str, old: usize, new: usize) -> bool {
+        let in_namespace = self.namespaces.get(namespace(key)).copied().unwrap_or_default();
+        self.bytes - old + new <= MAX_STORE && in_namespace - old + new <= MAX_NAMESPACE
+    }
+
     /// Removes every entry expired by `now`.
     fn sweep(&mut self, now: Instant) {
-        let mut freed = 0;
-        self.entries.retain(|key, stored| {
-            let keep = stored.expires.is_none_or(|at| at > now);
-            if !keep {
-                freed += stored.cost(key);
-            }
-            keep
-        });
-        self.bytes -= freed;
+        let expired: Vec<String> = (self.entries.iter())
+            .filter(|(_, stored)| stored.expires.is_some_and(|at| at <= now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.remove(&key);
+        }
     }
 }
 
@@ -213,8 +244,8 @@ impl Shared {
 
     /// Writes `value` (none: removes the key) if the key's version is `expected` (0: absent),
     /// or whatever it is without `expected`; the value expires at `expires` (if given). The
-    /// new version (0 after a removal). Expired entries make room for it when the store is
-    /// full.
+    /// new version (0 after a removal). Expired entries make room for it when the store, or
+    /// the key's namespace's share of it ([`MAX_NAMESPACE`]), is full.
     pub fn write(&self, key: String, write: Write, now: Instant) -> Result<u64, WriteError> {
         let mut store = lock(&self.store);
         let current = store.live(&key, now);
@@ -223,24 +254,23 @@ impl Shared {
         {
             return Err(WriteError::Conflict(current.cloned()));
         }
-        let old = store.entries.get(&key).map_or(0, |stored| stored.cost(&key));
         let Some(value) = write.value else {
-            store.entries.remove(&key);
-            store.bytes -= old;
+            store.remove(&key);
             return Ok(0);
         };
         let new = ENTRY_COST + key.len() + value.len();
         if value.len() > MAX_VALUE {
             return Err(WriteError::TooLarge);
         }
-        if store.bytes - old + new > MAX_STORE {
+        let old = |store: &Store| store.entries.get(&key).map_or(0, |stored| stored.cost(&key));
+        if !store.fits(&key, old(&store), new) {
             store.sweep(now);
         }
-        let old = store.entries.get(&key).map_or(0, |stored| stored.cost(&key));
-        if store.bytes - old + new > MAX_STORE {
+        let old = old(&store);
+        if !store.fits(&key, old, new) {
             return Err(WriteError::TooLarge);
         }
-        store.bytes = store.bytes - old + new;
+        store.count(&key, new as isize - old as isize);
         store.last_version += 1;
         let version = store.last_version;
         store.entries.insert(key, Stored { entry: Entry { value, version }, expires: write.expires });
@@ -351,12 +381,33 @@ mod tests {
         assert_eq!(shared.get("k", now), None);
         assert_eq!(set("big", &vec![0; MAX_VALUE + 1], None), Err(WriteError::TooLarge));
         for i in 0..MAX_STORE / MAX_VALUE - 1 {
-            set(&format!("{i}"), &vec![0; MAX_VALUE], None).unwrap();
+            set(&spread(i), &vec![0; MAX_VALUE], None).unwrap();
         }
-        assert_eq!(set("last", &vec![0; MAX_VALUE], None), Err(WriteError::TooLarge));
+        assert_eq!(set("p\0other\0last", &vec![0; MAX_VALUE], None), Err(WriteError::TooLarge));
         let store = lock(&shared.store);
         let counted = store.entries.iter().map(|(key, stored)| stored.cost(key));
         assert_eq!(store.bytes, counted.sum::<usize>());
+        assert_eq!(store.namespaces.values().sum::<usize>(), store.bytes);
+    }
+
+    /// The `i`th key, of one of five namespaces: together they may fill the store.
+    fn spread(i: usize) -> String {
+        format!("plugin\0ns{}\0{i}", i % 5)
+    }
+
+    #[test]
+    fn a_namespace_fills_a_quarter_of_the_store_at_most() {
+        let shared = Shared::default();
+        let now = Instant::now();
+        let set = |key: String| {
+            shared.write(key, Write { value: Some(vec![0; MAX_VALUE]), expected: None, expires: None }, now)
+        };
+        let filled = (0..).take_while(|i| set(format!("plugin\0greedy\0{i}")).is_ok()).count();
+        assert_eq!(filled, MAX_NAMESPACE / (MAX_VALUE + ENTRY_COST + 20), "{filled}");
+        assert!(set("other\0greedy\0x".into()).is_err(), "another plugin of the namespace too");
+        assert!(set("plugin\0modest\0x".into()).is_ok(), "another namespace still writes");
+        shared.write(format!("plugin\0greedy\0{}", 0), Write::default(), now).unwrap();
+        assert!(set("plugin\0greedy\0again".into()).is_ok(), "a removal makes room");
     }
 
     #[test]
@@ -372,14 +423,14 @@ mod tests {
         for i in 0..MAX_STORE / MAX_VALUE - 1 {
             let write =
                 Write { value: Some(value.clone()), expected: None, expires: Some(now + Duration::from_secs(1)) };
-            shared.write(format!("{i}"), write, now).unwrap();
+            shared.write(spread(i), write, now).unwrap();
         }
-        assert!(shared.get("0", now).is_some());
+        assert!(shared.get(&spread(0), now).is_some());
         let write = Write { value: Some(value), expected: None, expires: None };
-        assert!(shared.write("new".into(), write, later).is_ok(), "the expired made room");
-        assert_eq!(shared.get("0", later), None, "expired");
+        assert!(shared.write(spread(255), write, later).is_ok(), "the expired made room");
+        assert_eq!(shared.get(&spread(0), later), None, "expired");
         let write = Write { value: Some(b"x".to_vec()), expected: Some(0), expires: None };
-        assert!(shared.write("1".into(), write, later).is_ok(), "an expired key is absent");
+        assert!(shared.write(spread(1), write, later).is_ok(), "an expired key is absent");
         let store = lock(&shared.store);
         assert_eq!(store.entries.len(), 2);
         assert_eq!(store.bytes, store.entries.iter().map(|(key, stored)| stored.cost(key)).sum::<usize>());
