@@ -147,6 +147,16 @@ fn cors_config(r: &mut Reader) -> Option<Cors> {
     })
 }
 
+/// Reports each of `settings` that is present, with `message`: they mean something only with
+/// an annotation that is absent. ingress-nginx would serve the route unguarded; someone meant
+/// to guard it.
+fn orphans(r: &mut Reader, settings: &[&str], message: &str) {
+    let present: Vec<&str> = settings.iter().copied().filter(|name| r.get(name).is_some()).collect();
+    for name in present {
+        r.error(name, message.to_owned());
+    }
+}
+
 /// The annotations that only mean something with `auth-url`.
 const WITH_AUTH_URL: [&str; 7] = [
     names::NGINX_AUTH_CACHE_KEY,
@@ -161,11 +171,7 @@ const WITH_AUTH_URL: [&str; 7] = [
 /// The `auth-url` filter's configuration, and the authentication Service's backend.
 fn auth_url_config(r: &mut Reader, namespace: &str) -> Option<(AuthUrl, BackendKey)> {
     if r.get(names::NGINX_AUTH_URL).is_none() {
-        // ingress-nginx would serve the route unguarded; someone meant to guard it.
-        let present: Vec<&str> = WITH_AUTH_URL.into_iter().filter(|name| r.get(name).is_some()).collect();
-        for name in present {
-            r.errors.push((names::field(name), format!("needs {}", names::NGINX_AUTH_URL)));
-        }
+        orphans(r, &WITH_AUTH_URL, &format!("needs {}", names::NGINX_AUTH_URL));
         return None;
     }
     let target = r.parsed(names::NGINX_AUTH_URL, |value| auth_url::parse_url(value, namespace));
@@ -215,11 +221,7 @@ const WITH_AUTH_TYPE: [&str; 3] = [names::NGINX_AUTH_SECRET, names::NGINX_AUTH_S
 
 fn basic_auth_config(r: &mut Reader, namespace: &str, referenced: &Referenced) -> Option<BasicAuth> {
     let Some(kind) = r.get(names::NGINX_AUTH_TYPE).map(str::trim) else {
-        // ingress-nginx would serve the route unguarded; someone meant to guard it.
-        let present: Vec<&str> = WITH_AUTH_TYPE.into_iter().filter(|name| r.get(name).is_some()).collect();
-        for name in present {
-            r.error(name, format!("has no effect without {}: basic", names::NGINX_AUTH_TYPE));
-        }
+        orphans(r, &WITH_AUTH_TYPE, &format!("has no effect without {}: basic", names::NGINX_AUTH_TYPE));
         return None;
     };
     if kind != "basic" {

@@ -110,15 +110,20 @@ impl Pending {
 }
 
 /// Starts a call by a filter of the request in `context` to `target` (as
-/// [`Destination::parse`] reads it), resolved in the snapshot serving the request.
+/// [`Destination::parse`] reads it), resolved in the snapshot serving the request. Without a
+/// Host, the request is for the Service's name.
 pub(crate) fn start(
     context: &RequestContext,
     target: &str,
-    request: http::Request<Bytes>,
+    mut request: http::Request<Bytes>,
     timeout: Duration,
 ) -> Result<Pending, String> {
     let namespace = &*context.namespace;
     let destination = Destination::parse(target, namespace)?;
+    if !request.headers().contains_key(http::header::HOST) {
+        let host = http::HeaderValue::try_from(&destination.service).map_err(|e| e.to_string())?;
+        request.headers_mut().insert(http::header::HOST, host);
+    }
     let backend = context.snapshot.as_ref().and_then(|snapshot| destination.resolve(&snapshot.backends));
     let backend = backend.ok_or_else(|| {
         format!("{target:?}: the gateway knows no Service {} of namespace {namespace:?}", destination.service)

@@ -82,7 +82,28 @@ macro_rules! accessors {
 /// left it. Every accessor copies only what it returns.
 pub struct Request(());
 
+/// The header accessors requests and responses share.
+macro_rules! header_accessors {
+    ($interface:ident) => {
+        accessors! { $interface:
+            /// The first value of a header.
+            fn header(name: &str) -> Option<String>;
+            /// Every value of a header, in order.
+            fn header_values(name: &str) -> Vec<String>;
+            /// Every header, in order.
+            fn headers() -> Vec<(String, String)>;
+            /// Replaces every value of a header.
+            fn set_header(name: &str, value: &str) -> Result<(), String>;
+            /// Adds a value to a header.
+            fn add_header(name: &str, value: &str) -> Result<(), String>;
+            fn remove_header(name: &str);
+        }
+    };
+}
+
 impl Request {
+    header_accessors!(request);
+
     accessors! { request:
         fn method() -> String;
         fn set_method(method: &str) -> Result<(), String>;
@@ -97,17 +118,6 @@ impl Request {
         /// The query string without `?`, if any.
         fn query() -> Option<String>;
         fn set_query(query: Option<&str>) -> Result<(), String>;
-        /// The first value of a header.
-        fn header(name: &str) -> Option<String>;
-        /// Every value of a header, in order.
-        fn header_values(name: &str) -> Vec<String>;
-        /// Every header, in order.
-        fn headers() -> Vec<(String, String)>;
-        /// Replaces every value of a header.
-        fn set_header(name: &str, value: &str) -> Result<(), String>;
-        /// Adds a value to a header.
-        fn add_header(name: &str, value: &str) -> Result<(), String>;
-        fn remove_header(name: &str);
         /// The client's address (`ip:port`): behind trusted proxies, the one they forwarded for.
         fn client_address() -> String;
         fn route() -> Route;
@@ -128,15 +138,11 @@ impl Request {
 pub struct Response(());
 
 impl Response {
+    header_accessors!(response);
+
     accessors! { response:
         fn status() -> u16;
         fn set_status(status: u16) -> Result<(), String>;
-        fn header(name: &str) -> Option<String>;
-        fn header_values(name: &str) -> Vec<String>;
-        fn headers() -> Vec<(String, String)>;
-        fn set_header(name: &str, value: &str) -> Result<(), String>;
-        fn add_header(name: &str, value: &str) -> Result<(), String>;
-        fn remove_header(name: &str);
         /// The endpoint (`ip:port`) that served the request; none for an immediate response or
         /// an ExternalName backend.
         fn endpoint() -> Option<String>;

@@ -126,10 +126,6 @@ impl outbound_http::Host for State {
     ) -> Outcome<Result<outbound_http::Answer, String>> {
         let outbound_http::OutboundRequest { service, method, path, headers, body, timeout_ms } = request;
         let mut built = http::Request::builder().method(method.as_str()).uri(path.as_str());
-        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
-            let name = service.rsplit_once(':').map_or(service.as_str(), |(name, _)| name);
-            built = built.header(http::header::HOST, name);
-        }
         for (name, value) in &headers {
             built = built.header(name.as_str(), value.as_str());
         }
