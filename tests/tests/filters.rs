@@ -180,6 +180,85 @@ async fn filters_share_a_store_across_instances_and_routes_of_a_namespace_only()
     }
 }
 
+/// The echo in a reply whose body the `bodies` filter appended to.
+fn unappended(reply: &Reply) -> serde_json::Value {
+    serde_json::from_str(reply.body.strip_suffix(" (appended)").expect("appended")).unwrap()
+}
+
+#[tokio::test]
+async fn filters_read_and_replace_whole_bodies_and_leave_the_others_streaming() {
+    let pods = Pods::start(&["127.0.0.25"]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = [
+        ("upper", "- plugin: bodies\n  config: {upper: true, append: \" (appended)\"}\n"),
+        ("deny", "- plugin: bodies\n  config: {deny: forbidden}\n"),
+        ("replace", "- plugin: bodies\n  config: {replace: replaced}\n"),
+        // A second reader sees what the first left.
+        ("twice", "- plugin: bodies\n  config: {upper: true}\n- plugin: bodies\n  config: {deny: SECRET}\n"),
+    ];
+    let mut manifests = vec![service("app", &pods.addrs, &[])];
+    for (name, filters) in routes {
+        manifests.push(filtered_ingress(name, &format!("{name}.test"), &[("/", "Prefix", "app")], filters));
+    }
+    std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
+    let plugins = plugins(&[("bodies", "bodies")]);
+    let gateway = start(dir.path(), plugins.path()).await;
+    let client = Client::new();
+    let post = |host: &'static str, body: Vec<u8>| {
+        let (client, url) = (&client, gateway.url("/post"));
+        async move { client.request(http::Method::POST, &url, host, &[], body.into()).await.unwrap() }
+    };
+
+    // Read and replaced both ways; each goes on with a Content-Length of its new size.
+    let reply = post("upper.test", b"hello body".to_vec()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(values(&reply, "x-response-body-read"), [(reply.body.len() - " (appended)".len()).to_string()]);
+    assert_eq!(values(&reply, "content-length"), [reply.body.len().to_string()]);
+    let echo = unappended(&reply);
+    assert_eq!(echo["body_head"], "HELLO BODY");
+    assert_eq!(echo["headers"]["x-body-read"], "10");
+
+    // A filter answers from what the body says; the upstream never sees it.
+    let denied = post("deny.test", b"something forbidden".to_vec()).await;
+    assert_eq!((denied.status, denied.body.as_str()), (403, "denied by its body"));
+    let allowed = post("deny.test", b"something fine".to_vec()).await;
+    assert_eq!(allowed.json()["body_head"], "something fine");
+    assert_eq!(post("twice.test", b"a secret".to_vec()).await.status, 403);
+
+    // Replaced without being read.
+    let echo = post("replace.test", b"the original".to_vec()).await.json();
+    assert_eq!((echo["body_head"].as_str(), echo["body_len"].as_u64()), (Some("replaced"), Some(8)));
+
+    // Over the cap (1 MiB) with a Content-Length: the filter is told, nothing is read, and the
+    // body goes on as it came.
+    let mut big = vec![b'x'; 2_000_000];
+    big[..5].copy_from_slice(b"hello");
+    let echo = unappended(&post("upper.test", big).await);
+    assert_eq!(
+        (echo["body_len"].as_u64(), echo["headers"]["x-body-read"].as_str()),
+        (Some(2_000_000), Some("too-large"))
+    );
+    assert!(echo["body_head"].as_str().unwrap().starts_with("helloxxx"), "{echo}");
+
+    // Over the cap found out while reading a chunked body: what was read goes first, then the
+    // rest, none of it lost.
+    let chunk = "y".repeat(600_000);
+    let chunked = format!(
+        "POST /post HTTP/1.1\r\nhost: upper.test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         5\r\nhello\r\n{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
+        len = chunk.len()
+    );
+    let answer = sluice_tests::raw_request(gateway.http, chunked.as_bytes()).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body_len":1200005"#), "{answer}");
+    assert!(answer.contains(r#""x-body-read":"too-large""#), "{answer}");
+    assert!(answer.contains(r#""body_head":"helloyyy"#), "{answer}");
+
+    // A request without a body reads as empty.
+    let reply = client.get(&gateway.url("/"), "upper.test").await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 #[tokio::test]
 async fn a_module_swapped_under_load_drops_no_request() {
     let pods = Pods::start(&["127.0.0.25"]).await.unwrap();

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_tests::manifests::{filtered_ingress, service};
-use sluice_tests::{Client, Gateway, Pods, Reply, plugin_cache, proxy_wasm_filters, sluice_bin};
+use sluice_tests::{Client, Gateway, Pods, Reply, plugin_cache, proxy_wasm_filters, sluice_bin, test_filters};
 
 fn plugins() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -217,6 +217,12 @@ async fn proxy_wasm_filters_rewrite_buffered_bodies_and_stream_the_others() {
         ("upper", "- plugin: pw\n  config: {upper_request: true}\n"),
         ("deny", "- plugin: pw\n  config: {deny_body: forbidden}\n"),
         ("plain", "- plugin: pw\n  config: {replace_status: 404}\n"),
+        // A component reads the body whole in its request phase; the proxy-wasm body phase
+        // then runs on what it left.
+        (
+            "mixed",
+            "- plugin: bodies\n  config: {upper: true}\n- plugin: pw\n  config: {rewrite_request: [PING, pong]}\n",
+        ),
     ];
     let mut manifests = vec![service("app", &pods.addrs, &[])];
     for (name, filters) in routes {
@@ -224,6 +230,7 @@ async fn proxy_wasm_filters_rewrite_buffered_bodies_and_stream_the_others() {
     }
     std::fs::write(dir.path().join("app.yaml"), manifests.join("---\n")).unwrap();
     let plugins = plugins();
+    std::fs::copy(test_filters().join("bodies.wasm"), plugins.path().join("bodies.wasm")).unwrap();
     let gateway = Gateway::start_with_plugins(dir.path(), plugins.path()).await.unwrap();
     let client = Client::new();
     let post = |host: &'static str, body: Vec<u8>| {
@@ -259,6 +266,9 @@ async fn proxy_wasm_filters_rewrite_buffered_bodies_and_stream_the_others() {
     let allowed = post("deny.test", b"something fine".to_vec()).await;
     assert_eq!(allowed.status, 200, "{}", allowed.body);
     assert_eq!(allowed.json()["body_head"], "something fine");
+
+    let echo = post("mixed.test", b"ping".to_vec()).await.json();
+    assert_eq!((echo["body_head"].as_str(), echo["headers"]["x-body-read"].as_str()), (Some("pong"), Some("4")));
 
     // A filter whose body phases just continue leaves bodies as they are.
     let reply = post("plain.test", b"as it was".to_vec()).await;

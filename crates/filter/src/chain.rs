@@ -14,6 +14,7 @@ use crate::engine::{Kind, Plugin};
 use crate::failure::{FailureKind, FilterFailure};
 use crate::host::{Action, Call, Head, ImmediateResponse, RequestContext};
 use crate::instance::{self, Live};
+use crate::payload::Payload;
 use crate::proxy_wasm;
 use crate::shared::Hold;
 
@@ -43,6 +44,11 @@ impl Attachment {
             _ => None,
         };
         Self { name: spec.plugin.as_str().into(), config, config_id, _ticks: ticks, spec, plugin }
+    }
+
+    /// Whether the filter may read or replace bodies (`sluice:filter/body`).
+    fn reads_bodies(&self) -> bool {
+        self.plugin.as_ref().is_ok_and(|plugin| matches!(&plugin.kind, Kind::Component(code) if code.reads_bodies))
     }
 
     /// Whether the filter has the request phase (or the response phase); one that cannot run
@@ -109,6 +115,7 @@ impl Attachment {
             state: exchange.states[index].take(),
             skip_response: false,
             holds: Vec::new(),
+            body: exchange.body.take(),
         });
         let result = match request_phase {
             true => live.on_request(plugin).await.map(Some),
@@ -116,6 +123,7 @@ impl Attachment {
         };
         let mut call = live.state().call.take().expect("a call's inputs stay in the store");
         exchange.holds.0.append(&mut call.holds);
+        exchange.body = call.body;
         exchange.context = Some(call.context);
         exchange.states[index] = call.state;
         if request_phase {
@@ -193,6 +201,12 @@ fn empty_response() -> http::response::Parts {
 impl Chain {
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// Whether a filter of the chain may read or replace bodies: the request's body (and the
+    /// response's) is then lent to the [`Exchange`] for the phases ([`Exchange::lend_body`]).
+    pub fn reads_bodies(&self) -> bool {
+        self.filters.iter().any(Attachment::reads_bodies)
     }
 
     /// Runs the request phases in order. `Ok(Some(_))` is a filter's immediate answer;
@@ -348,6 +362,8 @@ pub struct Exchange {
     ran: usize,
     /// Places filters hold until the request ends.
     holds: Holds,
+    /// The body lent to the phases running now.
+    body: Option<Payload>,
     /// Failures of fail-open filters, which were skipped.
     pub failures: Vec<FilterFailure>,
 }
@@ -363,6 +379,7 @@ impl Exchange {
             streams: Vec::new(),
             ran: 0,
             holds: Holds::default(),
+            body: None,
             failures: Vec::new(),
         }
     }
@@ -380,6 +397,17 @@ impl Exchange {
     /// streams on after the exchange is over.
     pub fn take_holds(&mut self) -> Holds {
         std::mem::take(&mut self.holds)
+    }
+
+    /// Lends the request's body to the request phases (or the response's to the response
+    /// phases), for filters to read and replace.
+    pub fn lend_body(&mut self, body: Payload) {
+        self.body = Some(body);
+    }
+
+    /// The lent body, as the phases left it.
+    pub fn take_body(&mut self) -> Option<Payload> {
+        self.body.take()
     }
 
     /// Tells the response phases which endpoint served the request.

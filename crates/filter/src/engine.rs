@@ -198,9 +198,11 @@ impl Engine {
         };
         let exports = Exports::of(&component, &pre)?;
         let engine = &self.inner.engine;
-        let calls_services =
-            component.component_type().imports(engine).any(|(name, _)| name.starts_with("sluice:filter/http@"));
-        Ok(ComponentCode { pre, sync, calls_services, exports })
+        let imports =
+            |interface: &str| component.component_type().imports(engine).any(|(name, _)| name.starts_with(interface));
+        let reads_bodies = imports("sluice:filter/body@");
+        let waits = reads_bodies || imports("sluice:filter/http@");
+        Ok(ComponentCode { pre, sync, waits, reads_bodies, exports })
     }
 
     /// Compiles `bytes` (a component or a core module, as `T` says), or loads the compiled
@@ -365,8 +367,10 @@ pub(crate) struct ComponentCode {
     pub pre: InstancePre<State>,
     /// Linked with synchronous WASI only: called with `call`, not `call_async`.
     pub sync: bool,
-    /// Imports `http`: its calls may wait for Services.
-    pub calls_services: bool,
+    /// Imports `http` or `body`: its calls may wait for Services or for bodies.
+    pub waits: bool,
+    /// Imports `body`: the bodies of its requests are lent to its phases.
+    pub reads_bodies: bool,
     pub exports: Exports,
 }
 

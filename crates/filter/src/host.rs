@@ -19,6 +19,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::failure::MemoryCap;
+use crate::payload::Payload;
 use crate::shared::{Hold, MAX_KEY, Shared};
 use crate::wasi::Wasi;
 
@@ -79,6 +80,8 @@ pub struct Call {
     pub holds: Vec<Hold>,
     /// The request phase said the response phase has nothing to do (`skip-response`).
     pub skip_response: bool,
+    /// The body of the request (or response), when the chain has filters that read bodies.
+    pub body: Option<Payload>,
 }
 
 /// The data of a filter instance's store.

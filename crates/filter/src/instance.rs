@@ -158,10 +158,11 @@ impl Plugin {
 /// a call waits (a guest blocked in asynchronous WASI).
 const MAX_IDLE: usize = 4;
 
-/// Instances kept per plugin per thread when the plugin calls Services: each request waiting
-/// for an answer holds one, so as many are needed as such requests are in flight on a thread.
-/// Without them, every request past a few would pay for a new instance.
-const MAX_IDLE_CALLING: usize = 64;
+/// Instances kept per plugin per thread when the plugin calls Services or reads bodies: each
+/// request waiting for an answer (or a body) holds one, so as many are needed as such requests
+/// are in flight on a thread. Without them, every request past a few would pay for a new
+/// instance.
+const MAX_IDLE_WAITING: usize = 64;
 
 thread_local! {
     static IDLE: RefCell<IdlePool<Live>> = RefCell::new(IdlePool::new());
@@ -175,7 +176,7 @@ pub(crate) fn checkout(plugin: &Arc<Plugin>) -> Option<Live> {
 /// Keeps `live`, an instance of `plugin` whose last call succeeded, for reuse on this thread.
 pub(crate) fn checkin(plugin: &Arc<Plugin>, live: Live) {
     let max = match &plugin.kind {
-        Kind::Component(code) if code.calls_services => MAX_IDLE_CALLING,
+        Kind::Component(code) if code.waits => MAX_IDLE_WAITING,
         _ => MAX_IDLE,
     };
     IDLE.with_borrow_mut(|idle| idle.keep(plugin, live, max));

@@ -23,6 +23,7 @@ mod host;
 mod idle;
 mod instance;
 pub mod outbound;
+mod payload;
 mod proxy_wasm;
 mod shared;
 mod wasi;
@@ -31,6 +32,7 @@ pub use chain::{Attachment, BodyError, BodyStep, Chain, Exchange, Holds, Immedia
 pub use engine::{Engine, Limits, MAX_MEMORY, Phases, Plugin};
 pub use failure::{FailureKind, FilterFailure};
 pub use host::RequestContext;
+pub use payload::{BoxError, Payload};
 pub use proxy_wasm::{MetricKind, PluginMetric, plugin_metrics, tick_failures};
 
 /// The configuration the gateway publishes: routes with their filter chains.

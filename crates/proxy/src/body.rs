@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use sluice_filter::Holds;
+use sluice_filter::{Holds, Payload};
 use tokio::sync::mpsc;
 
 use crate::balance::ActiveGuard;
@@ -21,7 +21,8 @@ pub type ResponseBody = Either<Upstream, Full<Bytes>>;
 /// (HTTPS, HTTP/2). It holds the endpoint's active-request count until the body is finished
 /// or dropped, so least-request balancing sees streaming responses as busy.
 pub struct Upstream {
-    body: Either<h1::Body, Incoming>,
+    /// From a connection, or lent to filters that read bodies and as they left it.
+    body: Either<Either<h1::Body, Incoming>, Payload>,
     _active: Option<ActiveGuard>,
     /// Places the request's filters hold until the body is finished or dropped.
     _holds: Holds,
@@ -37,7 +38,12 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     pub(crate) fn new(body: Either<h1::Body, Incoming>, active: Option<ActiveGuard>) -> Self {
-        Self { body, _active: active, _holds: Holds::default(), filters: None }
+        Self { body: Either::Left(body), _active: active, _holds: Holds::default(), filters: None }
+    }
+
+    /// A response body lent to filters that read bodies, as they left it.
+    pub(crate) fn lent(payload: Payload) -> Self {
+        Self { body: Either::Right(payload), _active: None, _holds: Holds::default(), filters: None }
     }
 
     /// The body, holding the places its request's filters hold until it ends.
@@ -102,6 +108,8 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 #[derive(Debug)]
 pub enum RequestBody {
     Client(Incoming),
+    /// Lent to filters that read bodies, as they left it.
+    Lent(Payload),
     /// Handed over whole by the filters (data, then trailers).
     Whole(Option<Bytes>, Option<HeaderMap>),
     /// Streaming out of the filters; `None` ends it.
@@ -129,6 +137,7 @@ impl Body for RequestBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             RequestBody::Client(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Lent(body) => Pin::new(body).poll_frame(cx),
             RequestBody::Whole(data, trailers) => match data.take() {
                 Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
                 None => Poll::Ready(trailers.take().map(|trailers| Ok(Frame::trailers(trailers)))),
@@ -148,6 +157,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Lent(body) => body.is_end_stream(),
             RequestBody::Whole(data, trailers) => data.is_none() && trailers.is_none(),
             RequestBody::Filtered(_, ended) => *ended,
         }
@@ -156,6 +166,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Lent(body) => body.size_hint(),
             RequestBody::Whole(data, _) => SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64)),
             RequestBody::Filtered(..) => SizeHint::default(),
         }

@@ -18,10 +18,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, LengthLimitError};
-use sluice_filter::{BodyError, BodyStep, Chain, Exchange, Immediate, Route};
+use sluice_filter::{BodyError, BodyStep, Chain, Exchange, Immediate, Payload, Route};
 use tokio::sync::mpsc;
 
-use crate::body::{ResponseBody, Upstream, full};
+use crate::body::{RequestBody, ResponseBody, Upstream, full};
 use crate::error::{BoxError, ProxyError};
 use crate::metrics::Metrics;
 
@@ -121,6 +121,30 @@ pub(crate) fn set_length(headers: &mut HeaderMap, length: usize, trailers: bool)
         true => headers.remove(header::CONTENT_LENGTH),
         false => headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length)),
     };
+}
+
+/// The request body for the upstream as the filters that read bodies left it: a body they
+/// replaced gets a Content-Length of its size.
+pub(crate) fn lent_request(exchange: &mut Exchange, headers: &mut HeaderMap) -> Result<RequestBody, ProxyError> {
+    lent(exchange, headers).map(RequestBody::Lent).map_err(|e| request_error(Stop::Read(e)))
+}
+
+/// The response body for the client as the filters that read bodies left it, as
+/// [`lent_request`]; one that could not be read ends the response (502).
+pub(crate) fn lent_response(exchange: &mut Exchange, headers: &mut HeaderMap) -> Result<Payload, ProxyError> {
+    lent(exchange, headers).map_err(ProxyError::UpstreamBody)
+}
+
+fn lent(exchange: &mut Exchange, headers: &mut HeaderMap) -> Result<Payload, BoxError> {
+    match exchange.take_body().unwrap_or(Payload::Failed(None)) {
+        Payload::Failed(why) => Err(why.unwrap_or_else(|| "the body was lost".into())),
+        payload => {
+            if let Payload::Whole { data, trailers, replaced: true } = &payload {
+                set_length(headers, data.len(), trailers.is_some());
+            }
+            Ok(payload)
+        }
+    }
 }
 
 /// Why the request body of a request stopped, as the answer.

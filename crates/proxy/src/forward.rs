@@ -12,11 +12,11 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use ipnet::IpNet;
 use sluice_config::{BackendProtocol, LoadBalance, PathMatch, Target};
-use sluice_filter::{Exchange, RequestContext, Route, Snapshot};
+use sluice_filter::{Exchange, Payload, RequestContext, Route, Snapshot};
 use sluice_route::normalize_path;
 
 use crate::balance;
-use crate::body::{RequestBody, ResponseBody, full};
+use crate::body::{RequestBody, ResponseBody, Upstream, full};
 use crate::error::ProxyError;
 use crate::error_pages::ErrorPageClient;
 use crate::filtered::{self, Start};
@@ -167,15 +167,28 @@ impl Proxy {
         };
         let chain = &route.filters;
         let mut exchange = Exchange::new(context, chain);
+        // Filters that read bodies are lent the client's; the upstream gets what they leave.
+        let reads_bodies = chain.reads_bodies();
+        let body = match reads_bodies {
+            true => {
+                exchange.lend_body(Payload::new(Limited::new(body, max_body(&route)), filtered::cap(&route)));
+                None
+            }
+            false => Some(body),
+        };
         let answer = chain.on_request(&mut exchange, &mut parts).await;
         self.skipped_filters(&mut exchange);
         let response = match answer.map_err(ProxyError::Filter)? {
             Some(answer) => answer.map(full),
             None => {
                 let chosen = exchange.chosen_endpoint().or_else(|| balanced(&parts));
+                let body = match body {
+                    Some(body) => RequestBody::Client(body),
+                    None => filtered::lent_request(&mut exchange, &mut parts.headers)?,
+                };
                 let response = match chain.has_body_phase(&exchange, true) && !body.is_end_stream() {
                     true => Box::pin(self.forward_filtered(&route, &mut exchange, parts, body, upgrade, chosen)).await,
-                    false => self.forward(&route, parts, RequestBody::Client(body), upgrade, chosen).await,
+                    false => self.forward(&route, parts, body, upgrade, chosen).await,
                 };
                 let response = self.error_pages.replace(&route, kept, response).await?;
                 exchange.set_served(response.extensions().get::<ServedBy>().map(|served| served.0));
@@ -194,11 +207,22 @@ impl Proxy {
                 });
             }
         }
+        let body = match reads_bodies {
+            true => {
+                exchange.lend_body(Payload::new(body, filtered::cap(&route)));
+                None
+            }
+            false => Some(body),
+        };
         let result = chain.on_response(&mut exchange, &mut head).await;
         self.skipped_filters(&mut exchange);
         if let Some(answer) = result.map_err(ProxyError::Filter)? {
             return Ok(answer.map(full));
         }
+        let body = match body {
+            Some(body) => body,
+            None => Either::Left(Upstream::lent(filtered::lent_response(&mut exchange, &mut head.headers)?)),
+        };
         match body {
             // A response without a body (HEAD, 204, 304) keeps its head as it is.
             Either::Left(upstream) if !upstream.is_end_stream() && chain.has_body_phase(&exchange, false) => {
@@ -218,13 +242,12 @@ impl Proxy {
         route: &Route,
         exchange: &mut Exchange,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: RequestBody,
         upgrade: Option<OnUpgrade>,
         chosen: Option<usize>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let max = route.ingress.max_body_size.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX));
         let (chain, cap) = (&route.filters, filtered::cap(route));
-        let mut body = Limited::new(body, max);
+        let mut body = Limited::new(body, max_body(route));
         let started = filtered::start(chain, exchange, true, &mut body, cap).await;
         self.skipped_filters(exchange);
         match started.map_err(filtered::request_error)? {
@@ -293,7 +316,7 @@ impl Proxy {
         if declared_too_large(&parts.headers, max) {
             return Err(ProxyError::PayloadTooLarge);
         }
-        let body = Limited::new(body, max.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX)));
+        let body = Limited::new(body, max_body(route));
         let started = (route.ingress.load_balance == LoadBalance::Ewma).then(Instant::now);
         let response = self.upstreams.forward(route, parts, Outbound { body, upgrade, chosen }).await;
         if let (Some(started), Ok(response)) = (started, &response)
@@ -303,6 +326,11 @@ impl Proxy {
         }
         response
     }
+}
+
+/// The most of a request body `route` takes (`proxy-body-size`).
+fn max_body(route: &Route) -> usize {
+    route.ingress.max_body_size.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX))
 }
 
 /// The 308 of `from-to-www-redirect`: the same scheme, port, path and query on host `to`.

@@ -64,7 +64,10 @@ pub use bindings::sluice::filter::limits;
 pub use bindings::sluice::filter::store;
 pub use bindings::sluice::filter::types::{Action, Endpoint, ImmediateResponse, LogLevel, Route};
 
-use bindings::sluice::filter::{request, response};
+/// Why a body could not be read ([`Request::body`], [`Response::body`]).
+pub use bindings::sluice::filter::body::BodyError;
+
+use bindings::sluice::filter::{body, request, response};
 
 /// Delegates each listed method to the function of the same name in `$interface`.
 macro_rules! accessors {
@@ -132,6 +135,19 @@ impl Request {
         /// This filter has nothing to do in its response phase for this request.
         fn skip_response();
     }
+
+    /// The whole request body (up to the route's `proxy-body-size`, at most 1 MiB). The
+    /// request waits for the client to send it, without holding a gateway thread; a filter
+    /// that never asks leaves the body streaming through untouched. Over the cap it is
+    /// [`BodyError::TooLarge`] and the body goes on as it came.
+    pub fn body(&self) -> Result<Vec<u8>, BodyError> {
+        body::request_body()
+    }
+
+    /// Replaces the request body; the upstream gets a Content-Length of its size.
+    pub fn set_body(&self, body: &[u8]) {
+        body::set_request_body(body)
+    }
 }
 
 /// The response in a response phase: from the upstream, or an immediate response.
@@ -148,6 +164,16 @@ impl Response {
         fn endpoint() -> Option<String>;
         /// What this filter's request phase kept with [`Request::set_state`].
         fn state() -> Option<Vec<u8>>;
+    }
+
+    /// The whole response body, as [`Request::body`].
+    pub fn body(&self) -> Result<Vec<u8>, BodyError> {
+        body::response_body()
+    }
+
+    /// Replaces the response body; the client gets a Content-Length of its size.
+    pub fn set_body(&self, body: &[u8]) {
+        body::set_response_body(body)
     }
 }
 

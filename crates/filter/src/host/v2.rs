@@ -1,6 +1,7 @@
 //! `sluice:filter@0.2.0` (`sdk/wit`): the request and response are the call's, reached
 //! through plain functions; the component exports the `handler` interface; filters count
-//! across requests (`limits`) and share values (`store`).
+//! across requests (`limits`), share values (`store`), call Services (`http`) and read and
+//! replace whole bodies (`body`).
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::outbound;
+use crate::payload::ReadError;
 use crate::shared::{self, Write, WriteError};
 
 wasmtime::component::bindgen!({
@@ -15,15 +17,17 @@ wasmtime::component::bindgen!({
     world: "filter",
     imports: {
         "sluice:filter/http.call": async | trappable,
+        "sluice:filter/body.request-body": async | trappable,
+        "sluice:filter/body.response-body": async | trappable,
         default: trappable,
     },
 });
 
-use sluice::filter::{http as outbound_http, limits, request, response, store, types};
+use sluice::filter::{body, http as outbound_http, limits, request, response, store, types};
 
-/// The most calls to Services the filters of one namespace may have waiting at once: each
-/// holds an instance from the pool every namespace shares.
-const MAX_WAITING_CALLS: u32 = 256;
+/// The most calls to Services and body reads the filters of one namespace may have waiting at
+/// once: each holds an instance from the pool every namespace shares.
+const MAX_WAITING: u32 = 256;
 
 /// The exported interface whose presence makes a component one of this version.
 pub const HANDLER: &str = "sluice:filter/handler@0.2.0";
@@ -104,8 +108,8 @@ impl store::Host for State {
     }
 }
 
-/// Adds every interface but `http` to `linker`: what a component that makes no calls to
-/// Services needs, all of it synchronous.
+/// Adds every interface but `http` and `body` to `linker`: what a component that neither
+/// calls Services nor reads bodies needs, all of it synchronous.
 pub fn add_sync_to_linker(linker: &mut wasmtime::component::Linker<State>) -> wasmtime::Result<()> {
     use wasmtime::component::HasSelf;
     fn get(state: &mut State) -> &mut State {
@@ -134,10 +138,9 @@ impl outbound_http::Host for State {
             Err(e) => return Ok(Err(format!("invalid request: {e}"))),
         };
         let timeout = Duration::from_millis(timeout_ms.into());
-        // No plugin's key starts with a NUL.
-        let namespace = self.call()?.context.namespace.clone();
-        let Some(_waiting) = self.shared.hold(format!("\0http\0{namespace}"), MAX_WAITING_CALLS) else {
-            return Ok(Err(format!("{MAX_WAITING_CALLS} calls of namespace {namespace:?} are waiting already")));
+        let _waiting = match self.wait()? {
+            Ok(waiting) => waiting,
+            Err(why) => return Ok(Err(why)),
         };
         let pending = match outbound::start(&self.call()?.context, &service, request, timeout) {
             Ok(pending) => pending,
@@ -156,6 +159,72 @@ impl outbound_http::Host for State {
             headers: headers::all(&answer.headers),
             body: answer.body.into(),
         }))
+    }
+}
+
+impl State {
+    /// A place among the namespace's waiting calls and body reads, or why there is none.
+    fn wait(&mut self) -> Outcome<Result<shared::Hold, String>> {
+        let namespace = self.call()?.context.namespace.clone();
+        // No plugin's key starts with a NUL.
+        Ok(self.shared.hold(format!("\0wait\0{namespace}"), MAX_WAITING).ok_or_else(|| {
+            format!("{MAX_WAITING} calls and body reads of namespace {namespace:?} are waiting already")
+        }))
+    }
+
+    /// The body of the call's request or response, read whole if no filter read it before.
+    async fn read_body(&mut self) -> Outcome<Result<Vec<u8>, body::BodyError>> {
+        let Some(mut payload) = self.call()?.body.take() else {
+            return Ok(Err(body::BodyError::Failed("the gateway does not lend this body to filters".into())));
+        };
+        let _waiting = match payload.is_unread() {
+            true => match self.wait()? {
+                Ok(waiting) => Some(waiting),
+                Err(why) => {
+                    self.call()?.body = Some(payload);
+                    return Ok(Err(body::BodyError::Failed(why)));
+                }
+            },
+            false => None,
+        };
+        let started = Instant::now();
+        let read = payload.read(MAX_WAITED.saturating_sub(self.waited)).await;
+        self.add_wait(started.elapsed());
+        self.call()?.body = Some(payload);
+        Ok(read.map(Vec::from).map_err(|error| match error {
+            ReadError::TooLarge => body::BodyError::TooLarge,
+            ReadError::Failed(why) => body::BodyError::Failed(why),
+        }))
+    }
+
+    /// Replaces the body of the call's request or response.
+    fn replace_body(&mut self, data: Vec<u8>) -> Outcome<()> {
+        if let Some(payload) = &mut self.call()?.body {
+            payload.replace(data);
+        }
+        Ok(())
+    }
+}
+
+impl body::Host for State {
+    async fn request_body(&mut self) -> Outcome<Result<Vec<u8>, body::BodyError>> {
+        self.request()?;
+        self.read_body().await
+    }
+
+    fn set_request_body(&mut self, body: Vec<u8>) -> Outcome<()> {
+        self.request()?;
+        self.replace_body(body)
+    }
+
+    async fn response_body(&mut self) -> Outcome<Result<Vec<u8>, body::BodyError>> {
+        self.response()?;
+        self.read_body().await
+    }
+
+    fn set_response_body(&mut self, body: Vec<u8>) -> Outcome<()> {
+        self.response()?;
+        self.replace_body(body)
     }
 }
 
